@@ -1,0 +1,77 @@
+"""Building blocks shared by the models: norms and a permutation-spec builder."""
+
+from __future__ import annotations
+
+from torch import nn
+
+from ..permutation import PermutationSpec
+
+NORMS = ("layernorm", "batchnorm", "none")
+
+
+def check_norm(norm: str) -> str:
+    if norm not in NORMS:
+        raise ValueError(f"unknown norm {norm!r}; choose one of {', '.join(NORMS)}")
+    return norm
+
+
+def scaled(channels: int, width: float) -> int:
+    """``channels * width`` rounded, at least 1."""
+    if width <= 0:
+        raise ValueError(f"width multiplier must be positive, got {width}")
+    return max(1, int(round(channels * width)))
+
+
+def norm2d(norm: str, channels: int) -> nn.Module:
+    """A channel norm for conv features.
+
+    ``layernorm`` normalizes each example over (C, H, W) with one affine weight
+    and bias per channel (``GroupNorm`` with one group): it commutes with any
+    permutation of the channels, as the permutation symmetry requires.
+    """
+    if norm == "layernorm":
+        return nn.GroupNorm(1, channels)
+    if norm == "batchnorm":
+        return nn.BatchNorm2d(channels)
+    return nn.Identity()
+
+
+def norm1d(norm: str, features: int) -> nn.Module:
+    """A feature norm for fully connected layers (per-feature affine)."""
+    if norm == "layernorm":
+        return nn.LayerNorm(features)
+    if norm == "batchnorm":
+        return nn.BatchNorm1d(features)
+    return nn.Identity()
+
+
+class SpecBuilder:
+    """Accumulates ``PermutationSpec.axes`` for a model, layer by layer."""
+
+    def __init__(self) -> None:
+        self.axes: dict[str, tuple[str | None, ...]] = {}
+        self.activations: dict[str, list[str]] = {}
+
+    def dense(self, name: str, module: nn.Module, out_g: str | None, in_g: str | None) -> None:
+        """A Linear or Conv layer: weight (out, in, ...), bias (out)."""
+        w = module.weight
+        self.axes[f"{name}.weight"] = (out_g, in_g) + (None,) * (w.dim() - 2)
+        if getattr(module, "bias", None) is not None:
+            self.axes[f"{name}.bias"] = (out_g,)
+
+    def norm(self, name: str, module: nn.Module, g: str) -> None:
+        """Norm parameters and running statistics follow their layer's group."""
+        for pname, _ in module.named_parameters(recurse=False):
+            self.axes[f"{name}.{pname}"] = (g,)
+        for bname, buf in module.named_buffers(recurse=False):
+            self.axes[f"{name}.{bname}"] = (g,) if buf.dim() == 1 else (None,) * buf.dim()
+
+    def activation(self, g: str, module_name: str) -> None:
+        self.activations.setdefault(g, []).append(module_name)
+
+    def build(self, model: nn.Module) -> PermutationSpec:
+        # keep the state dict's order so depth order follows the network
+        state_keys = list(model.state_dict().keys())
+        ordered = {k: self.axes[k] for k in state_keys if k in self.axes}
+        ordered.update({k: v for k, v in self.axes.items() if k not in ordered})
+        return PermutationSpec(ordered, {g: tuple(v) for g, v in self.activations.items()})
