@@ -1,0 +1,610 @@
+"""pytest plugin that runs lmccheck claim checks and writes the claim report.
+
+Loaded through the ``pytest11`` entry point ``lmccheck`` (and, from a source
+tree, through the repository's root ``conftest.py``). It provides:
+
+* the ``lmccheck`` option group (``--lmc-device``, ``--lmc-cache``, ...);
+* the session fixture ``lmc_config`` (:class:`LmcConfig`);
+* the function fixture ``measure`` (:class:`Measurement`), the recorder a claim
+  check fills in; its record rides on the test report's ``user_properties``
+  (as a JSON string under :data:`RECORD_KEY`) so it reaches the controller
+  under pytest-xdist;
+* the markers ``claim(id)``, ``gpu`` and ``slow``;
+* Hypothesis profiles ``ci`` / ``dev``;
+* one GPU per xdist worker (``CUDA_VISIBLE_DEVICES``);
+* the report (``lmccheck.report.write_report``) and a terminal table.
+
+This is the only lmccheck module that imports pytest. torch is imported
+lazily, so loading the plugin stays cheap.
+"""
+
+from __future__ import annotations
+
+import argparse
+import functools
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from collections.abc import Generator
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from lmccheck import report as _report
+
+__all__ = [
+    "ENTRY_POINT_NAME",
+    "GPU_SKIP_REASON",
+    "RECORD_KEY",
+    "LmcConfig",
+    "Measurement",
+    "count_visible_gpus",
+    "gpu_for_worker",
+    "resolve_device",
+]
+
+#: Name of the ``pytest11`` entry point (and the plugin's registration name).
+ENTRY_POINT_NAME = "lmccheck"
+#: ``user_properties`` key of the JSON record a claim check produces.
+RECORD_KEY = "lmccheck_record"
+GPU_SKIP_REASON = "needs CUDA: paper-scale (gpu) setting; run on a machine with a GPU"
+DEVICES = ("auto", "cpu", "cuda")
+
+_config_key = pytest.StashKey["LmcConfig"]()
+_measure_key = pytest.StashKey["Measurement"]()
+_setup_duration_key = pytest.StashKey[float]()
+
+
+# --------------------------------------------------------------------------- #
+# Pure helpers (no pytest state)
+# --------------------------------------------------------------------------- #
+def resolve_device(name: str) -> str:
+    """Resolve ``auto``/``cpu``/``cuda`` to ``"cpu"`` or ``"cuda"``.
+
+    ``auto`` picks CUDA when available. Asking for ``cuda`` without CUDA raises
+    ``ValueError`` (the plugin turns it into ``pytest.UsageError``).
+    """
+    if name not in DEVICES:
+        raise ValueError(f"unknown device {name!r}; expected one of {', '.join(DEVICES)}")
+    if name == "cpu":
+        return "cpu"
+    import torch
+
+    available = torch.cuda.is_available()
+    if name == "cuda" and not available:
+        raise ValueError(
+            "--lmc-device=cuda was requested but CUDA is not available "
+            "(torch.cuda.is_available() is False); use --lmc-device=cpu or auto"
+        )
+    return "cuda" if available else "cpu"
+
+
+@functools.lru_cache(maxsize=None)
+def describe_device(device: str) -> str:
+    """Human-readable device: ``"cpu"`` or ``"cuda (NVIDIA H100 ...)"``."""
+    if device != "cuda":
+        return device
+    import torch
+
+    try:
+        return f"cuda ({torch.cuda.get_device_name(torch.cuda.current_device())})"
+    except Exception:  # noqa: BLE001 - a name is nice to have, never required
+        return "cuda"
+
+
+def _worker_index(worker_id: str) -> int | None:
+    """``"gw3"`` -> 3; None for anything that is not an xdist worker id."""
+    if worker_id.startswith("gw") and worker_id[2:].isdigit():
+        return int(worker_id[2:])
+    return None
+
+
+def gpu_for_worker(worker_id: str, visible: str | None, n_gpus: int) -> str | None:
+    """The ``CUDA_VISIBLE_DEVICES`` value for xdist worker ``worker_id``.
+
+    Worker ``gw<i>`` gets GPU ``i mod n``. When ``visible`` (an existing
+    ``CUDA_VISIBLE_DEVICES``) is set, its entries are the GPUs to share out and
+    ``n_gpus`` is ignored; otherwise GPUs ``0..n_gpus-1`` are. Returns None
+    (leave the environment alone) when there is no GPU or the worker id is not
+    of the form ``gw<i>``.
+    """
+    index = _worker_index(worker_id)
+    if index is None:
+        return None
+    if visible is not None:
+        devices = [d.strip() for d in visible.split(",") if d.strip()]
+        # CUDA stops at the first invalid entry; "-1" is the usual "no GPU".
+        if devices and devices[0].startswith("-"):
+            devices = []
+    else:
+        devices = [str(k) for k in range(max(n_gpus, 0))]
+    if not devices:
+        return None
+    return devices[index % len(devices)]
+
+
+def count_visible_gpus() -> int:
+    """Count GPUs with ``nvidia-smi -L`` without initializing CUDA (0 if absent)."""
+    exe = shutil.which("nvidia-smi")
+    if exe is None:
+        return 0
+    try:
+        out = subprocess.run([exe, "-L"], capture_output=True, text=True, timeout=20, check=False)
+    except (OSError, subprocess.SubprocessError):
+        return 0
+    if out.returncode != 0:
+        return 0
+    return sum(1 for line in out.stdout.splitlines() if line.startswith("GPU "))
+
+
+def _git_commit(root: Path) -> str | None:
+    """``git rev-parse HEAD`` in ``root``; None if git or the repository is unavailable."""
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=10, check=False
+        )
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() or None
+
+
+def _dist_version(name: str) -> str | None:
+    """Installed version of a distribution, without importing it."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
+def _now() -> str:
+    """Current UTC time, ISO 8601, seconds precision."""
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+# --------------------------------------------------------------------------- #
+# Configuration
+# --------------------------------------------------------------------------- #
+@dataclass(frozen=True)
+class LmcConfig:
+    """Resolved lmccheck options, from the ``lmc_config`` session fixture."""
+
+    device: str
+    cache: Path
+    data_root: Path | None
+    download: bool
+    seeds: int
+    report_dir: Path
+    retrain: bool
+
+
+def _positive_int(text: str) -> int:
+    """argparse type for ``--lmc-seeds``."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """Register the ``lmccheck`` option group."""
+    group = parser.getgroup("lmccheck", "lmccheck claim checks")
+    group.addoption(
+        "--lmc-device", choices=DEVICES, default="auto", help="device for claim checks (default: auto = cuda if available)"
+    )
+    group.addoption(
+        "--lmc-cache",
+        metavar="DIR",
+        default=None,
+        help="fixture store root (default: $LMCCHECK_CACHE or ~/.cache/lmccheck)",
+    )
+    group.addoption("--lmc-data-root", metavar="DIR", default=None, help="root of non-embedded datasets")
+    group.addoption("--lmc-download", action="store_true", default=False, help="allow dataset downloads")
+    group.addoption(
+        "--lmc-seeds", metavar="N", type=_positive_int, default=3, help="replicates (seeds) per setting (default: 3)"
+    )
+    group.addoption("--lmc-report", metavar="DIR", default="report", help="report directory (default: report)")
+    group.addoption("--lmc-retrain", action="store_true", default=False, help="ignore stored fixtures and retrain")
+    group.addoption("--lmc-no-report", action="store_true", default=False, help="do not write report files")
+
+
+def _abs(config: pytest.Config, path: str) -> Path:
+    """Expand ``~`` and make ``path`` absolute relative to the invocation directory."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() else Path(config.invocation_params.dir) / p
+
+
+def build_config(config: pytest.Config) -> LmcConfig:
+    """Build (and cache on ``config.stash``) the resolved :class:`LmcConfig`."""
+    if _config_key in config.stash:
+        return config.stash[_config_key]
+    try:
+        device = resolve_device(config.getoption("lmc_device"))
+    except ValueError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    cache = config.getoption("lmc_cache") or os.environ.get("LMCCHECK_CACHE") or "~/.cache/lmccheck"
+    data_root = config.getoption("lmc_data_root")
+    cfg = LmcConfig(
+        device=device,
+        cache=_abs(config, cache),
+        data_root=_abs(config, data_root) if data_root else None,
+        download=bool(config.getoption("lmc_download")),
+        seeds=int(config.getoption("lmc_seeds")),
+        report_dir=_abs(config, config.getoption("lmc_report")),
+        retrain=bool(config.getoption("lmc_retrain")),
+    )
+    config.stash[_config_key] = cfg
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def lmc_config(pytestconfig: pytest.Config) -> LmcConfig:
+    """The resolved lmccheck options (device, cache, seeds, ...)."""
+    return build_config(pytestconfig)
+
+
+# --------------------------------------------------------------------------- #
+# Configure: markers, hypothesis, GPU pinning
+# --------------------------------------------------------------------------- #
+def _is_worker(config: pytest.Config) -> bool:
+    """True inside a pytest-xdist worker process."""
+    return hasattr(config, "workerinput")
+
+
+def _register_markers(config: pytest.Config) -> None:
+    """Register the lmccheck markers (the project runs with --strict-markers)."""
+    config.addinivalue_line("markers", "claim(id): the paper claim this check tests, e.g. claim('S3')")
+    config.addinivalue_line("markers", "gpu: paper-scale setting; needs CUDA (deselected by default, select with -m gpu)")
+    config.addinivalue_line("markers", "slow: slow check (minutes on a CPU)")
+
+
+def _setup_hypothesis(config: pytest.Config) -> None:
+    """Register the ``ci``/``dev`` profiles and load ``$HYPOTHESIS_PROFILE`` (default ``ci``).
+
+    An explicit ``--hypothesis-profile`` wins. Without hypothesis installed this is a no-op.
+    """
+    try:
+        from hypothesis import settings
+    except ImportError:
+        return
+    # Explicit parent: otherwise a profile inherits whatever profile is loaded now.
+    base = settings.get_profile("default")
+    settings.register_profile("ci", base, derandomize=True, deadline=None, print_blob=True, max_examples=25)
+    settings.register_profile("dev", base, deadline=None, max_examples=50)
+    if config.getoption("hypothesis_profile", None):
+        return
+    name = os.environ.get("HYPOTHESIS_PROFILE", "ci")
+    try:
+        settings.load_profile(name)
+    except Exception as exc:  # hypothesis.errors.InvalidArgument
+        raise pytest.UsageError(f"HYPOTHESIS_PROFILE={name!r}: {exc}") from None
+
+
+def _pin_worker_gpu(config: pytest.Config) -> None:
+    """On an xdist worker, restrict CUDA to GPU ``i mod n`` before CUDA initializes."""
+    if not _is_worker(config):
+        return
+    # Same value as $PYTEST_XDIST_WORKER, but only set in real worker processes
+    # (the env var also leaks into subprocesses and in-process pytester runs).
+    worker_id = str(config.workerinput.get("workerid") or os.environ.get("PYTEST_XDIST_WORKER", ""))
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    n_gpus = 0 if visible is not None else count_visible_gpus()
+    chosen = gpu_for_worker(worker_id, visible, n_gpus)
+    if chosen is None:
+        return
+    torch = sys.modules.get("torch")
+    if torch is not None and torch.cuda.is_initialized():
+        config.issue_config_time_warning(
+            pytest.PytestConfigWarning(f"lmccheck: CUDA already initialized; cannot pin {worker_id} to GPU {chosen}"),
+            stacklevel=2,
+        )
+        return
+    os.environ["CUDA_VISIBLE_DEVICES"] = chosen
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Markers, hypothesis profile, GPU pinning, device check, controller state."""
+    _register_markers(config)
+    _pin_worker_gpu(config)
+    _setup_hypothesis(config)
+    if config.getoption("lmc_device") == "cuda":
+        build_config(config)  # fail fast with a UsageError when CUDA is missing
+    if not _is_worker(config) and not config.pluginmanager.has_plugin(_Controller.name):
+        config.pluginmanager.register(_Controller(config), _Controller.name)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Drop the controller plugin (matters for in-process pytester runs)."""
+    controller = config.pluginmanager.get_plugin(_Controller.name)
+    if controller is not None:
+        config.pluginmanager.unregister(controller)
+
+
+def pytest_plugin_registered(plugin: object, plugin_name: str, manager: pytest.PytestPluginManager) -> None:
+    """Avoid double registration when this module is loaded by module name.
+
+    ``-p lmccheck.pytest_plugin`` (or ``pytest_plugins`` in a conftest)
+    registers this module under its module name; the ``pytest11`` entry point
+    would then register the same module again as ``lmccheck`` and pluggy would
+    raise. Blocking the entry-point name makes the entry point a no-op.
+    """
+    if plugin is sys.modules[__name__] and plugin_name != ENTRY_POINT_NAME and not manager.is_blocked(ENTRY_POINT_NAME):
+        if manager.get_plugin(ENTRY_POINT_NAME) is None:
+            manager.set_blocked(ENTRY_POINT_NAME)
+
+
+def _cuda_available() -> bool:
+    """torch.cuda.is_available(), imported lazily."""
+    import torch
+
+    return bool(torch.cuda.is_available())
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Skip ``gpu`` items without CUDA or with --lmc-device=cpu (before any fixture is set up)."""
+    if item.get_closest_marker("gpu") is None:
+        return
+    if not _cuda_available():
+        pytest.skip(GPU_SKIP_REASON)
+    if item.config.getoption("lmc_device") == "cpu":
+        pytest.skip("gpu (paper-scale) setting skipped: --lmc-device=cpu")
+
+
+# --------------------------------------------------------------------------- #
+# The measure fixture
+# --------------------------------------------------------------------------- #
+@dataclass
+class Measurement:
+    """What one claim check measured; filled in by the test, reported by the plugin.
+
+    Set ``setting``, ``values``, ``thresholds``, ``seeds``, ``fixture_keys``,
+    ``summary`` and add figures with :meth:`figure`. The verdict comes from
+    the test outcome.
+    """
+
+    claim: str
+    setting: str
+    nodeid: str
+    device: str | None = None
+    values: dict[str, Any] = field(default_factory=dict)
+    thresholds: dict[str, Any] = field(default_factory=dict)
+    seeds: list[int] = field(default_factory=list)
+    fixture_keys: list[str] = field(default_factory=list)
+    summary: str = ""
+    figures: list[dict[str, Any]] = field(default_factory=list)
+
+    def figure(
+        self,
+        name: str,
+        *,
+        series: dict[str, tuple[Any, Any]],
+        title: str = "",
+        xlabel: str = "",
+        ylabel: str = "",
+        xscale: str = "linear",
+        yscale: str = "linear",
+        yerr: dict[str, Any] | None = None,
+    ) -> None:
+        """Add a line-plot figure: ``series`` maps a legend label to ``(xs, ys)``.
+
+        ``yerr`` optionally maps a label to error-bar half-widths. A figure
+        with the same name replaces the earlier one.
+        """
+        spec = _report.make_figure_spec(
+            name, series, title=title, xlabel=xlabel, ylabel=ylabel, xscale=xscale, yscale=yscale, yerr=yerr
+        )
+        self.figures = [f for f in self.figures if f["name"] != name] + [spec]
+
+    def to_record(self) -> dict[str, Any]:
+        """The JSON-ready record, without verdict and wall time."""
+        return {
+            "claim": self.claim,
+            "setting": self.setting,
+            "nodeid": self.nodeid,
+            "device": self.device,
+            "values": _report.to_jsonable(self.values),
+            "thresholds": _report.to_jsonable(self.thresholds),
+            "seeds": _report.to_jsonable(self.seeds),
+            "fixture_keys": _report.to_jsonable(self.fixture_keys),
+            "summary": str(self.summary or ""),
+            "figures": _report.to_jsonable(self.figures),
+        }
+
+
+def _claim_id(item: pytest.Item) -> str | None:
+    """The id from the item's ``claim`` marker; None without one.
+
+    Raises ``pytest.UsageError`` for a malformed marker.
+    """
+    marker = item.get_closest_marker("claim")
+    if marker is None:
+        return None
+    args = list(marker.args) or [marker.kwargs.get("id")]
+    if len(args) != 1 or not isinstance(args[0], str) or not args[0]:
+        raise pytest.UsageError(f"{item.nodeid}: use @pytest.mark.claim('S3') with exactly one claim id string")
+    return args[0]
+
+
+def _default_setting(item: pytest.Item) -> str:
+    """The item's parametrize id, or ``"default"``."""
+    callspec = getattr(item, "callspec", None)
+    return callspec.id if callspec is not None and callspec.id else "default"
+
+
+@pytest.fixture
+def measure(request: pytest.FixtureRequest, lmc_config: LmcConfig) -> Measurement:
+    """Recorder for a claim check (the item needs ``@pytest.mark.claim(id)``)."""
+    item = request.node
+    claim = _claim_id(item)
+    if claim is None:
+        pytest.fail(
+            f"{item.nodeid} uses the `measure` fixture but has no claim marker; "
+            "decorate it with @pytest.mark.claim('<id>'), e.g. @pytest.mark.claim('S3')",
+            pytrace=False,
+        )
+    m = Measurement(
+        claim=claim, setting=_default_setting(item), nodeid=item.nodeid, device=describe_device(lmc_config.device)
+    )
+    item.stash[_measure_key] = m
+    return m
+
+
+def _outcome_fields(report: pytest.TestReport, call: pytest.CallInfo[None]) -> dict[str, Any]:
+    """``verdict`` plus ``failure``/``reason`` for a report of a claim item."""
+    wasxfail = getattr(report, "wasxfail", None)
+    if report.skipped:
+        if wasxfail is not None:
+            return {"verdict": "XFAIL", "reason": str(wasxfail)}
+        longrepr = report.longrepr
+        reason = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+        return {"verdict": "SKIP", "reason": reason.removeprefix("Skipped: ")}
+    if report.passed:
+        return {"verdict": "XPASS" if wasxfail is not None else "PASS"}
+    failure = call.excinfo.exconly() if call.excinfo is not None else str(report.longrepr)
+    verdict = "FAIL" if report.when == "call" else "ERROR"
+    return {"verdict": verdict, "failure": failure[:4000]}
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) -> Generator[None, Any, None]:
+    """Attach the claim record (JSON) to the call report, or to a setup report that did not pass."""
+    outcome = yield
+    report: pytest.TestReport = outcome.get_result()
+    if report.when == "setup":
+        item.stash[_setup_duration_key] = report.duration
+    if report.when == "call" or (report.when == "setup" and not report.passed):
+        try:
+            record = _make_record(item, report, call)
+            payload = None if record is None else json.dumps(record)
+        except Exception as exc:  # noqa: BLE001 - never lose the run to a bad value
+            payload = json.dumps(
+                {
+                    "claim": str(item.stash[_measure_key].claim) if _measure_key in item.stash else "?",
+                    "setting": _default_setting(item),
+                    "nodeid": item.nodeid,
+                    "verdict": "ERROR",
+                    "failure": f"lmccheck could not serialize the record: {exc!r}",
+                }
+            )
+        if payload is not None:
+            # A fresh list: the record rides on this report only, not on later phases.
+            report.user_properties = [*report.user_properties, (RECORD_KEY, payload)]
+
+
+def _make_record(item: pytest.Item, report: pytest.TestReport, call: pytest.CallInfo[None]) -> dict[str, Any] | None:
+    """Finalize the record of a claim item for ``report``; None if it is no claim check."""
+    m = item.stash.get(_measure_key, None)
+    if m is None:
+        if "measure" not in getattr(item, "fixturenames", ()):
+            return None
+        try:
+            claim = _claim_id(item)
+        except pytest.UsageError:
+            claim = None
+        if claim is None:
+            return None
+        m = Measurement(claim=claim, setting=_default_setting(item), nodeid=item.nodeid)
+    record = m.to_record()
+    call_time = report.duration if report.when == "call" else 0.0
+    record["wall_time_s"] = round(item.stash.get(_setup_duration_key, 0.0) + call_time, 4)
+    record.update(_outcome_fields(report, call))
+    return record
+
+
+# --------------------------------------------------------------------------- #
+# Controller: collect records, write the report, print the table
+# --------------------------------------------------------------------------- #
+def _record_from(report: pytest.TestReport) -> dict[str, Any] | None:
+    """The lmccheck record carried by a report, if any."""
+    for key, value in report.user_properties:
+        if key == RECORD_KEY:
+            return json.loads(value) if isinstance(value, str) else dict(value)
+    return None
+
+
+class _Controller:
+    """Controller-side plugin: collects records, writes the report, prints the table.
+
+    Registered only in the process that owns the session (never on an xdist
+    worker), so it sees every report exactly once, with or without ``-n``.
+    """
+
+    name = "lmccheck-controller"
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.start = _now()
+        self.records: dict[str, dict[str, Any]] = {}
+        self.report_path: Path | None = None
+        self.error: str | None = None
+
+    def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
+        """Take records from call reports (or setup reports that did not pass)."""
+        record = _record_from(report)
+        if record is not None:
+            self.records[report.nodeid] = record
+        elif report.when == "teardown" and report.failed and report.nodeid in self.records:
+            rec = self.records[report.nodeid]
+            if rec.get("verdict") in ("PASS", "FAIL", "XFAIL", "XPASS"):
+                rec["verdict"] = "ERROR"
+                rec["failure"] = ((rec.get("failure") or "") + "\nteardown: " + str(report.longrepr))[-4000:]
+
+    def meta(self) -> dict[str, Any]:
+        """Report metadata: versions, git commit, device, args, start/end time."""
+        import lmccheck
+
+        devices = sorted({r["device"] for r in self.records.values() if r.get("device")})
+        if not devices:
+            try:
+                devices = [describe_device(build_config(self.config).device)]
+            except pytest.UsageError:
+                devices = ["unknown"]
+        return {
+            "lmccheck_version": lmccheck.__version__,
+            "git_commit": _git_commit(Path(self.config.rootpath)),
+            "device": ", ".join(devices),
+            "torch": _dist_version("torch"),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+            "args": [str(a) for a in self.config.invocation_params.args],
+            "start": self.start,
+            "end": _now(),
+        }
+
+    def pytest_sessionfinish(self, session: pytest.Session) -> None:
+        """Write the report (unless --lmc-no-report or there are no records)."""
+        if not self.records or self.config.getoption("lmc_no_report"):
+            return
+        out_dir = _abs(self.config, self.config.getoption("lmc_report"))
+        try:
+            self.report_path = _report.write_report(list(self.records.values()), out_dir, self.meta())
+        except OSError as exc:
+            self.error = f"could not write the lmccheck report to {out_dir}: {exc}"
+
+    def pytest_terminal_summary(self, terminalreporter: Any) -> None:
+        """Print the claim table under an "lmccheck claims" header, and the report path."""
+        if not self.records:
+            return
+        tr = terminalreporter
+        tr.write_sep("=", "lmccheck claims")
+        for line in _report.format_table(list(self.records.values())).splitlines():
+            tr.write_line(line)
+        if self.error:
+            tr.write_line(self.error, red=True)
+        elif self.report_path is not None:
+            tr.write_line(f"lmccheck report: {self.report_path}")
+        else:
+            tr.write_line("lmccheck report not written (--lmc-no-report)")

@@ -1,0 +1,986 @@
+"""Content-addressed fixture store for trained networks.
+
+Training is expensive, so every *product* (a trained network, a spawned pair, an
+IMP run, ...) is stored on disk under a key derived from its recipe.  Each recipe
+costs one training run, ever -- even when several pytest-xdist workers or
+separate processes ask for the same recipe at the same time.
+
+On-disk layout (``FORMAT_VERSION`` 1)::
+
+    <root>/
+        objects/<key[:2]>/<key>/tensors.safetensors   # all tensors, flat names
+        objects/<key[:2]>/<key>/meta.json             # written last; see Store.put
+        tmp/        # entries under construction (same filesystem -> atomic rename)
+        locks/      # one lock file per key, held around check-then-build
+        corrupt/    # damaged / incompatible entries moved aside, never deleted
+
+Safety properties:
+
+* Entries are built in ``tmp/``, fsynced, then renamed into ``objects/`` in one
+  step, so a reader never sees a half-written entry.
+* ``get_or_create`` holds a per-key :class:`filelock.FileLock` around
+  check-then-build, so concurrent processes build once; the others wait and load.
+* Every load verifies the entry (meta.json parses, format version, key, recipe
+  hash, sha256 of the tensor file, safetensors header).  Damaged entries are
+  reported, moved to ``corrupt/`` and rebuilt by ``get_or_create``.
+* Loading only ever uses :mod:`json` and :mod:`safetensors` -- never pickle or
+  ``torch.load``.
+
+This module has no pytest dependency; the pytest plugin and the CLI build on it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import enum
+import errno
+import hashlib
+import json
+import os
+import platform
+import shutil
+import tempfile
+import time
+import warnings
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePath
+from typing import Any
+
+import filelock
+import safetensors
+import safetensors.torch
+import torch
+
+__all__ = [
+    "CODE_VERSION",
+    "DEFAULT_CODE_VERSION",
+    "FORMAT_VERSION",
+    "META_FILE",
+    "TENSORS_FILE",
+    "AmbiguousKeyError",
+    "CorruptEntryError",
+    "Entry",
+    "EntryNotFoundError",
+    "IncompatibleEntryError",
+    "Store",
+    "StoreError",
+    "StoreNotWritableError",
+    "StoreWarning",
+    "canonical_json",
+    "code_version",
+    "default_root",
+    "describe_recipe",
+    "describe_size",
+    "describe_entry_size",
+    "recipe_key",
+]
+
+#: Per product kind, a version of the training code's *semantics*.  Bump a kind's
+#: number whenever a change to the code would make previously stored products of
+#: that kind wrong; the version is part of the key, so old entries are simply no
+#: longer found (and can be removed with ``lmccheck cache clear``).
+CODE_VERSION: dict[str, int] = {
+    "train": 1,
+    "spawn": 1,
+    "imp": 1,
+    "oneshot": 1,
+    "retrain": 1,
+}
+#: Code version used for kinds missing from :data:`CODE_VERSION`.
+DEFAULT_CODE_VERSION: int = 1
+#: Version of the on-disk layout of one entry.
+FORMAT_VERSION: int = 1
+
+TENSORS_FILE = "tensors.safetensors"
+META_FILE = "meta.json"
+#: Environment variable naming the store root.
+ENV_VAR = "LMCCHECK_CACHE"
+#: Minimum length of a key prefix accepted by :meth:`Store.info` / :meth:`Store.resolve`.
+MIN_PREFIX = 6
+#: Temp / trash directories older than this are removed when a Store is opened.
+STALE_TMP_SECONDS = 24 * 3600
+
+_KEY_LEN = 64
+_HEX = frozenset("0123456789abcdef")
+_FIX_CLEAR = "run `lmccheck cache clear` or delete that folder"
+
+# Fields of meta.json written by the store itself; builder meta cannot override them.
+_RESERVED_META = (
+    "key",
+    "kind",
+    "recipe",
+    "code_version",
+    "format_version",
+    "created",
+    "created_unix",
+    "tensors_file",
+    "tensors_sha256",
+    "tensors_bytes",
+    "n_tensors",
+    "versions",
+)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+class StoreError(RuntimeError):
+    """Base class of store errors.  Messages name the problem and the fix."""
+
+
+class CorruptEntryError(StoreError):
+    """An entry on disk is damaged or incomplete."""
+
+    def __init__(self, key: str, path: Path, reason: str) -> None:
+        self.key = key
+        self.path = path
+        self.reason = reason
+        super().__init__(
+            f"cache entry {key} is corrupt: {reason} (at {path}). "
+            f"To fix, {_FIX_CLEAR}; it will be rebuilt on next use."
+        )
+
+
+class IncompatibleEntryError(StoreError):
+    """An entry was written with a different on-disk format version."""
+
+    def __init__(self, key: str, path: Path, found: Any, reason: str | None = None) -> None:
+        self.key = key
+        self.path = path
+        self.found = found
+        self.reason = reason or (
+            f"it was written with store format version {found!r}, "
+            f"this lmccheck reads format version {FORMAT_VERSION}"
+        )
+        super().__init__(
+            f"cache entry {key} is incompatible: {self.reason} (at {path}). "
+            "To fix, rebuild it with `--lmc-retrain`, or run `lmccheck cache clear` "
+            "or delete that folder."
+        )
+
+
+class StoreNotWritableError(StoreError):
+    """The store root cannot be created or written."""
+
+    def __init__(self, root: Path, detail: str) -> None:
+        self.root = root
+        super().__init__(
+            f"the lmccheck cache folder {root} is not writable ({detail}). "
+            f"Set {ENV_VAR} (or pass --lmc-cache) to a writable folder."
+        )
+
+
+class EntryNotFoundError(StoreError):
+    """No entry exists for a key or key prefix."""
+
+
+class AmbiguousKeyError(StoreError):
+    """A key prefix matches more than one entry."""
+
+
+class StoreWarning(UserWarning):
+    """Issued when get_or_create moves a corrupt or incompatible entry aside."""
+
+
+# --------------------------------------------------------------------------- keys
+
+
+def code_version(kind: str) -> int:
+    """Return the code version of ``kind`` (``DEFAULT_CODE_VERSION`` if unknown)."""
+    return CODE_VERSION.get(kind, DEFAULT_CODE_VERSION)
+
+
+def _jsonable(obj: Any, *, where: str = "recipe", strict_keys: bool = True) -> Any:
+    """Convert ``obj`` into plain JSON types (dict/list/str/int/float/bool/None).
+
+    Handles dataclass instances (via :func:`dataclasses.asdict`), mappings,
+    tuples/lists, enums (their value), paths (POSIX string), ``torch.dtype``
+    (``"torch.float32"``), 0-d tensors and numpy scalars (``.item()``).
+    With ``strict_keys`` mapping keys must be strings (so ``1`` and ``"1"`` can never
+    collide in a key); otherwise int/float/bool/None keys are stringified like json.
+    """
+    if obj is None or isinstance(obj, (bool, str)):
+        return obj
+    if isinstance(obj, int):
+        return int(obj)
+    if isinstance(obj, float):
+        return float(obj)
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return _jsonable(dataclasses.asdict(obj), where=where, strict_keys=strict_keys)
+    if isinstance(obj, Mapping):
+        out: dict[str, Any] = {}
+        for k, v in obj.items():
+            if not isinstance(k, str):
+                if strict_keys or not (k is None or isinstance(k, (int, float, bool))):
+                    raise TypeError(
+                        f"{where}: mapping keys must be strings, got {k!r} "
+                        f"({type(k).__name__}); convert it to a string"
+                    )
+                k = json.dumps(k)
+            if k in out:
+                raise TypeError(f"{where}: duplicate key {k!r} after conversion to JSON")
+            out[k] = _jsonable(v, where=f"{where}[{k!r}]", strict_keys=strict_keys)
+        return out
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v, where=f"{where}[{i}]", strict_keys=strict_keys) for i, v in enumerate(obj)]
+    if isinstance(obj, enum.Enum):
+        return _jsonable(obj.value, where=where, strict_keys=strict_keys)
+    if isinstance(obj, PurePath):
+        return obj.as_posix()
+    if isinstance(obj, torch.dtype):
+        return str(obj)
+    if isinstance(obj, torch.Tensor) and obj.ndim == 0:
+        return _jsonable(obj.item(), where=where, strict_keys=strict_keys)
+    if type(obj).__module__ == "numpy" and hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:
+        return _jsonable(obj.item(), where=where, strict_keys=strict_keys)
+    raise TypeError(
+        f"{where}: cannot convert {type(obj).__name__} value {obj!r} to JSON; "
+        "use dataclasses, dicts, lists, tuples, str, int, float, bool or None"
+    )
+
+
+def canonical_json(obj: Any) -> str:
+    """Canonical JSON text of ``obj``: keys sorted, no whitespace, ASCII only.
+
+    Floats use Python's shortest round-trip ``repr`` (what :mod:`json` emits), so
+    equal floats always give equal text; ``1`` and ``1.0`` differ, as do ``True``
+    and ``1``.
+    """
+    return json.dumps(
+        _jsonable(obj), sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=True
+    )
+
+
+def _key_for(kind: str, recipe: Any, version: int) -> str:
+    payload = canonical_json({"kind": kind, "recipe": recipe, "code_version": version})
+    return hashlib.sha256(payload.encode("ascii")).hexdigest()
+
+
+def recipe_key(kind: str, recipe: Mapping[str, Any]) -> str:
+    """Stable 64-hex-digit sha256 key of ``kind`` + ``recipe`` + the kind's code version.
+
+    The key is the sha256 of :func:`canonical_json` of
+    ``{"kind": kind, "recipe": recipe, "code_version": CODE_VERSION.get(kind, 1)}``.
+    It is identical across processes and machines (no salted ``hash()``) and does
+    not depend on dict key order.
+    """
+    if not isinstance(kind, str) or not kind:
+        raise TypeError(f"kind must be a non-empty string, got {kind!r}")
+    return _key_for(kind, recipe, code_version(kind))
+
+
+def _is_key(s: str) -> bool:
+    return isinstance(s, str) and len(s) == _KEY_LEN and set(s) <= _HEX
+
+
+# --------------------------------------------------------------------------- helpers
+
+
+def describe_size(n_bytes: int | float) -> str:
+    """Human-readable size with binary units, e.g. ``describe_size(1536) == '1.5 KiB'``."""
+    n = float(n_bytes)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{int(n)} B" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+describe_entry_size = describe_size
+
+
+def describe_recipe(recipe: Any, max_len: int = 60) -> str:
+    """Short one-line description of a recipe for listings.
+
+    Uses ``recipe["name"]`` if present, else a few identifying fields
+    (arch/model/dataset/seed/...), else the first scalar fields; truncated to ``max_len``.
+    """
+    if not isinstance(recipe, Mapping):
+        text = str(recipe)
+    elif isinstance(recipe.get("name"), str) and recipe["name"]:
+        text = recipe["name"]
+    else:
+        preferred = ("arch", "model", "dataset", "width", "seed", "epochs", "sparsity")
+        parts = [f"{k}={recipe[k]}" for k in preferred if k in recipe and _is_scalar(recipe[k])]
+        if not parts:
+            parts = [f"{k}={v}" for k, v in sorted(recipe.items()) if _is_scalar(v)][:4]
+        text = " ".join(parts) if parts else canonical_json(recipe)
+    if len(text) > max_len:
+        text = text[: max_len - 3] + "..."
+    return text
+
+
+def _is_scalar(v: Any) -> bool:
+    return v is None or isinstance(v, (str, int, float, bool))
+
+
+def default_root() -> Path:
+    """``$LMCCHECK_CACHE`` if set and non-empty, else ``~/.cache/lmccheck``."""
+    env = os.environ.get(ENV_VAR, "").strip()
+    if env:
+        return Path(env).expanduser()
+    return Path("~/.cache/lmccheck").expanduser()
+
+
+def _utcnow() -> _dt.datetime:
+    return _dt.datetime.now(_dt.timezone.utc)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    """fsync a directory so a rename / new file in it is durable (best effort)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # pragma: no cover - e.g. platforms without directory fds
+        return
+    try:
+        os.fsync(fd)
+    except OSError:  # pragma: no cover
+        pass
+    finally:
+        os.close(fd)
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    with open(path, "xb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _dir_size(path: Path) -> int:
+    total = 0
+    try:
+        if path.is_file():
+            return path.stat().st_size
+        for p in path.rglob("*"):
+            try:
+                if p.is_file() and not p.is_symlink():
+                    total += p.stat().st_size
+            except OSError:
+                pass
+    except OSError:
+        pass
+    return total
+
+
+def _library_versions() -> dict[str, str]:
+    try:
+        from lmccheck import __version__ as lmc_version
+    except Exception:  # pragma: no cover
+        lmc_version = "unknown"
+    return {
+        "lmccheck": str(lmc_version),
+        "torch": str(torch.__version__),
+        "safetensors": str(getattr(safetensors, "__version__", "unknown")),
+        "python": platform.python_version(),
+    }
+
+
+def _to_cpu_tensors(tensors: Mapping[str, torch.Tensor], key: str) -> dict[str, torch.Tensor]:
+    if not isinstance(tensors, Mapping):
+        raise TypeError(f"tensors for entry {key} must be a dict of name -> torch.Tensor, got {type(tensors).__name__}")
+    out: dict[str, torch.Tensor] = {}
+    for name, t in tensors.items():
+        if not isinstance(name, str) or not name:
+            raise TypeError(f"tensor names must be non-empty strings, got {name!r} (entry {key})")
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"tensor {name!r} of entry {key} is a {type(t).__name__}, not a torch.Tensor")
+        if t.layout != torch.strided:
+            raise TypeError(f"tensor {name!r} of entry {key} has layout {t.layout}; only dense tensors can be stored")
+        # clone: own, contiguous, unshared CPU storage (safetensors rejects shared/strided tensors)
+        out[name] = t.detach().to("cpu").clone(memory_format=torch.contiguous_format)
+    return out
+
+
+# --------------------------------------------------------------------------- entry
+
+
+@dataclass
+class Entry:
+    """One stored product: its key, CPU tensors (flat names) and meta.json contents."""
+
+    key: str
+    tensors: dict[str, torch.Tensor]
+    meta: dict[str, Any]
+
+    @property
+    def short(self) -> str:
+        """First 12 hex digits of the key, for display."""
+        return self.key[:12]
+
+    @property
+    def kind(self) -> str | None:
+        """Product kind recorded in meta."""
+        return self.meta.get("kind")
+
+    @property
+    def recipe(self) -> Any:
+        """Recipe recorded in meta (canonical JSON form: tuples became lists)."""
+        return self.meta.get("recipe")
+
+    @property
+    def metrics(self) -> Any:
+        """``meta["metrics"]`` if the builder returned any, else None."""
+        return self.meta.get("metrics")
+
+
+# --------------------------------------------------------------------------- store
+
+
+class Store:
+    """A content-addressed, process-safe store of trained products.
+
+    ``root`` defaults to ``$LMCCHECK_CACHE`` or ``~/.cache/lmccheck``.  Nothing is
+    created until the first write; a read-only store with existing entries can be
+    loaded from.  ``lock_timeout`` is how long ``get_or_create`` waits for another
+    process building the same key (None: forever -- training may take long).
+    """
+
+    def __init__(self, root: str | os.PathLike[str] | None = None, *, lock_timeout: float | None = None) -> None:
+        self.root: Path = Path(root).expanduser() if root is not None else default_root()
+        self.lock_timeout = lock_timeout
+        self._writable_checked = False
+        self._clean_stale_tmp()
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.root)!r})"
+
+    # ---- paths
+
+    @property
+    def objects_dir(self) -> Path:
+        return self.root / "objects"
+
+    @property
+    def tmp_dir(self) -> Path:
+        return self.root / "tmp"
+
+    @property
+    def locks_dir(self) -> Path:
+        return self.root / "locks"
+
+    @property
+    def corrupt_dir(self) -> Path:
+        return self.root / "corrupt"
+
+    def key(self, kind: str, recipe: Mapping[str, Any]) -> str:
+        """Same as :func:`recipe_key`."""
+        return recipe_key(kind, recipe)
+
+    def path(self, key: str) -> Path:
+        """Directory of entry ``key``: ``root/objects/<key[:2]>/<key>``."""
+        if not _is_key(key):
+            raise ValueError(f"not a store key (64 lowercase hex digits): {key!r}")
+        return self.objects_dir / key[:2] / key
+
+    def lock_path(self, key: str) -> Path:
+        """Lock file guarding check-then-build of ``key``."""
+        if not _is_key(key):
+            raise ValueError(f"not a store key (64 lowercase hex digits): {key!r}")
+        return self.locks_dir / f"{key}.lock"
+
+    def contains(self, key: str) -> bool:
+        """True if an entry directory with a meta.json exists (cheap; does not verify)."""
+        return (self.path(key) / META_FILE).is_file()
+
+    # ---- writability / housekeeping
+
+    def _ensure_writable(self) -> None:
+        """Create the store folders and prove we can write there, else StoreNotWritableError."""
+        if self._writable_checked:
+            return
+        try:
+            if self.root.exists() and not self.root.is_dir():
+                raise NotADirectoryError(errno.ENOTDIR, "exists and is not a directory", str(self.root))
+            for d in (self.root, self.objects_dir, self.tmp_dir, self.locks_dir, self.corrupt_dir):
+                d.mkdir(parents=True, exist_ok=True)
+            fd, probe = tempfile.mkstemp(prefix=".probe-", dir=self.tmp_dir)
+            try:
+                os.write(fd, b"ok")
+            finally:
+                os.close(fd)
+                os.unlink(probe)
+        except OSError as e:
+            detail = e.strerror or str(e)
+            if e.filename and str(e.filename) != str(self.root):
+                detail = f"{detail}: {e.filename}"
+            raise StoreNotWritableError(self.root, detail) from e
+        self._writable_checked = True
+
+    def _clean_stale_tmp(self) -> None:
+        """Best effort: remove temp/trash dirs in root/tmp older than a day."""
+        try:
+            children = list(self.tmp_dir.iterdir())
+        except OSError:
+            return
+        cutoff = time.time() - STALE_TMP_SECONDS
+        for p in children:
+            try:
+                if p.lstat().st_mtime < cutoff:
+                    if p.is_dir() and not p.is_symlink():
+                        shutil.rmtree(p, ignore_errors=True)
+                    else:
+                        p.unlink()
+            except OSError:
+                pass
+
+    def _lock(self, key: str) -> filelock.BaseFileLock:
+        timeout = -1 if self.lock_timeout is None else float(self.lock_timeout)
+        return filelock.FileLock(str(self.lock_path(key)), timeout=timeout)
+
+    def _acquire(self, lock: filelock.BaseFileLock, key: str) -> None:
+        try:
+            lock.acquire()
+        except filelock.Timeout as e:
+            raise StoreError(
+                f"timed out after {self.lock_timeout} s waiting for the lock {lock.lock_file} "
+                f"while another process builds cache entry {key}. Wait for it to finish, "
+                "or raise the store's lock_timeout."
+            ) from e
+
+    def _move_aside(self, src: Path, dest_dir: Path, stem: str) -> Path:
+        """Rename ``src`` to a unique name in ``dest_dir``; return the new path."""
+        dest_dir.mkdir(parents=True, exist_ok=True)
+        stamp = _utcnow().strftime("%Y%m%dT%H%M%S%fZ")
+        for i in range(1000):
+            dest = dest_dir / (f"{stem}-{stamp}" if i == 0 else f"{stem}-{stamp}-{i}")
+            try:
+                # os.rename onto an existing empty dir would succeed silently; avoid it
+                if dest.exists() or dest.is_symlink():
+                    continue
+                os.rename(src, dest)
+                return dest
+            except FileExistsError:
+                continue
+            except OSError as e:
+                if e.errno in (errno.EEXIST, errno.ENOTEMPTY):
+                    continue
+                raise
+        raise StoreError(f"could not move {src} aside into {dest_dir}")  # pragma: no cover
+
+    def _remove_entry_dir(self, path: Path) -> None:
+        """Remove an entry without ever leaving a half-removed dir in objects/."""
+        trash = self._move_aside(path, self.tmp_dir, f"trash-{path.name}")
+        if trash.is_dir() and not trash.is_symlink():
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            trash.unlink(missing_ok=True)
+
+    def quarantine(self, key: str) -> Path:
+        """Move entry ``key`` to ``root/corrupt/<key>-<timestamp>`` and return that path."""
+        return self._move_aside(self.path(key), self.corrupt_dir, key)
+
+    # ---- reading
+
+    def _read_meta(self, key: str, path: Path) -> dict[str, Any]:
+        """Read and sanity-check meta.json; raise Corrupt/Incompatible errors."""
+        meta_path = path / META_FILE
+        try:
+            raw = meta_path.read_bytes()
+        except FileNotFoundError:
+            raise CorruptEntryError(key, path, f"{META_FILE} is missing (partial or damaged entry)") from None
+        except IsADirectoryError:
+            raise CorruptEntryError(key, path, f"{META_FILE} is not a file") from None
+        try:
+            meta = json.loads(raw.decode("utf-8"))
+        except (UnicodeDecodeError, ValueError) as e:
+            raise CorruptEntryError(key, path, f"{META_FILE} is not valid JSON ({e})") from None
+        if not isinstance(meta, dict):
+            raise CorruptEntryError(key, path, f"{META_FILE} does not hold a JSON object")
+        if "format_version" not in meta:
+            raise CorruptEntryError(key, path, f"{META_FILE} has no format_version")
+        if meta["format_version"] != FORMAT_VERSION:
+            raise IncompatibleEntryError(key, path, meta["format_version"])
+        if meta.get("key") != key:
+            raise CorruptEntryError(key, path, f"{META_FILE} names key {meta.get('key')!r}, not the folder's key")
+        kind, recipe, version = meta.get("kind"), meta.get("recipe"), meta.get("code_version")
+        if not isinstance(kind, str) or not kind or isinstance(version, bool) or not isinstance(version, int):
+            raise CorruptEntryError(key, path, f"{META_FILE} lacks a valid kind / code_version")
+        try:
+            recomputed = _key_for(kind, recipe, version)
+        except TypeError as e:  # pragma: no cover - json.loads yields JSON types only
+            raise CorruptEntryError(key, path, f"recipe in {META_FILE} is not hashable ({e})") from None
+        if recomputed != key:
+            raise CorruptEntryError(key, path, f"the recipe in {META_FILE} does not hash to the key")
+        sha = meta.get("tensors_sha256")
+        if not isinstance(sha, str) or len(sha) != 64:
+            raise CorruptEntryError(key, path, f"{META_FILE} lacks tensors_sha256")
+        return meta
+
+    def load(self, key: str) -> Entry:
+        """Load and fully verify entry ``key``; tensors are returned on CPU.
+
+        Raises :class:`EntryNotFoundError` if absent, :class:`CorruptEntryError` if
+        damaged (missing/unparseable meta.json, missing tensor file, sha256 mismatch,
+        bad safetensors header, key mismatch) and :class:`IncompatibleEntryError` for
+        another format version.  Uses only json and safetensors (never pickle).
+        """
+        path = self.path(key)
+        if not path.exists() and not path.is_symlink():
+            raise EntryNotFoundError(
+                f"no cache entry {key} in {self.root}; it is built on first use "
+                "(run `lmccheck cache ls` to see what is stored)"
+            )
+        if not path.is_dir():
+            raise CorruptEntryError(key, path, "the entry is not a folder")
+        meta = self._read_meta(key, path)
+        tensors_path = path / TENSORS_FILE
+        try:
+            data = tensors_path.read_bytes()
+        except FileNotFoundError:
+            raise CorruptEntryError(key, path, f"{TENSORS_FILE} is missing") from None
+        except OSError as e:
+            raise CorruptEntryError(key, path, f"{TENSORS_FILE} cannot be read ({e})") from None
+        digest = hashlib.sha256(data).hexdigest()
+        if digest != meta["tensors_sha256"]:
+            raise CorruptEntryError(
+                key,
+                path,
+                f"sha256 of {TENSORS_FILE} is {digest[:12]}..., meta.json expects "
+                f"{meta['tensors_sha256'][:12]}... (truncated or modified file)",
+            )
+        try:
+            tensors = safetensors.torch.load(data)
+        except Exception as e:  # SafetensorError and friends: bad header / layout
+            raise CorruptEntryError(key, path, f"{TENSORS_FILE} is not a valid safetensors file ({e})") from None
+        del data
+        return Entry(key=key, tensors=dict(tensors), meta=meta)
+
+    def check(self, key: str, *, verify: bool = True) -> tuple[str, str | None]:
+        """Return ``(status, problem)``, status one of ok / corrupt / incompatible / missing.
+
+        With ``verify=False`` only meta.json and the tensor file's size are checked
+        (cheap); otherwise the entry is fully loaded and hashed.
+        """
+        path = self.path(key)
+        try:
+            if verify:
+                self.load(key)
+            else:
+                if not path.is_dir():
+                    if path.exists() or path.is_symlink():
+                        raise CorruptEntryError(key, path, "the entry is not a folder")
+                    raise EntryNotFoundError(key)
+                meta = self._read_meta(key, path)
+                tp = path / TENSORS_FILE
+                if not tp.is_file():
+                    raise CorruptEntryError(key, path, f"{TENSORS_FILE} is missing")
+                size = tp.stat().st_size
+                if isinstance(meta.get("tensors_bytes"), int) and size != meta["tensors_bytes"]:
+                    raise CorruptEntryError(
+                        key, path, f"{TENSORS_FILE} has {size} bytes, meta.json expects {meta['tensors_bytes']}"
+                    )
+        except EntryNotFoundError:
+            return "missing", f"no entry {key}"
+        except IncompatibleEntryError as e:
+            return "incompatible", e.reason
+        except CorruptEntryError as e:
+            return "corrupt", e.reason
+        return "ok", None
+
+    # ---- writing
+
+    def put(
+        self,
+        kind: str,
+        recipe: Mapping[str, Any],
+        tensors: Mapping[str, torch.Tensor],
+        meta: Mapping[str, Any] | None = None,
+    ) -> Entry:
+        """Store ``tensors`` + ``meta`` as the product of ``kind``/``recipe``, atomically.
+
+        Takes the key's lock.  An existing entry for the key is replaced.  ``meta``
+        (metrics etc.) must be JSON-serializable; it is merged into meta.json, whose
+        store-owned fields (key, kind, recipe, versions, sha256, ...) take precedence.
+        """
+        key = self.key(kind, recipe)
+        self._ensure_writable()
+        lock = self._lock(key)
+        self._acquire(lock, key)
+        try:
+            return self._put_locked(key, kind, recipe, tensors, meta)
+        finally:
+            lock.release()
+
+    def _put_locked(
+        self,
+        key: str,
+        kind: str,
+        recipe: Mapping[str, Any],
+        tensors: Mapping[str, torch.Tensor],
+        meta: Mapping[str, Any] | None,
+    ) -> Entry:
+        self._ensure_writable()
+        if meta is None:
+            meta = {}
+        if not isinstance(meta, Mapping):
+            raise TypeError(f"meta for entry {key} must be a dict, got {type(meta).__name__}")
+        cpu = _to_cpu_tensors(tensors, key)
+        data = safetensors.torch.save(cpu, metadata={"format": "pt", "lmccheck_key": key})
+        now = _utcnow()
+        full: dict[str, Any] = _jsonable(dict(meta), where="meta", strict_keys=False)
+        full.update(
+            {
+                "key": key,
+                "kind": kind,
+                "recipe": _jsonable(recipe),
+                "code_version": code_version(kind),
+                "format_version": FORMAT_VERSION,
+                "created": now.isoformat(timespec="seconds"),
+                "created_unix": now.timestamp(),
+                "tensors_file": TENSORS_FILE,
+                "tensors_sha256": hashlib.sha256(data).hexdigest(),
+                "tensors_bytes": len(data),
+                "n_tensors": len(cpu),
+                "versions": _library_versions(),
+            }
+        )
+        full.setdefault("wall_time_s", None)
+        meta_bytes = (json.dumps(full, sort_keys=True, indent=2, allow_nan=True) + "\n").encode("utf-8")
+
+        dest = self.path(key)
+        tmp = Path(tempfile.mkdtemp(prefix=f"{key[:12]}-", suffix=".partial", dir=self.tmp_dir))
+        try:
+            _write_file(tmp / TENSORS_FILE, data)
+            _write_file(tmp / META_FILE, meta_bytes)  # meta.json last
+            _fsync_dir(tmp)
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.rename(tmp, dest)
+            except OSError as e:
+                if e.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR):
+                    raise
+                # replace an existing (old or damaged) entry: move it out, move ours in
+                self._remove_entry_dir(dest)
+                os.rename(tmp, dest)
+            _fsync_dir(dest.parent)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return Entry(key=key, tensors=cpu, meta=json.loads(meta_bytes))
+
+    def get_or_create(
+        self,
+        kind: str,
+        recipe: Mapping[str, Any],
+        build: Callable[[], tuple[Mapping[str, torch.Tensor], Mapping[str, Any]]],
+        *,
+        rebuild: bool = False,
+    ) -> Entry:
+        """Return the entry for ``kind``/``recipe``, calling ``build()`` at most once overall.
+
+        ``build`` returns ``(tensors, meta)``.  Concurrent callers (threads,
+        processes, xdist workers) serialize on the key's lock: one builds, the others
+        wait and load.  A corrupt or incompatible entry is reported with a
+        :class:`StoreWarning`, moved to ``root/corrupt/`` and rebuilt.  With
+        ``rebuild=True`` an existing entry is rebuilt, unless another caller already
+        rebuilt it after this call started.  If ``build`` raises (even
+        KeyboardInterrupt) nothing is stored, the lock is released and the exception
+        propagates.  Writability of the store is checked before building.
+        """
+        key = self.key(kind, recipe)
+        requested_at = time.time()
+        if not rebuild:  # fast path: no lock, no writes (works on read-only stores)
+            try:
+                return self.load(key)
+            except (EntryNotFoundError, CorruptEntryError, IncompatibleEntryError):
+                pass  # re-examined under the lock
+        self._ensure_writable()
+        lock = self._lock(key)
+        self._acquire(lock, key)
+        try:
+            existing = self._load_or_quarantine(key)
+            if existing is not None:
+                created = existing.meta.get("created_unix")
+                if not rebuild or (isinstance(created, (int, float)) and created >= requested_at):
+                    return existing
+            t0 = time.perf_counter()
+            result = build()
+            wall = time.perf_counter() - t0
+            if not (isinstance(result, tuple) and len(result) == 2):
+                raise TypeError(
+                    f"build() for {kind} entry {key[:12]} must return (tensors, meta), got {type(result).__name__}"
+                )
+            tensors, meta = result
+            meta = dict(meta or {})
+            meta.setdefault("wall_time_s", wall)
+            return self._put_locked(key, kind, recipe, tensors, meta)
+        finally:
+            lock.release()
+
+    def _load_or_quarantine(self, key: str) -> Entry | None:
+        """Under the key's lock: load the entry, or move a bad one aside with a warning."""
+        path = self.path(key)
+        if not path.exists() and not path.is_symlink():
+            return None
+        try:
+            return self.load(key)
+        except EntryNotFoundError:
+            return None
+        except (CorruptEntryError, IncompatibleEntryError) as e:
+            what = "corrupt" if isinstance(e, CorruptEntryError) else "incompatible"
+            moved = self.quarantine(key)
+            warnings.warn(
+                f"lmccheck cache entry {key} is {what}: {e.reason}. "
+                f"Moved it to {moved} and rebuilding it.",
+                StoreWarning,
+                stacklevel=3,
+            )
+            return None
+
+    # ---- listing / maintenance
+
+    def keys(self) -> list[str]:
+        """Keys of all entry folders in objects/ (sorted; includes damaged ones)."""
+        out = []
+        try:
+            shards = [d for d in self.objects_dir.iterdir() if d.is_dir() and len(d.name) == 2]
+        except OSError:
+            return []
+        for shard in shards:
+            try:
+                out.extend(p.name for p in shard.iterdir() if _is_key(p.name) and p.name[:2] == shard.name)
+            except OSError:
+                pass
+        return sorted(out)
+
+    def _iter_meta(self) -> Iterator[tuple[str, dict[str, Any] | None]]:
+        for key in self.keys():
+            try:
+                raw = json.loads((self.path(key) / META_FILE).read_text("utf-8"))
+                yield key, raw if isinstance(raw, dict) else None
+            except (OSError, ValueError):
+                yield key, None
+
+    def _summary(self, key: str, meta: dict[str, Any] | None, verify: bool) -> dict[str, Any]:
+        status, problem = self.check(key, verify=verify)
+        meta = meta or {}
+        recipe = meta.get("recipe")
+        size = _dir_size(self.path(key))
+        return {
+            "key": key,
+            "short": key[:12],
+            "kind": meta.get("kind"),
+            "created": meta.get("created"),
+            "size_bytes": size,
+            "size": describe_size(size),
+            "description": describe_recipe(recipe) if recipe is not None else "",
+            "wall_time_s": meta.get("wall_time_s"),
+            "status": status,
+            "problem": problem,
+            "path": str(self.path(key)),
+        }
+
+    def ls(self, *, verify: bool = False) -> list[dict[str, Any]]:
+        """One summary dict per entry, oldest first.
+
+        Keys: key, short, kind, created, size_bytes, size (human), description,
+        wall_time_s, status ("ok" / "corrupt" / "incompatible"), problem (None or
+        the reason), path.  ``verify=True`` hashes every tensor file (slower).
+        """
+        rows = [self._summary(k, m, verify) for k, m in self._iter_meta()]
+        rows.sort(key=lambda r: (r["created"] or "", r["key"]))
+        return rows
+
+    def resolve(self, key_or_prefix: str) -> str:
+        """Full key of the one entry whose key starts with ``key_or_prefix`` (>= 6 hex digits)."""
+        p = str(key_or_prefix).strip().lower()
+        if len(p) < MIN_PREFIX or not set(p) <= _HEX or len(p) > _KEY_LEN:
+            raise StoreError(
+                f"{key_or_prefix!r} is not a key or key prefix: give at least {MIN_PREFIX} hex digits "
+                "of a key shown by `lmccheck cache ls`"
+            )
+        try:
+            candidates = sorted(q.name for q in (self.objects_dir / p[:2]).iterdir() if q.name.startswith(p))
+        except OSError:
+            candidates = []
+        candidates = [c for c in candidates if _is_key(c)]
+        if not candidates:
+            raise EntryNotFoundError(
+                f"no cache entry matches {key_or_prefix!r} in {self.root}; run `lmccheck cache ls` to list entries"
+            )
+        if len(candidates) > 1:
+            shown = ", ".join(c[:16] for c in candidates[:5]) + (" ..." if len(candidates) > 5 else "")
+            raise AmbiguousKeyError(
+                f"key prefix {key_or_prefix!r} matches {len(candidates)} entries ({shown}); give more digits"
+            )
+        return candidates[0]
+
+    def info(self, key_or_prefix: str, *, verify: bool = True) -> dict[str, Any]:
+        """Full meta of one entry plus key, path, size_bytes, size, files, status, problem.
+
+        Accepts a full key or a unique prefix of at least 6 hex digits; raises
+        :class:`EntryNotFoundError` / :class:`AmbiguousKeyError` otherwise.  A damaged
+        entry is still described (status "corrupt", with whatever meta could be read).
+        """
+        key = self.resolve(key_or_prefix)
+        path = self.path(key)
+        try:
+            raw = json.loads((path / META_FILE).read_text("utf-8"))
+            meta = raw if isinstance(raw, dict) else {}
+        except (OSError, ValueError):
+            meta = {}
+        status, problem = self.check(key, verify=verify)
+        files: dict[str, int] = {}
+        if path.is_dir():
+            for f in sorted(path.iterdir()):
+                try:
+                    files[f.name] = f.stat().st_size
+                except OSError:
+                    pass
+        size = _dir_size(path)
+        out = dict(meta)
+        out.update(
+            {
+                "key": key,
+                "short": key[:12],
+                "path": str(path),
+                "size_bytes": size,
+                "size": describe_size(size),
+                "files": files,
+                "status": status,
+                "problem": problem,
+            }
+        )
+        return out
+
+    def clear(self, kind: str | None = None, *, include_corrupt: bool = True) -> int:
+        """Remove entries (all, or those of ``kind``); return how many were removed.
+
+        Each entry is first renamed into root/tmp (so no half-removed folder is ever
+        visible in objects/) and then deleted.  With ``kind=None`` and
+        ``include_corrupt`` the quarantine folder root/corrupt is emptied as well
+        (not counted).  Entries whose meta.json cannot be read only go with kind=None.
+        """
+        if not self.root.exists():
+            return 0
+        self._ensure_writable()
+        n = 0
+        for key, meta in list(self._iter_meta()):
+            if kind is not None and (meta is None or meta.get("kind") != kind):
+                continue
+            try:
+                self._remove_entry_dir(self.path(key))
+                n += 1
+            except FileNotFoundError:
+                pass  # removed concurrently
+        if kind is None and include_corrupt:
+            try:
+                for p in list(self.corrupt_dir.iterdir()):
+                    if p.is_dir() and not p.is_symlink():
+                        self._remove_entry_dir(p)
+                    else:
+                        p.unlink(missing_ok=True)
+            except OSError:
+                pass
+        return n

@@ -1,0 +1,358 @@
+"""Tests for the lmccheck pytest plugin (run inner pytest sessions with pytester)."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.metadata
+import json
+import os
+import shutil
+import tomllib
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+import torch
+from hypothesis import given
+from hypothesis import strategies as st
+
+from lmccheck import pytest_plugin as plugin
+
+ROOT = Path(__file__).resolve().parents[1]
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+FAKE_CLAIM = """
+import pytest
+
+@pytest.mark.claim("S99")
+@pytest.mark.parametrize("scale", [1.0, 3.0], ids=["good", "bad"])
+def test_fake_claim(measure, scale):
+    barrier = 0.02 * scale
+    measure.values["error_barrier"] = [0.3, barrier]
+    measure.values["nested"] = {"per_seed": [barrier, barrier]}
+    measure.thresholds["max_error_barrier"] = 0.05
+    measure.seeds = [0, 1]
+    measure.fixture_keys.append("mlp-" + str(scale))
+    measure.summary = f"barrier 30.0% -> {100 * barrier:.1f}%"
+    measure.figure(
+        "trajectory",
+        title="barrier vs epoch",
+        xlabel="epoch",
+        ylabel="error barrier",
+        series={"unaligned": ([0, 1], [0.3, 0.3]), "aligned": ([0, 1], [0.1, barrier])},
+        yerr={"aligned": [0.01, 0.01]},
+    )
+    assert barrier <= 0.05, f"aligned barrier {barrier:.2f} above 0.05"
+"""
+
+GPU_CLAIM = """
+import pytest
+
+@pytest.mark.gpu
+@pytest.mark.claim("S98")
+def test_paper_scale(measure):
+    measure.summary = "ran"
+
+def test_plain():
+    pass
+"""
+
+
+def _line_index(lines: list[str], marker: str) -> int:
+    """Index of the first line containing ``marker``."""
+    return next(i for i, line in enumerate(lines) if marker in line)
+
+
+def _records(path: Path) -> dict[str, dict[str, Any]]:
+    """Records of a claims.json keyed by setting."""
+    data = json.loads(path.read_text())
+    return {r["setting"]: r for r in data["records"]}
+
+
+def _check_fake_records(report_dir: Path) -> None:
+    """The two S99 records carry the right verdicts and values."""
+    recs = _records(report_dir / "claims.json")
+    assert set(recs) == {"good", "bad"}
+    good, bad = recs["good"], recs["bad"]
+    assert (good["claim"], good["verdict"], bad["verdict"]) == ("S99", "PASS", "FAIL")
+    assert good["values"] == {"error_barrier": [0.3, 0.02], "nested": {"per_seed": [0.02, 0.02]}}
+    assert bad["values"]["error_barrier"] == [0.3, pytest.approx(0.06)]  # recorded before the failing assert
+    assert bad["thresholds"] == {"max_error_barrier": 0.05} and bad["seeds"] == [0, 1]
+    assert bad["fixture_keys"] == ["mlp-3.0"] and bad["summary"] == "barrier 30.0% -> 6.0%"
+    assert "aligned barrier 0.06 above 0.05" in bad["failure"] and "failure" not in good
+    assert good["nodeid"].endswith("test_fake_claim[good]") and good["wall_time_s"] >= 0
+    assert good["device"] == "cpu"
+    (fig,) = bad["figures"]
+    assert fig["xlabel"] == "epoch" and fig["series"]["aligned"]["y"] == [0.1, pytest.approx(0.06)]
+
+
+# ------------------------------------------------------------ pure helpers --
+@pytest.mark.parametrize(
+    ("worker", "visible", "n_gpus", "expected"),
+    [
+        ("gw0", None, 4, "0"),
+        ("gw5", None, 4, "1"),
+        ("gw3", None, 0, None),
+        ("gw1", "2,5", 8, "5"),
+        ("gw2", "2,5", 0, "2"),
+        ("gw0", "GPU-abc, GPU-def", 0, "GPU-abc"),
+        ("gw1", "", 4, None),
+        ("gw1", "-1", 4, None),
+        ("master", None, 4, None),
+        ("gwx", None, 4, None),
+    ],
+)
+def test_gpu_for_worker(worker: str, visible: str | None, n_gpus: int, expected: str | None) -> None:
+    assert plugin.gpu_for_worker(worker, visible, n_gpus) == expected
+
+
+@given(i=st.integers(0, 200), n=st.integers(1, 16))
+def test_gpu_for_worker_round_robin(i: int, n: int) -> None:
+    assert plugin.gpu_for_worker(f"gw{i}", None, n) == str(i % n)
+    visible = ",".join(str(10 + k) for k in range(n))
+    assert plugin.gpu_for_worker(f"gw{i}", visible, 0) == str(10 + i % n)
+
+
+def _fake_worker_config(worker_id: str) -> Any:
+    """Just enough of a pytest.Config for ``_pin_worker_gpu`` on an xdist worker."""
+    return SimpleNamespace(workerinput={"workerid": worker_id})
+
+
+@pytest.mark.skipif(torch.cuda.is_initialized(), reason="CUDA already initialized in this process")
+def test_pin_worker_gpu_sets_cuda_visible_devices(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5")
+    plugin._pin_worker_gpu(_fake_worker_config("gw3"))
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "5"
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    monkeypatch.setattr(plugin, "count_visible_gpus", lambda: 0)
+    plugin._pin_worker_gpu(_fake_worker_config("gw1"))
+    assert "CUDA_VISIBLE_DEVICES" not in os.environ
+    monkeypatch.setattr(plugin, "count_visible_gpus", lambda: 2)
+    plugin._pin_worker_gpu(_fake_worker_config("gw3"))
+    assert os.environ["CUDA_VISIBLE_DEVICES"] == "1"
+
+
+def test_resolve_device() -> None:
+    assert plugin.resolve_device("cpu") == "cpu"
+    assert plugin.resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    with pytest.raises(ValueError, match="unknown device"):
+        plugin.resolve_device("tpu")
+
+
+def test_lmc_config_fixture_is_frozen(lmc_config: plugin.LmcConfig) -> None:
+    assert lmc_config.device in ("cpu", "cuda") and lmc_config.seeds >= 1
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        lmc_config.seeds = 7  # type: ignore[misc]
+
+
+# ------------------------------------------------------------ inner runs --
+def test_claim_records_report_and_table(pytester: pytest.Pytester) -> None:
+    import matplotlib.image
+
+    pytester.makepyfile(test_fake=FAKE_CLAIM)
+    result = pytester.runpytest("--lmc-report", "out", "--lmc-device", "cpu")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(
+        [
+            "*= lmccheck claims =*",
+            "id * setting * verdict * key numbers",
+            "S99 * bad * FAIL * barrier 30.0% -> 6.0%",
+            "S99 * good * PASS * barrier 30.0% -> 2.0%",
+            f"lmccheck report: {pytester.path / 'out' / 'claims.md'}",
+        ]
+    )
+    out = pytester.path / "out"
+    assert not (pytester.path / "report").exists()
+    _check_fake_records(out)
+    md = (out / "claims.md").read_text()
+    assert "| S99 | good | PASS | barrier 30.0% -> 2.0% |" in md
+    assert "| S99 | bad | **FAIL** | barrier 30.0% -> 6.0% |" in md
+    meta = json.loads((out / "claims.json").read_text())["meta"]
+    assert meta["device"] == "cpu" and meta["args"][:4] == ["--lmc-report", "out", "--lmc-device", "cpu"]
+    assert {"lmccheck_version", "git_commit", "torch", "python", "platform", "start", "end"} <= set(meta)
+    for setting in ("good", "bad"):
+        png = out / "figures" / f"S99_{setting}_trajectory.png"
+        assert png.read_bytes()[:8] == PNG_SIGNATURE
+        img = matplotlib.image.imread(png)
+        assert img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 100
+
+
+def test_claim_records_under_xdist(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_fake=FAKE_CLAIM)
+    result = pytester.runpytest_subprocess("-n", "2", "-p", "no:cacheprovider", "--lmc-device", "cpu")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*= lmccheck claims =*", "S99 * bad * FAIL *", "S99 * good * PASS *"])
+    _check_fake_records(pytester.path / "report")  # default --lmc-report
+    assert (pytester.path / "report" / "figures" / "S99_good_trajectory.png").exists()
+
+
+def test_no_report_writes_nothing(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_fake=FAKE_CLAIM)
+    result = pytester.runpytest("--lmc-no-report", "--lmc-report", "out")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*= lmccheck claims =*", "lmccheck report not written (--lmc-no-report)"])
+    assert not (pytester.path / "out").exists() and not (pytester.path / "report").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behaviour without CUDA")
+def test_gpu_items_skipped_without_cuda(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_gpu=GPU_CLAIM)
+    result = pytester.runpytest("-rs", "-m", "gpu", "--lmc-report", "out")
+    result.assert_outcomes(skipped=1, deselected=1)
+    result.stdout.fnmatch_lines([f"SKIPPED *{plugin.GPU_SKIP_REASON}"])
+    rec = _records(pytester.path / "out" / "claims.json")["default"]
+    assert (rec["claim"], rec["verdict"], rec["reason"]) == ("S98", "SKIP", plugin.GPU_SKIP_REASON)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behaviour without CUDA")
+def test_cuda_request_without_cuda_is_usage_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_plain="def test_x():\n    pass\n")
+    result = pytester.runpytest("--lmc-device", "cuda")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*--lmc-device=cuda was requested but CUDA is not available*"])
+
+
+def test_gpu_items_deselected_by_project_addopts(pytester: pytest.Pytester) -> None:
+    ini = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["pytest"]["ini_options"]
+    assert "--strict-markers" in ini["addopts"]
+    pytester.makeini(f"[pytest]\naddopts = {ini['addopts']}\n")
+    pytester.makepyfile(test_gpu=GPU_CLAIM)
+    default = pytester.runpytest("--lmc-no-report")
+    default.assert_outcomes(passed=1, deselected=1)
+    selected = pytester.runpytest("--lmc-no-report", "-m", "gpu", "--collect-only", "-q")
+    selected.stdout.fnmatch_lines(["test_gpu.py::test_paper_scale", "*1/2 tests collected (1 deselected)*"])
+
+
+def test_measure_requires_claim_marker(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_nomark="def test_unmarked(measure):\n    pass\n")
+    result = pytester.runpytest()
+    result.assert_outcomes(errors=1)
+    result.stdout.fnmatch_lines(["*test_unmarked*uses the `measure` fixture but has no claim marker*"])
+    assert not (pytester.path / "report").exists()
+
+
+def test_lmc_config_options(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LMCCHECK_CACHE", str(pytester.path / "envcache"))
+    pytester.makepyfile(
+        test_cfg="""
+import dataclasses, json
+def test_cfg(lmc_config):
+    print("CFG", json.dumps({k: str(v) for k, v in dataclasses.asdict(lmc_config).items()}))
+"""
+    )
+    args = ["--lmc-device", "cpu", "--lmc-seeds", "5", "--lmc-data-root", "data", "--lmc-download", "--lmc-retrain"]
+    result = pytester.runpytest("-s", *args, "--lmc-report", "rep")
+    cfg = json.loads(result.outlines[_line_index(result.outlines, "CFG ")].split("CFG ", 1)[1])
+    assert cfg == {
+        "device": "cpu",
+        "cache": str(pytester.path / "envcache"),
+        "data_root": str(pytester.path / "data"),
+        "download": "True",
+        "seeds": "5",
+        "report_dir": str(pytester.path / "rep"),
+        "retrain": "True",
+    }
+    result = pytester.runpytest("-s", "--lmc-cache", "c")
+    cfg = json.loads(result.outlines[_line_index(result.outlines, "CFG ")].split("CFG ", 1)[1])
+    assert cfg["cache"] == str(pytester.path / "c") and cfg["seeds"] == "3" and cfg["data_root"] == "None"
+    assert cfg["report_dir"] == str(pytester.path / "report") and cfg["retrain"] == cfg["download"] == "False"
+    bad = pytester.runpytest("--lmc-seeds", "0")
+    assert bad.ret == pytest.ExitCode.USAGE_ERROR
+
+
+def test_hypothesis_profiles(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:
+    from hypothesis import settings
+
+    previous = settings.get_current_profile_name()
+    pytester.makepyfile(
+        test_prof="""
+from hypothesis import settings
+def test_p():
+    s = settings.default
+    print("PROFILE", settings.get_current_profile_name(), s.max_examples, s.derandomize, s.deadline)
+"""
+    )
+    try:
+        monkeypatch.delenv("HYPOTHESIS_PROFILE", raising=False)
+        pytester.runpytest("-s").stdout.fnmatch_lines(["*PROFILE ci 25 True None*"])
+        monkeypatch.setenv("HYPOTHESIS_PROFILE", "dev")
+        pytester.runpytest("-s").stdout.fnmatch_lines(["*PROFILE dev 50 False None*"])
+    finally:
+        settings.load_profile(previous)
+
+
+# ------------------------------------------------------------ registration --
+REGISTRATION_CHECK = """
+import lmccheck.pytest_plugin as plugin
+def test_registered_once(request, lmc_config):
+    pm = request.config.pluginmanager
+    names = [name for name, p in pm.list_name_plugin() if p is plugin]
+    print("NAMES", names)
+"""
+
+
+def _patched_entry_points(**kwargs: Any) -> Any:
+    """entry_points() as if lmccheck were not installed (a bare source tree)."""
+    eps = _REAL_ENTRY_POINTS(**kwargs)
+    return [ep for ep in eps if ep.value != "lmccheck.pytest_plugin"]
+
+
+_REAL_ENTRY_POINTS = importlib.metadata.entry_points
+
+
+@pytest.mark.parametrize(
+    ("args", "autoload", "installed", "expected"),
+    [
+        ((), True, True, "['lmccheck']"),
+        (("-p", "lmccheck.pytest_plugin"), True, True, "['lmccheck.pytest_plugin']"),
+        (("-p", "lmccheck"), True, True, "['lmccheck']"),
+        ((), False, True, "['lmccheck']"),
+        ((), False, False, "['lmccheck.pytest_plugin']"),
+    ],
+    ids=["entry-point", "p-module", "p-entry-point", "no-autoload", "source-tree"],
+)
+def test_root_conftest_registers_plugin_once(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...], autoload: bool, installed: bool, expected: str
+) -> None:
+    shutil.copy(ROOT / "conftest.py", pytester.path / "conftest.py")
+    pytester.makepyfile(test_reg=REGISTRATION_CHECK)
+    if not autoload:
+        monkeypatch.setenv("PYTEST_DISABLE_PLUGIN_AUTOLOAD", "1")
+    if not installed:
+        monkeypatch.setattr(importlib.metadata, "entry_points", _patched_entry_points)
+    result = pytester.runpytest("-s", *args)
+    result.assert_outcomes(passed=1)
+    assert f"NAMES {expected}" in result.stdout.str()
+
+
+OUTCOMES = """
+import pytest
+
+@pytest.fixture
+def broken(measure):
+    measure.values["before"] = 1
+    raise RuntimeError("fixture exploded")
+
+@pytest.mark.claim("S97")
+def test_setup_error(broken):
+    pass
+
+@pytest.mark.claim("S97")
+@pytest.mark.parametrize("x", [1], ids=["skipped"])
+def test_runtime_skip(measure, x):
+    measure.setting = "custom-setting"
+    pytest.skip("dataset not available")
+"""
+
+
+def test_error_and_skip_verdicts(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_outcomes=OUTCOMES)
+    result = pytester.runpytest("--lmc-report", "out")
+    result.assert_outcomes(errors=1, skipped=1)
+    recs = _records(pytester.path / "out" / "claims.json")
+    assert set(recs) == {"default", "custom-setting"}
+    err, skip = recs["default"], recs["custom-setting"]
+    assert err["verdict"] == "ERROR" and "RuntimeError: fixture exploded" in err["failure"]
+    assert err["values"] == {"before": 1}
+    assert skip["verdict"] == "SKIP" and skip["reason"] == "dataset not available"

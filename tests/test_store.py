@@ -1,0 +1,687 @@
+"""Tests of lmccheck.store: the content-addressed, process-safe fixture store."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import multiprocessing as mp
+import os
+import pickle
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import filelock
+import pytest
+import torch
+
+from lmccheck import store as store_mod
+from lmccheck.store import (
+    CODE_VERSION,
+    FORMAT_VERSION,
+    AmbiguousKeyError,
+    CorruptEntryError,
+    Entry,
+    EntryNotFoundError,
+    IncompatibleEntryError,
+    Store,
+    StoreError,
+    StoreNotWritableError,
+    StoreWarning,
+    describe_recipe,
+    describe_size,
+    recipe_key,
+)
+
+RECIPE = {
+    "name": "mlp-mnist-s0",
+    "arch": "mlp",
+    "width": 512,
+    "lr": 0.1,
+    "wd": 5e-4,
+    "betas": (0.9, 0.999),
+    "data": {"name": "mnist", "augment": False, "subset": None},
+    "seed": 0,
+}
+
+
+def _tensors() -> dict[str, torch.Tensor]:
+    g = torch.Generator().manual_seed(0)
+    return {
+        "ckpt/1.0/layers.0.weight": torch.randn(4, 3, generator=g),
+        "ckpt/1.0/layers.0.bias": torch.randn(4, generator=g).double(),
+        "idx": torch.arange(7, dtype=torch.int64) * 3 - 5,
+        "mask": torch.rand(5, generator=g) > 0.5,
+        "bf": torch.randn(6, generator=g).to(torch.bfloat16),
+        "half": torch.randn(2, 2, generator=g).half(),
+        "u8": torch.arange(250, 256, dtype=torch.uint8),
+        "empty": torch.zeros(0, 3),
+        "scalar": torch.tensor(3.5),
+    }
+
+
+def _assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert set(a) == set(b)
+    for k in a:
+        assert a[k].dtype == b[k].dtype, k
+        assert a[k].shape == b[k].shape, k
+        assert b[k].device.type == "cpu"
+        # bitwise: compare raw bytes (NaN-safe, -0.0-sensitive)
+        assert a[k].reshape(-1).view(torch.uint8).tolist() == b[k].reshape(-1).view(torch.uint8).tolist(), k
+
+
+class Builder:
+    """Counting builder; optionally raises."""
+
+    def __init__(self, value: float = 1.0, exc: BaseException | None = None) -> None:
+        self.calls = 0
+        self.value = value
+        self.exc = exc
+
+    def __call__(self):
+        self.calls += 1
+        if self.exc is not None:
+            raise self.exc
+        return {"w": torch.full((3,), self.value), "n": torch.tensor([self.calls])}, {
+            "metrics": {"acc": 0.5, "losses": [1.0, 0.5]}
+        }
+
+
+def _entry_dirs(root: Path) -> list[Path]:
+    objects = root / "objects"
+    if not objects.exists():
+        return []
+    return [p for shard in objects.iterdir() for p in shard.iterdir()]
+
+
+def _tmp_leftovers(root: Path) -> list[Path]:
+    tmp = root / "tmp"
+    return list(tmp.iterdir()) if tmp.exists() else []
+
+
+# ----------------------------------------------------------------------------- round trip
+
+
+def test_put_load_roundtrip_bitwise(tmp_path):
+    s = Store(tmp_path / "cache")
+    t = _tensors()
+    t["ckpt/1.0/layers.0.weight"][0, 0] = float("nan")
+    t["ckpt/1.0/layers.0.weight"][0, 1] = -0.0
+    meta = {"metrics": {"acc": 0.98, "loss": [0.5, 0.25], "nan": float("nan")}, "note": "x"}
+    e = s.put("train", RECIPE, t, meta)
+    assert isinstance(e, Entry)
+    assert e.key == recipe_key("train", RECIPE) == s.key("train", RECIPE)
+    assert len(e.key) == 64
+    assert s.contains(e.key)
+    assert s.path(e.key) == tmp_path / "cache" / "objects" / e.key[:2] / e.key
+    assert sorted(p.name for p in s.path(e.key).iterdir()) == ["meta.json", "tensors.safetensors"]
+
+    loaded = s.load(e.key)
+    _assert_same(t, loaded.tensors)
+    _assert_same(t, e.tensors)
+    m = loaded.meta
+    assert m["metrics"]["acc"] == 0.98 and m["metrics"]["loss"] == [0.5, 0.25]
+    assert m["metrics"]["nan"] != m["metrics"]["nan"]  # NaN survives
+    assert m["note"] == "x"
+    assert m["kind"] == "train" and loaded.kind == "train"
+    assert m["recipe"]["betas"] == [0.9, 0.999]  # canonical JSON form
+    assert m["format_version"] == FORMAT_VERSION
+    assert m["code_version"] == CODE_VERSION["train"]
+    assert m["key"] == e.key
+    assert {"lmccheck", "torch", "python"} <= set(m["versions"])
+    assert len(m["tensors_sha256"]) == 64
+    assert m["n_tensors"] == len(t)
+    assert "T" in m["created"]
+    # meta.json on disk is the same as returned
+    assert json.loads((s.path(e.key) / "meta.json").read_text())["tensors_sha256"] == m["tensors_sha256"]
+
+
+def test_put_noncontiguous_gradient_and_views(tmp_path):
+    s = Store(tmp_path)
+    base = torch.arange(12.0).reshape(3, 4)
+    w = torch.randn(3, 3, requires_grad=True)
+    t = {"T": base.t(), "view": base[1], "view2": base[2], "grad": w * 2}
+    e = s.put("train", {"x": 1}, t, {})
+    got = s.load(e.key).tensors
+    assert torch.equal(got["T"], base.t()) and got["T"].is_contiguous()
+    assert torch.equal(got["view"], base[1]) and torch.equal(got["view2"], base[2])
+    assert not got["grad"].requires_grad
+    # the stored copy is independent of the caller's tensors
+    base.zero_()
+    assert s.load(e.key).tensors["view"].sum().item() == 4 + 5 + 6 + 7
+
+
+def test_empty_tensors_and_bad_inputs(tmp_path):
+    s = Store(tmp_path)
+    e = s.put("train", {"x": 0}, {}, {"metrics": {}})
+    assert s.load(e.key).tensors == {}
+    with pytest.raises(TypeError, match="not a torch.Tensor"):
+        s.put("train", {"x": 1}, {"a": [1, 2]}, {})
+    with pytest.raises(TypeError, match="meta"):
+        s.put("train", {"x": 2}, {}, {"bad": object()})
+    with pytest.raises(ValueError):
+        s.path("../../etc")
+    assert _tmp_leftovers(tmp_path) == []
+    assert [p.name for p in _entry_dirs(tmp_path)] == [e.key]
+
+
+def test_put_replaces_existing(tmp_path):
+    s = Store(tmp_path)
+    e1 = s.put("train", RECIPE, {"w": torch.zeros(2)}, {"v": 1})
+    e2 = s.put("train", RECIPE, {"w": torch.ones(2)}, {"v": 2})
+    assert e1.key == e2.key
+    got = s.load(e1.key)
+    assert torch.equal(got.tensors["w"], torch.ones(2)) and got.meta["v"] == 2
+    assert _tmp_leftovers(tmp_path) == []
+
+
+# ----------------------------------------------------------------------------- keys
+
+
+@dataclasses.dataclass(frozen=True)
+class _Opt:
+    lr: float
+    betas: tuple[float, float]
+
+
+@dataclasses.dataclass(frozen=True)
+class _Cfg:
+    arch: str
+    opt: _Opt
+    seed: int
+
+
+def test_key_properties():
+    k = recipe_key("train", RECIPE)
+    assert k == recipe_key("train", dict(reversed(list(RECIPE.items()))))  # key order irrelevant
+    nested_reordered = dict(RECIPE, data={"subset": None, "augment": False, "name": "mnist"})
+    assert k == recipe_key("train", nested_reordered)
+    assert k != recipe_key("spawn", RECIPE)
+    assert k != recipe_key("train", dict(RECIPE, lr=0.1000000001))  # one float changed
+    assert k != recipe_key("train", dict(RECIPE, data=dict(RECIPE["data"], augment=True)))  # nested field
+    assert k != recipe_key("train", dict(RECIPE, width=512.0))  # int vs float
+    assert k != recipe_key("train", dict(RECIPE, seed=False))  # int vs bool
+    assert k == recipe_key("train", dict(RECIPE, betas=[0.9, 0.999]))  # tuple == list
+    assert len(k) == 64 and set(k) <= set("0123456789abcdef")
+
+    cfg = _Cfg("mlp", _Opt(0.1, (0.9, 0.99)), 3)
+    as_dict = {"arch": "mlp", "opt": {"lr": 0.1, "betas": [0.9, 0.99]}, "seed": 3}
+    assert recipe_key("train", {"cfg": cfg}) == recipe_key("train", {"cfg": as_dict})
+    assert recipe_key("train", cfg) == recipe_key("train", as_dict)
+    assert recipe_key("train", {"cfg": cfg}) != recipe_key("train", {"cfg": dataclasses.replace(cfg, seed=4)})
+    with pytest.raises(TypeError, match="keys must be strings"):
+        recipe_key("train", {1: "a"})
+    with pytest.raises(TypeError, match="cannot convert"):
+        recipe_key("train", {"f": object()})
+
+
+def test_code_version_changes_key(monkeypatch):
+    k = recipe_key("imp", RECIPE)
+    monkeypatch.setitem(CODE_VERSION, "imp", CODE_VERSION["imp"] + 1)
+    assert recipe_key("imp", RECIPE) != k
+    # unknown kinds use version 1
+    k_new = recipe_key("brand-new-kind", RECIPE)
+    monkeypatch.setitem(CODE_VERSION, "brand-new-kind", 1)
+    assert recipe_key("brand-new-kind", RECIPE) == k_new
+
+
+def test_key_is_stable_across_processes():
+    code = (
+        "from lmccheck.store import recipe_key; "
+        "print(recipe_key('train', {'seed': 0, 'data': {'subset': None, 'augment': False, 'name': 'mnist'}, "
+        "'betas': (0.9, 0.999), 'wd': 5e-4, 'lr': 0.1, 'width': 512, 'arch': 'mlp', 'name': 'mlp-mnist-s0'}))"
+    )
+    # this process has a random hash seed; the child gets a fixed, different one
+    env = dict(os.environ, PYTHONHASHSEED="12345", OMP_NUM_THREADS="1")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert out.stdout.strip() == recipe_key("train", RECIPE)
+
+
+# ----------------------------------------------------------------------------- concurrency
+
+
+def _mp_worker(root: str, counter: str, barrier, queue) -> None:
+    def build():
+        with open(counter, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        time.sleep(1.0)
+        return {"w": torch.randn(8), "i": torch.arange(3)}, {"metrics": {"pid": os.getpid()}}
+
+    barrier.wait()
+    e = Store(root).get_or_create("train", {"name": "shared", "seed": 1}, build)
+    queue.put((e.key, e.tensors["w"].tolist(), e.tensors["i"].tolist(), e.meta["metrics"]["pid"]))
+
+
+def test_concurrent_processes_build_once(tmp_path):
+    ctx = mp.get_context("spawn")
+    n = 2
+    barrier, queue = ctx.Barrier(n), ctx.Queue()
+    counter = tmp_path / "counter.txt"
+    procs = [ctx.Process(target=_mp_worker, args=(str(tmp_path / "c"), str(counter), barrier, queue)) for _ in range(n)]
+    for p in procs:
+        p.start()
+    try:
+        results = [queue.get(timeout=120) for _ in range(n)]
+    finally:
+        for p in procs:
+            p.join(timeout=60)
+            if p.is_alive():  # pragma: no cover - only on failure
+                p.kill()
+    assert [p.exitcode for p in procs] == [0] * n
+    lines = counter.read_text().splitlines()
+    assert len(lines) == 1, lines
+    assert len({r[0] for r in results}) == 1
+    assert all(r[1:] == results[0][1:] for r in results)  # identical tensors and meta everywhere
+    assert results[0][3] == int(lines[0])  # the one builder's result is what everyone got
+    assert len(_entry_dirs(tmp_path / "c")) == 1
+    assert _tmp_leftovers(tmp_path / "c") == []
+
+
+def test_waiter_loads_after_lock_released(tmp_path):
+    """A caller that finds the lock held waits, then loads what the holder built."""
+    import threading
+
+    s = Store(tmp_path)
+    key = s.key("train", RECIPE)
+    s._ensure_writable()
+    lock = filelock.FileLock(str(s.lock_path(key)), thread_local=False)  # released by another thread
+    lock.acquire()
+    with pytest.raises(StoreError, match="timed out"):
+        Store(tmp_path, lock_timeout=0.2).get_or_create("train", RECIPE, Builder())
+
+    def holder():  # plays "another process" that is building the entry
+        time.sleep(0.5)
+        s._put_locked(key, "train", RECIPE, {"w": torch.full((3,), 9.0)}, {})
+        lock.release()
+
+    t = threading.Thread(target=holder)
+    t.start()
+    b = Builder()
+    e = Store(tmp_path, lock_timeout=30).get_or_create("train", RECIPE, b)
+    t.join()
+    assert b.calls == 0
+    assert torch.equal(e.tensors["w"], torch.full((3,), 9.0))
+
+    # rebuild=True callers queued behind a rebuild reuse it instead of rebuilding again
+    lock.acquire()
+
+    def rebuilder():
+        time.sleep(0.5)
+        s._put_locked(key, "train", RECIPE, {"w": torch.full((3,), 4.0)}, {})
+        lock.release()
+
+    t = threading.Thread(target=rebuilder)
+    t.start()
+    b = Builder()
+    e = Store(tmp_path, lock_timeout=30).get_or_create("train", RECIPE, b, rebuild=True)
+    t.join()
+    assert b.calls == 0 and torch.equal(e.tensors["w"], torch.full((3,), 4.0))
+    # ...but a later rebuild=True call does rebuild
+    e = Store(tmp_path).get_or_create("train", RECIPE, b, rebuild=True)
+    assert b.calls == 1 and torch.equal(e.tensors["w"], torch.full((3,), 1.0))
+
+
+# ----------------------------------------------------------------------------- corruption
+
+
+def _truncate(path: Path) -> None:
+    tp = path / "tensors.safetensors"
+    data = tp.read_bytes()
+    tp.write_bytes(data[: len(data) // 2])
+
+
+def _garbage(path: Path) -> None:
+    (path / "tensors.safetensors").write_bytes(b"this is not a safetensors file at all" * 10)
+
+
+def _garbage_matching_sha(path: Path) -> None:
+    """Garbage tensor file with meta updated to match: only the header check catches it."""
+    import hashlib
+
+    data = b"\xff" * 64
+    (path / "tensors.safetensors").write_bytes(data)
+    m = json.loads((path / "meta.json").read_text())
+    m["tensors_sha256"] = hashlib.sha256(data).hexdigest()
+    (path / "meta.json").write_text(json.dumps(m))
+
+
+def _delete_meta(path: Path) -> None:
+    (path / "meta.json").unlink()
+
+
+def _delete_tensors(path: Path) -> None:
+    (path / "tensors.safetensors").unlink()
+
+
+def _wrong_sha(path: Path) -> None:
+    m = json.loads((path / "meta.json").read_text())
+    m["tensors_sha256"] = "0" * 64
+    (path / "meta.json").write_text(json.dumps(m))
+
+
+def _bad_json(path: Path) -> None:
+    (path / "meta.json").write_text('{"key": "abc", ')
+
+
+def _wrong_key(path: Path) -> None:
+    m = json.loads((path / "meta.json").read_text())
+    m["key"] = "f" * 64
+    (path / "meta.json").write_text(json.dumps(m))
+
+
+def _tampered_recipe(path: Path) -> None:
+    m = json.loads((path / "meta.json").read_text())
+    m["recipe"]["seed"] = 12345
+    (path / "meta.json").write_text(json.dumps(m))
+
+
+CORRUPTIONS = {
+    "truncated": (_truncate, "sha256"),
+    "garbage": (_garbage, "sha256"),
+    "garbage-matching-sha": (_garbage_matching_sha, "not a valid safetensors"),
+    "no-meta": (_delete_meta, "meta.json is missing"),
+    "no-tensors": (_delete_tensors, "tensors.safetensors is missing"),
+    "wrong-sha": (_wrong_sha, "sha256"),
+    "bad-json": (_bad_json, "not valid JSON"),
+    "wrong-key": (_wrong_key, "names key"),
+    "tampered-recipe": (_tampered_recipe, "does not hash"),
+}
+
+
+@pytest.mark.parametrize("mode", list(CORRUPTIONS))
+def test_corrupt_entry_detected_quarantined_rebuilt(tmp_path, mode):
+    corrupt, reason = CORRUPTIONS[mode]
+    s = Store(tmp_path)
+    b = Builder(value=1.0)
+    e = s.get_or_create("train", RECIPE, b)
+    assert b.calls == 1
+    path = s.path(e.key)
+    corrupt(path)
+    before = {p.name: p.read_bytes() for p in path.iterdir()}
+
+    with pytest.raises(CorruptEntryError, match=reason) as ei:
+        s.load(e.key)
+    msg = str(ei.value)
+    assert e.key in msg and str(path) in msg and "lmccheck cache clear" in msg
+    assert s.check(e.key) == ("corrupt", ei.value.reason)
+
+    b2 = Builder(value=2.0)
+    with pytest.warns(StoreWarning, match=e.key) as rec:
+        e2 = s.get_or_create("train", RECIPE, b2)
+    assert "corrupt" in str(rec[0].message)
+    assert b2.calls == 1
+    assert torch.equal(e2.tensors["w"], torch.full((3,), 2.0))
+    # the damaged entry was moved aside intact, not deleted
+    moved = list((tmp_path / "corrupt").iterdir())
+    assert len(moved) == 1 and moved[0].name.startswith(e.key + "-")
+    assert {p.name: p.read_bytes() for p in moved[0].iterdir()} == before
+    # the rebuilt entry loads cleanly, and is not rebuilt again
+    assert torch.equal(s.load(e.key).tensors["w"], torch.full((3,), 2.0))
+    b3 = Builder(value=3.0)
+    assert torch.equal(s.get_or_create("train", RECIPE, b3).tensors["w"], torch.full((3,), 2.0))
+    assert b3.calls == 0
+    assert _tmp_leftovers(tmp_path) == []
+
+
+def test_entry_that_is_a_file_is_corrupt(tmp_path):
+    s = Store(tmp_path)
+    key = s.key("train", RECIPE)
+    s.path(key).parent.mkdir(parents=True)
+    s.path(key).write_text("oops")
+    with pytest.raises(CorruptEntryError, match="not a folder"):
+        s.load(key)
+    with pytest.warns(StoreWarning):
+        e = s.get_or_create("train", RECIPE, Builder())
+    assert s.load(key).key == e.key
+
+
+def test_load_missing(tmp_path):
+    s = Store(tmp_path)
+    key = s.key("train", RECIPE)
+    assert not s.contains(key)
+    with pytest.raises(EntryNotFoundError, match=key):
+        s.load(key)
+
+
+def test_incompatible_format_version(tmp_path):
+    s = Store(tmp_path)
+    e = s.put("train", RECIPE, {"w": torch.zeros(1)}, {})
+    mp_ = s.path(e.key) / "meta.json"
+    m = json.loads(mp_.read_text())
+    m["format_version"] = 999
+    mp_.write_text(json.dumps(m))
+    with pytest.raises(IncompatibleEntryError) as ei:
+        s.load(e.key)
+    msg = str(ei.value)
+    assert "999" in msg and e.key in msg and "--lmc-retrain" in msg and "lmccheck cache clear" in msg
+    assert not isinstance(ei.value, CorruptEntryError) and isinstance(ei.value, StoreError)
+    assert s.ls()[0]["status"] == "incompatible"
+
+    b = Builder(value=7.0)
+    with pytest.warns(StoreWarning, match="incompatible"):
+        e2 = s.get_or_create("train", RECIPE, b)
+    assert b.calls == 1 and torch.equal(e2.tensors["w"], torch.full((3,), 7.0))
+    assert s.load(e.key).meta["format_version"] == FORMAT_VERSION
+    assert len(list((tmp_path / "corrupt").iterdir())) == 1
+
+
+# ----------------------------------------------------------------------------- interruption
+
+
+@pytest.mark.parametrize("exc", [RuntimeError("boom"), KeyboardInterrupt()])
+def test_exception_in_build_leaves_nothing(tmp_path, exc):
+    s = Store(tmp_path, lock_timeout=5)
+    with pytest.raises(type(exc)):
+        s.get_or_create("train", RECIPE, Builder(exc=exc))
+    assert _entry_dirs(tmp_path) == []
+    assert _tmp_leftovers(tmp_path) == []
+    key = s.key("train", RECIPE)
+    # the lock was released: another lock object (another "process") can take it at once
+    other = filelock.FileLock(str(s.lock_path(key)), timeout=0)
+    other.acquire()
+    other.release()
+    b = Builder()
+    e = Store(tmp_path, lock_timeout=5).get_or_create("train", RECIPE, b)
+    assert b.calls == 1 and s.load(e.key).key == key
+
+
+def test_interrupt_during_write_leaves_nothing(tmp_path, monkeypatch):
+    s = Store(tmp_path)
+
+    def boom(path):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(store_mod, "_fsync_dir", boom)
+    with pytest.raises(KeyboardInterrupt):
+        s.get_or_create("train", RECIPE, Builder())
+    assert _entry_dirs(tmp_path) == []
+    assert _tmp_leftovers(tmp_path) == []
+    monkeypatch.undo()
+    b = Builder()
+    s.get_or_create("train", RECIPE, b)
+    assert b.calls == 1
+
+
+def test_failed_rebuild_keeps_old_entry(tmp_path):
+    s = Store(tmp_path)
+    s.get_or_create("train", RECIPE, Builder(value=1.0))
+    with pytest.raises(RuntimeError):
+        s.get_or_create("train", RECIPE, Builder(exc=RuntimeError("x")), rebuild=True)
+    assert torch.equal(s.load(s.key("train", RECIPE)).tensors["w"], torch.full((3,), 1.0))
+
+
+def test_rebuild(tmp_path):
+    s = Store(tmp_path)
+    b = Builder(value=1.0)
+    e1 = s.get_or_create("train", RECIPE, b)
+    e2 = s.get_or_create("train", RECIPE, b)
+    assert b.calls == 1 and torch.equal(e2.tensors["n"], torch.tensor([1]))
+    b2 = Builder(value=5.0)
+    e3 = s.get_or_create("train", RECIPE, b2, rebuild=True)
+    assert b2.calls == 1 and e3.key == e1.key
+    assert torch.equal(s.load(e1.key).tensors["w"], torch.full((3,), 5.0))
+    assert e3.meta["wall_time_s"] >= 0
+    assert len(_entry_dirs(tmp_path)) == 1 and _tmp_leftovers(tmp_path) == []
+
+
+def test_builder_wall_time_and_return_type(tmp_path):
+    s = Store(tmp_path)
+    e = s.get_or_create("train", {"a": 1}, lambda: ({"w": torch.zeros(1)}, {"wall_time_s": 123.0}))
+    assert e.meta["wall_time_s"] == 123.0
+    with pytest.raises(TypeError, match="must return"):
+        s.get_or_create("train", {"a": 2}, lambda: {"w": torch.zeros(1)})
+    assert len(_entry_dirs(tmp_path)) == 1
+
+
+# ----------------------------------------------------------------------------- writability
+
+
+def test_not_writable_root(tmp_path):
+    blocker = tmp_path / "afile"
+    blocker.write_text("x")
+    root = blocker / "cache"
+    s = Store(root)  # opening is lazy and must not fail
+    b = Builder()
+    with pytest.raises(StoreNotWritableError) as ei:
+        s.get_or_create("train", RECIPE, b)
+    assert str(root) in str(ei.value) and "LMCCHECK_CACHE" in str(ei.value)
+    assert b.calls == 0  # checked before spending time on training
+    with pytest.raises(StoreNotWritableError, match="LMCCHECK_CACHE"):
+        s.put("train", RECIPE, {}, {})
+    # a root that is itself a file
+    with pytest.raises(StoreNotWritableError, match=str(blocker).replace("\\", "\\\\")):
+        Store(blocker).put("train", RECIPE, {}, {})
+    assert Store(root).ls() == []
+
+
+def test_default_root(tmp_path, monkeypatch):
+    monkeypatch.setenv("LMCCHECK_CACHE", str(tmp_path / "env-cache"))
+    assert Store().root == tmp_path / "env-cache"
+    monkeypatch.delenv("LMCCHECK_CACHE")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    assert Store().root == tmp_path / "home" / ".cache" / "lmccheck"
+    assert Store(str(tmp_path / "x")).root == tmp_path / "x"
+
+
+def test_stale_tmp_cleaned_on_init(tmp_path):
+    tmp = tmp_path / "tmp"
+    old, fresh = tmp / "old.partial", tmp / "fresh.partial"
+    old.mkdir(parents=True)
+    (old / "tensors.safetensors").write_bytes(b"x")
+    fresh.mkdir()
+    two_days_ago = time.time() - 2 * 86400
+    os.utime(old, (two_days_ago, two_days_ago))
+    Store(tmp_path)
+    assert not old.exists() and fresh.exists()
+
+
+# ----------------------------------------------------------------------------- no pickle
+
+
+def test_load_never_unpickles(tmp_path, monkeypatch):
+    s = Store(tmp_path)
+    e = s.put("train", RECIPE, _tensors(), {"metrics": {"acc": 1.0}})
+
+    def forbidden(*a, **k):
+        raise AssertionError("pickle/torch.load used while loading")
+
+    for mod, name in [(pickle, "loads"), (pickle, "load"), (pickle, "Unpickler"), (torch, "load")]:
+        monkeypatch.setattr(mod, name, forbidden)
+    got = Store(tmp_path).load(e.key)
+    _assert_same(_tensors(), got.tensors)
+    b = Builder()
+    assert Store(tmp_path).get_or_create("train", RECIPE, b).key == e.key and b.calls == 0
+
+
+# ----------------------------------------------------------------------------- ls / info / clear
+
+
+def _populate(s: Store) -> list[Entry]:
+    return [
+        s.put("train", {"name": "a", "seed": 0}, {"w": torch.zeros(10)}, {"metrics": {"acc": 0.1}}),
+        s.put("train", {"arch": "vgg11", "seed": 1}, {"w": torch.zeros(100)}, {}),
+        s.put("imp", {"name": "c"}, {}, {}),
+    ]
+
+
+def test_ls(tmp_path):
+    s = Store(tmp_path)
+    assert s.ls() == []
+    es = _populate(s)
+    rows = s.ls()
+    assert sorted(r["key"] for r in rows) == sorted(e.key for e in es)
+    by_key = {r["key"]: r for r in rows}
+    r0 = by_key[es[0].key]
+    assert r0["kind"] == "train" and r0["status"] == "ok" and r0["problem"] is None
+    assert r0["description"] == "a" and r0["short"] == es[0].key[:12]
+    assert by_key[es[1].key]["description"] == "arch=vgg11 seed=1"
+    assert by_key[es[1].key]["size_bytes"] > r0["size_bytes"] > 0
+    assert r0["created"] == es[0].meta["created"]
+    json.dumps(rows)  # printable / serializable
+
+    _wrong_sha(s.path(es[0].key))
+    assert {r["key"]: r["status"] for r in s.ls(verify=True)}[es[0].key] == "corrupt"
+    _delete_meta(s.path(es[1].key))
+    rows = {r["key"]: r for r in s.ls()}
+    assert rows[es[1].key]["status"] == "corrupt" and "meta.json" in rows[es[1].key]["problem"]
+    assert rows[es[2].key]["status"] == "ok"
+
+
+def test_info_and_prefixes(tmp_path):
+    s = Store(tmp_path)
+    es = _populate(s)
+    e = es[0]
+    full = s.info(e.key)
+    assert full["key"] == e.key and full["path"] == str(s.path(e.key))
+    assert full["metrics"] == {"acc": 0.1} and full["recipe"] == {"name": "a", "seed": 0}
+    assert full["status"] == "ok" and full["size_bytes"] == sum(full["files"].values())
+    assert set(full["files"]) == {"meta.json", "tensors.safetensors"}
+    assert s.info(e.key[:6])["key"] == e.key
+    assert s.info(e.key[:10].upper())["key"] == e.key
+
+    with pytest.raises(StoreError, match="at least 6"):
+        s.info(e.key[:5])
+    with pytest.raises(StoreError, match="at least 6"):
+        s.info("not-hex!")
+    unknown = ("0" if e.key[0] != "0" else "1") * 8
+    with pytest.raises(EntryNotFoundError, match="lmccheck cache ls"):
+        s.info(unknown)
+    # a second folder sharing the first 10 digits makes the prefix ambiguous
+    twin = e.key[:10] + ("0" if e.key[10] != "0" else "1") * 54
+    import shutil
+
+    shutil.copytree(s.path(e.key), s.path(e.key).parent / twin)
+    with pytest.raises(AmbiguousKeyError, match="2 entries"):
+        s.info(e.key[:8])
+    assert s.info(e.key)["key"] == e.key
+    assert s.info(twin)["status"] == "corrupt"  # its meta names another key
+
+
+def test_clear(tmp_path):
+    s = Store(tmp_path)
+    es = _populate(s)
+    assert s.clear("nosuchkind") == 0
+    assert s.clear("train") == 2
+    assert [r["key"] for r in s.ls()] == [es[2].key]
+    assert s.contains(es[2].key) and not s.contains(es[0].key)
+    (tmp_path / "corrupt" / "something-20200101").mkdir()
+    assert s.clear() == 1
+    assert s.ls() == [] and _entry_dirs(tmp_path) == []
+    assert list((tmp_path / "corrupt").iterdir()) == []
+    assert _tmp_leftovers(tmp_path) == []
+    assert Store(tmp_path / "never-created").clear() == 0
+    assert not (tmp_path / "never-created").exists()
+    # works again after clearing
+    b = Builder()
+    s.get_or_create("train", RECIPE, b)
+    assert b.calls == 1
+
+
+def test_helpers():
+    assert describe_size(0) == "0 B"
+    assert describe_size(1023) == "1023 B"
+    assert describe_size(1536) == "1.5 KiB"
+    assert describe_size(5 * 1024**3) == "5.0 GiB"
+    assert describe_recipe({"name": "x" * 100}, max_len=10) == "xxxxxxx..."
+    assert describe_recipe({"zeta": 1, "alpha": "a"}) == "alpha=a zeta=1"
