@@ -1,0 +1,46 @@
+# Two commands do the whole setup on a fresh machine:
+#   make test    -- create .venv, install lmccheck with its test extras and the
+#                   embedded dataset, run the unit tests
+#   make claims  -- the same setup, then the CPU-scale claims; writes report/
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.lmccheck-installed
+FMNIST_DIR ?= /usr/share/datasets/fashion-mnist
+PYTEST_ARGS ?=
+CLAIMS_ARGS ?=
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+
+.PHONY: test claims install data bench gpu-claims clean-report
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+# The embedded dataset: Debian's dataset-fashion-mnist (skipped when LMCCHECK_DATA is set).
+data:
+	@if [ -n "$$LMCCHECK_DATA" ] || [ -e $(FMNIST_DIR)/train-images-idx3-ubyte.gz ] || [ -e $(FMNIST_DIR)/train-images-idx3-ubyte ]; then \
+		echo "Fashion-MNIST present"; \
+	else \
+		echo "installing dataset-fashion-mnist (Debian package)"; \
+		$(SUDO) apt-get install -y -q dataset-fashion-mnist >/dev/null 2>&1 || \
+		{ $(SUDO) apt-get update -q >/dev/null && $(SUDO) apt-get install -y -q dataset-fashion-mnist; }; \
+	fi
+
+test: install data
+	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+claims: install data
+	$(PY) -m pytest claims $(CLAIMS_ARGS)
+
+gpu-claims: install data
+	$(PY) -m pytest claims -m gpu $(CLAIMS_ARGS)
+
+bench: install data
+	$(PY) -m pytest benchmarks --benchmark-only $(PYTEST_ARGS)
+
+clean-report:
+	rm -rf report

@@ -1,0 +1,406 @@
+"""Masks, global magnitude / random pruning, IMP with rewinding, mask transport.
+
+Conventions:
+
+* **Prunable weights** are the weights of the convolutional and linear layers
+  (state-dict entries ending in ``.weight`` with two or more dimensions), the
+  first layer included, *except the classifier head* (the layer producing the
+  logits). This follows OpenLTH, whose default lottery recipes for VGG,
+  ResNet and LeNet set ``pruning_layers_to_ignore='fc.weight'`` (the output
+  layer); Frankle et al. / Sharma et al. (App. A, F) use OpenLTH. Biases and
+  norm parameters are never pruned. :func:`prunable_keys` with
+  ``include_head=True`` prunes the head too.
+* A :data:`Mask` maps each prunable key to a bool tensor of the weight's
+  shape (True = kept). Masks are CPU tensors.
+* **Counts.** Pruning a ``fraction`` of the ``r`` remaining weights removes
+  exactly ``round(fraction * r)`` of them (rounded half up), chosen globally
+  over all prunable layers by smallest ``|w|``; ties are broken by position
+  (the earlier key in the mask, then the earlier flat index, is pruned first),
+  so pruning is deterministic. After ``L`` IMP levels of 20% the remaining count
+  is ``r_L = r_{L-1} - round(0.2 r_{L-1})``, which stays within 2.5 weights of
+  ``0.8**L`` times the prunable count.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from .data import Dataset
+from .permutation import Permutation, PermutationSpec, state_of
+from .training import Run, TrainConfig, train
+
+__all__ = [
+    "ImpLevel",
+    "ImpResult",
+    "Mask",
+    "MaskStats",
+    "apply_mask",
+    "dense_mask",
+    "imp",
+    "magnitude_prune",
+    "one_shot_prune",
+    "permute_mask",
+    "prunable_keys",
+    "random_prune",
+    "retrain_with_mask",
+    "sparsity",
+]
+
+Mask = dict[str, torch.Tensor]
+StateDict = Mapping[str, torch.Tensor]
+
+
+# --------------------------------------------------------------------------- keys and masks
+def prunable_keys(
+    model_or_state: nn.Module | StateDict,
+    spec: PermutationSpec | None = None,
+    *,
+    include_head: bool = False,
+) -> list[str]:
+    """The prunable weights of a model or state dict, in state-dict order.
+
+    Conv and linear weights (``*.weight`` with ``dim >= 2``). The classifier
+    head is excluded unless ``include_head``: with a spec (given, or taken from
+    an lmccheck model) the head is the weight whose output axis is not
+    permuted; without one, it is the last such weight in the state dict.
+    """
+    if spec is None and isinstance(model_or_state, nn.Module) and hasattr(model_or_state, "permutation_spec"):
+        spec = model_or_state.permutation_spec()
+    state = state_of(model_or_state)
+    keys = [k for k, v in state.items() if k.endswith(".weight") and v.dim() >= 2]
+    if include_head or not keys:
+        return keys
+    if spec is not None:
+        heads = {k for k in keys if k in spec.axes and spec.axes[k][0] is None}
+        if heads:
+            return [k for k in keys if k not in heads]
+    return keys[:-1]
+
+
+def dense_mask(state: StateDict, keys: Sequence[str] | None = None) -> Mask:
+    """An all-True mask over ``keys`` (default: :func:`prunable_keys` of ``state``)."""
+    keys = prunable_keys(state) if keys is None else list(keys)
+    missing = [k for k in keys if k not in state]
+    if missing:
+        raise ValueError(f"state has no key {missing[0]!r} to build a mask for")
+    return {k: torch.ones(state[k].shape, dtype=torch.bool) for k in keys}
+
+
+@dataclass(frozen=True)
+class MaskStats:
+    """Fraction of weights remaining, overall and per layer (1.0 = dense)."""
+
+    remaining: float
+    per_layer: dict[str, float]
+    kept: int
+    total: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"remaining": self.remaining, "per_layer": dict(self.per_layer), "kept": self.kept, "total": self.total}
+
+
+def sparsity(mask: Mapping[str, torch.Tensor]) -> MaskStats:
+    """The fraction of weights a mask keeps, overall and per layer."""
+    per_layer, kept, total = {}, 0, 0
+    for k, m in mask.items():
+        n, c = m.numel(), int(m.sum())
+        per_layer[k] = c / n if n else 1.0
+        kept += c
+        total += n
+    return MaskStats(kept / total if total else 1.0, per_layer, kept, total)
+
+
+def apply_mask(state: StateDict, mask: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A new state with the masked weights set to exactly 0 (other entries copied)."""
+    _check_mask_against(state, mask)
+    out = {}
+    for k, v in state.items():
+        if k in mask:
+            out[k] = torch.where(mask[k].to(v.device), v, torch.zeros((), dtype=v.dtype, device=v.device))
+        else:
+            out[k] = v.clone()
+    return out
+
+
+def _check_mask_against(state: StateDict, mask: Mapping[str, torch.Tensor]) -> None:
+    for k, m in mask.items():
+        if k not in state:
+            raise ValueError(f"mask names {k!r}, which the state does not have; wrong architecture?")
+        if m.dtype != torch.bool:
+            raise ValueError(f"mask[{k!r}] must be a bool tensor, got {m.dtype}")
+        if tuple(m.shape) != tuple(state[k].shape):
+            raise ValueError(f"mask[{k!r}] has shape {tuple(m.shape)} but the weight has {tuple(state[k].shape)}")
+
+
+def _round_half_up(x: float) -> int:
+    return int(math.floor(x + 0.5))
+
+
+def _check_fraction(name: str, f: float) -> float:
+    f = float(f)
+    if not 0.0 <= f <= 1.0:
+        raise ValueError(f"{name} must be in [0, 1], got {f}")
+    return f
+
+
+def _prune_lowest(mask: Mapping[str, torch.Tensor], scores: Mapping[str, torch.Tensor], n_prune: int) -> Mask:
+    """Remove the ``n_prune`` kept entries with the lowest score (ties: earliest position first)."""
+    keys = list(mask)
+    flat_mask = torch.cat([mask[k].reshape(-1).cpu() for k in keys])
+    flat_scores = torch.cat([scores[k].detach().reshape(-1).cpu().double() for k in keys])
+    alive = torch.nonzero(flat_mask).squeeze(1)
+    n_prune = min(max(0, n_prune), alive.numel())
+    new_flat = flat_mask.clone()
+    if n_prune:
+        order = torch.sort(flat_scores[alive], stable=True).indices  # stable: ties keep position order
+        new_flat[alive[order[:n_prune]]] = False
+    out, offset = {}, 0
+    for k in keys:
+        n = mask[k].numel()
+        out[k] = new_flat[offset : offset + n].reshape(mask[k].shape).clone()
+        offset += n
+    return out
+
+
+def magnitude_prune(state: StateDict, mask: Mapping[str, torch.Tensor] | None = None, fraction: float = 0.2) -> Mask:
+    """Globally prune ``round(fraction * remaining)`` of the remaining weights with smallest ``|w|``.
+
+    ``mask`` selects the prunable weights and those still remaining (default:
+    :func:`dense_mask` of ``state``). Returns a new mask; the inputs are unchanged.
+    """
+    fraction = _check_fraction("fraction", fraction)
+    mask = dense_mask(state) if mask is None else mask
+    _check_mask_against(state, mask)
+    remaining = sparsity(mask).kept
+    scores = {k: state[k].abs() for k in mask}
+    return _prune_lowest(mask, scores, _round_half_up(fraction * remaining))
+
+
+def random_prune(
+    state: StateDict, mask: Mapping[str, torch.Tensor] | None = None, fraction: float = 0.2, seed: int = 0
+) -> Mask:
+    """Prune ``round(fraction * remaining)`` remaining weights chosen uniformly at random (global).
+
+    The choice depends only on ``seed`` and the mask (not on the weights).
+    """
+    fraction = _check_fraction("fraction", fraction)
+    mask = dense_mask(state) if mask is None else mask
+    _check_mask_against(state, mask)
+    gen = torch.Generator().manual_seed(int(seed))
+    scores = {k: torch.rand(mask[k].shape, generator=gen, dtype=torch.float64) for k in mask}
+    return _prune_lowest(mask, scores, _round_half_up(fraction * sparsity(mask).kept))
+
+
+def one_shot_prune(
+    state: StateDict, sparsity_remaining: float, keys: Sequence[str] | None = None
+) -> Mask:
+    """Keep the ``round(sparsity_remaining * N)`` largest-magnitude prunable weights, in one step.
+
+    ``N`` is the number of prunable weights (``keys``, default :func:`prunable_keys`).
+    E.g. ``sparsity_remaining=0.8**L`` matches IMP level ``L``.
+    """
+    s = _check_fraction("sparsity_remaining", sparsity_remaining)
+    mask = dense_mask(state, keys)
+    total = sparsity(mask).total
+    scores = {k: state[k].abs() for k in mask}
+    return _prune_lowest(mask, scores, total - _round_half_up(s * total))
+
+
+def permute_mask(perm: Permutation, mask: Mapping[str, torch.Tensor]) -> Mask:
+    """``P[mask]``: the mask permuted like the weights it masks.
+
+    ``perm.apply`` needs a full state dict; a mask has only the prunable keys,
+    so this permutes each key along the axes the spec gives it.
+    """
+    out = {}
+    for k, m in mask.items():
+        axes = perm.spec.axes.get(k)
+        if axes is None:
+            raise ValueError(f"mask key {k!r} is not in the permutation spec; wrong architecture?")
+        if len(axes) != m.dim():
+            raise ValueError(f"spec gives {len(axes)} axes for {k!r} but the mask has shape {tuple(m.shape)}")
+        t = m
+        for ax, g in enumerate(axes):
+            if g is None:
+                continue
+            p = perm.perms[g]
+            if t.shape[ax] != p.numel():
+                raise ValueError(f"mask {k!r} has size {t.shape[ax]} on axis {ax} but group {g!r} has {p.numel()} units")
+            t = torch.index_select(t, ax, p.to(t.device))
+        out[k] = t.clone() if t is m else t
+    return out
+
+
+# --------------------------------------------------------------------------- retraining and IMP
+def retrain_with_mask(
+    config: TrainConfig,
+    init_state: StateDict,
+    mask: Mapping[str, torch.Tensor],
+    start_epoch: float,
+    *,
+    sgd_seed: int | None = None,
+    progress: bool | None = None,
+    data: Dataset | None = None,
+) -> Run:
+    """Apply ``mask`` to ``init_state`` (the rewound weights) and train it from ``start_epoch`` to the end.
+
+    Used for IMP levels and the mask-transport experiment (a permuted mask on a
+    rewound network). The run is checkpointed at ``start_epoch`` and at the end
+    only; ``sgd_seed`` overrides the config's.
+    """
+    cfg = config.replace(checkpoints=(float(start_epoch), config.epochs))
+    if sgd_seed is not None:
+        cfg = cfg.replace(sgd_seed=int(sgd_seed))
+    masked = apply_mask(init_state, mask)
+    return train(cfg, init_state=masked, start_epoch=start_epoch, mask=dict(mask), progress=progress, data=data)
+
+
+@dataclass
+class ImpLevel:
+    """One IMP level (0 = dense): its mask, rewound and retrained weights and metrics."""
+
+    level: int
+    mask: Mask
+    rewound: dict[str, torch.Tensor]
+    trained: dict[str, torch.Tensor]
+    metrics: dict[str, float]
+    remaining: float  # fraction of the prunable weights kept (1.0 at level 0)
+    wall_time_s: float = 0.0
+
+
+@dataclass
+class ImpResult:
+    """Iterative magnitude pruning with rewinding: one :class:`ImpLevel` per level."""
+
+    config: TrainConfig
+    rewind_epoch: float
+    fraction: float
+    levels: list[ImpLevel]
+    dense_run: Run | None = field(default=None, repr=False)
+
+    def __getitem__(self, level: int) -> ImpLevel:
+        return self.levels[level]
+
+    def __len__(self) -> int:
+        return len(self.levels)
+
+    @property
+    def masks(self) -> list[Mask]:
+        return [lv.mask for lv in self.levels]
+
+    def to_record(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+        """``(tensors, meta)`` for the store: names ``level<L>/{mask,rewound,trained}/<key>``.
+
+        The dense run is not included (store it separately)."""
+        tensors: dict[str, torch.Tensor] = {}
+        for lv in self.levels:
+            for part in ("mask", "rewound", "trained"):
+                tensors.update({f"level{lv.level}/{part}/{k}": v for k, v in getattr(lv, part).items()})
+        meta = {
+            "rewind_epoch": self.rewind_epoch,
+            "fraction": self.fraction,
+            "levels": [
+                {"level": lv.level, "metrics": lv.metrics, "remaining": lv.remaining, "wall_time_s": lv.wall_time_s}
+                for lv in self.levels
+            ],
+        }
+        return tensors, meta
+
+    @classmethod
+    def from_record(cls, config: TrainConfig, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> ImpResult:
+        parts: dict[int, dict[str, dict[str, torch.Tensor]]] = {}
+        for name, v in tensors.items():
+            lv, part, key = name.split("/", 2)
+            parts.setdefault(int(lv.removeprefix("level")), {}).setdefault(part, {})[key] = v
+        levels = [
+            ImpLevel(
+                level=int(m["level"]),
+                mask=parts[int(m["level"])].get("mask", {}),
+                rewound=parts[int(m["level"])].get("rewound", {}),
+                trained=parts[int(m["level"])].get("trained", {}),
+                metrics=dict(m["metrics"]),
+                remaining=float(m["remaining"]),
+                wall_time_s=float(m.get("wall_time_s", 0.0)),
+            )
+            for m in meta["levels"]
+        ]
+        return cls(config, float(meta["rewind_epoch"]), float(meta["fraction"]), levels)
+
+
+def _check_same_recipe(config: TrainConfig, other: TrainConfig) -> None:
+    """``other`` must be ``config`` up to checkpoint times and evaluation size."""
+    a, b = config.recipe(), other.recipe()
+    for k in a:
+        if k not in ("checkpoints", "eval_examples") and a[k] != b[k]:
+            raise ValueError(
+                f"dense_run was trained with {k}={b[k]!r}, but the IMP config has {k}={a[k]!r}; "
+                "pass the config the dense run was trained with"
+            )
+
+
+def imp(
+    config: TrainConfig,
+    levels: int,
+    rewind_epoch: float,
+    *,
+    dense_run: Run | None = None,
+    fraction: float = 0.2,
+    sgd_seed: int | None = None,
+    include_head: bool = False,
+    progress: bool | None = None,
+    data: Dataset | None = None,
+) -> ImpResult:
+    """Iterative magnitude pruning with weight rewinding (Sharma et al. App. A; Frankle et al.).
+
+    Train ``config`` densely (or take ``dense_run``, which must be a run of
+    ``config`` from epoch 0 with a checkpoint at ``rewind_epoch``). Then for
+    each level 1..``levels``: prune ``fraction`` of the remaining prunable
+    weights by the magnitude of the previous level's trained weights (global),
+    rewind the kept weights to their dense-run values at ``rewind_epoch``, and
+    retrain with the mask from ``rewind_epoch`` to the end (same ``sgd_seed``
+    as the dense run unless ``sgd_seed`` is given).
+    """
+    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 0:
+        raise ValueError(f"levels must be a non-negative int, got {levels!r}")
+    fraction = _check_fraction("fraction", fraction)
+    rewind_epoch = float(rewind_epoch)
+    if not 0 <= rewind_epoch <= config.epochs:
+        raise ValueError(f"rewind_epoch {rewind_epoch} is outside the recipe's [0, {config.epochs}] epochs")
+    if dense_run is None:
+        cfg = config
+        if not any(abs(t - rewind_epoch) <= 1e-9 for t in config.checkpoints):
+            cfg = config.replace(checkpoints=config.checkpoints + (rewind_epoch,))
+        dense_run = train(cfg, progress=progress, data=data)
+    else:
+        _check_same_recipe(config, dense_run.config)
+    if not any(abs(t - rewind_epoch) <= 1e-9 for t in dense_run.checkpoints):
+        avail = ", ".join(f"{t:g}" for t in dense_run.times)
+        raise ValueError(
+            f"cannot rewind to epoch {rewind_epoch:g}: the dense run has no checkpoint there; "
+            f"available times: {avail}"
+        )
+    rewind_state = dense_run.state_at(rewind_epoch)
+    final = dense_run.final
+    keys = prunable_keys(final, include_head=include_head)
+    mask = dense_mask(final, keys)
+    out = [
+        ImpLevel(0, mask, {k: v.clone() for k, v in rewind_state.items()}, final,
+                 dict(dense_run.final_metrics), 1.0, dense_run.wall_time_s)
+    ]
+    trained = final
+    for level in range(1, levels + 1):
+        t0 = time.perf_counter()
+        mask = magnitude_prune(trained, mask, fraction)
+        rewound = apply_mask(rewind_state, mask)
+        run = retrain_with_mask(config, rewound, mask, rewind_epoch, sgd_seed=sgd_seed, progress=progress, data=data)
+        trained = run.final
+        out.append(ImpLevel(level, mask, rewound, trained, dict(run.final_metrics),
+                            sparsity(mask).remaining, time.perf_counter() - t0))
+    return ImpResult(config, rewind_epoch, fraction, out, dense_run)

@@ -1,0 +1,232 @@
+"""Tests of lmccheck.pruning: prunable layers, pruning counts and ties, masks, IMP, mask transport."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from lmccheck.data import load_dataset
+from lmccheck.models import get_model
+from lmccheck.permutation import Permutation
+from lmccheck.pruning import (
+    ImpResult,
+    apply_mask,
+    dense_mask,
+    imp,
+    magnitude_prune,
+    one_shot_prune,
+    permute_mask,
+    prunable_keys,
+    random_prune,
+    retrain_with_mask,
+    sparsity,
+)
+from lmccheck.training import TrainConfig, train
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_dataset("fashion-mnist")
+
+
+def tiny(**kw) -> TrainConfig:
+    base = dict(
+        arch="mlp",
+        model_kwargs={"width": 32, "depth": 2},
+        train_subset=512,
+        epochs=1,
+        batch_size=64,
+        lr=0.05,
+        warmup_epochs=0.25,
+        checkpoints=(0, 0.25),
+        eval_examples=256,
+    )
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def mlp_state(seed: int = 0, width: int = 16) -> dict[str, torch.Tensor]:
+    torch.manual_seed(seed)
+    return get_model("mlp", width=width, depth=2).state_dict()
+
+
+# --------------------------------------------------------------------------- prunable layers
+def test_prunable_keys_mlp_excludes_head_biases_norms():
+    model = get_model("mlp", width=16, depth=2, norm="layernorm")
+    assert prunable_keys(model) == ["layers.0.weight", "layers.1.weight"]
+    assert prunable_keys(model.state_dict()) == ["layers.0.weight", "layers.1.weight"]
+    assert prunable_keys(model, include_head=True)[-1] == "head.weight"
+
+
+@pytest.mark.parametrize("arch", ["vgg11", "resnet20"])
+def test_prunable_keys_conv_nets(arch):
+    model = get_model(arch, width=0.25, norm="layernorm")
+    keys = prunable_keys(model)
+    state = model.state_dict()
+    assert "head.weight" not in keys
+    assert keys == prunable_keys(state)  # the spec and the "last weight" rule agree
+    assert all(state[k].dim() >= 2 for k in keys)
+    convs = [k for k, m in model.named_modules() if isinstance(m, torch.nn.Conv2d)]
+    assert {f"{c}.weight" for c in convs} <= set(keys)
+
+
+# --------------------------------------------------------------------------- pruning
+def test_magnitude_prune_removes_smallest_remaining():
+    state = mlp_state()
+    mask = dense_mask(state)
+    total = sparsity(mask).total
+    m1 = magnitude_prune(state, mask, 0.2)
+    assert sparsity(m1).kept == total - round(0.2 * total)
+    kept = torch.cat([state[k][m1[k]].abs() for k in m1])
+    gone = torch.cat([state[k][~m1[k]].abs() for k in m1])
+    assert gone.max() <= kept.min()
+    m2 = magnitude_prune(state, m1, 0.5)
+    assert all(bool((m2[k] <= m1[k]).all()) for k in m1)  # only ever loses weights
+    assert sparsity(m2).kept == sparsity(m1).kept - round(0.5 * sparsity(m1).kept)
+    assert all(torch.equal(mask[k], dense_mask(state)[k]) for k in mask)  # input untouched
+
+
+def test_magnitude_prune_ties_are_deterministic():
+    state = {"a.weight": torch.ones(2, 5), "b.weight": torch.ones(3, 2), "head.weight": torch.ones(2, 2)}
+    mask = dense_mask(state)
+    assert list(mask) == ["a.weight", "b.weight"]
+    pruned = magnitude_prune(state, mask, 0.5)  # 16 remaining, 8 pruned: the first 8 positions
+    assert pruned["a.weight"].flatten().tolist() == [False] * 8 + [True] * 2
+    assert bool(pruned["b.weight"].all())
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    shapes=st.lists(st.tuples(st.integers(1, 6), st.integers(1, 6)), min_size=1, max_size=4),
+    fraction=st.floats(0.0, 1.0),
+    seed=st.integers(0, 2**16),
+)
+def test_prune_counts_property(shapes, fraction, seed):
+    gen = torch.Generator().manual_seed(seed)
+    state = {f"l{i}.weight": torch.randn(s, generator=gen) for i, s in enumerate(shapes)}
+    mask = dense_mask(state, keys=list(state))
+    total = sparsity(mask).total
+    expected = total - int(fraction * total + 0.5)
+    assert sparsity(magnitude_prune(state, mask, fraction)).kept == expected
+    assert sparsity(random_prune(state, mask, fraction, seed)).kept == expected
+    assert sparsity(one_shot_prune(state, 1 - fraction, keys=list(state))).kept == int((1 - fraction) * total + 0.5)
+
+
+def test_random_prune_is_seeded_and_nested():
+    state = mlp_state()
+    mask = magnitude_prune(state, None, 0.2)
+    a = random_prune(state, mask, 0.3, seed=1)
+    b = random_prune(state, mask, 0.3, seed=1)
+    c = random_prune(state, mask, 0.3, seed=2)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert any(not torch.equal(a[k], c[k]) for k in a)
+    assert all(bool((a[k] <= mask[k]).all()) for k in a)
+
+
+def test_one_shot_keeps_largest():
+    state = mlp_state()
+    m = one_shot_prune(state, 0.8**3)
+    total = sparsity(m).total
+    assert sparsity(m).kept == round(0.8**3 * total)
+    kept = torch.cat([state[k][m[k]].abs() for k in m])
+    gone = torch.cat([state[k][~m[k]].abs() for k in m])
+    assert gone.max() <= kept.min()
+
+
+def test_apply_mask_and_sparsity():
+    state = mlp_state()
+    mask = magnitude_prune(state, None, 0.5)
+    out = apply_mask(state, mask)
+    for k, v in out.items():
+        if k in mask:
+            assert bool((v[~mask[k]] == 0).all()) and torch.equal(v[mask[k]], state[k][mask[k]])
+        else:
+            assert torch.equal(v, state[k])
+    assert not bool((state["layers.0.weight"] == 0).any())  # input untouched
+    stats = sparsity(mask)
+    assert stats.remaining == pytest.approx(0.5, abs=1e-3)
+    assert set(stats.per_layer) == set(mask)
+    assert json.loads(json.dumps(stats.as_dict()))["kept"] == stats.kept
+    with pytest.raises(ValueError, match="shape"):
+        apply_mask(state, {"layers.0.weight": torch.ones(3, 3, dtype=torch.bool)})
+
+
+def test_permute_mask_matches_permuting_the_weights():
+    model = get_model("mlp", width=16, depth=2)
+    spec = model.permutation_spec()
+    state = model.state_dict()
+    perm = Permutation.random(spec, state, seed=3)
+    mask = magnitude_prune(state, None, 0.5)
+    pmask = permute_mask(perm, mask)
+    # masking then permuting == permuting then masking with the permuted mask
+    lhs = perm.apply(apply_mask(state, mask))
+    rhs = apply_mask(perm.apply(state), pmask)
+    assert all(torch.equal(lhs[k], rhs[k]) for k in state)
+    # the permuted mask is still the magnitude mask of the permuted weights
+    assert all(torch.equal(pmask[k], magnitude_prune(perm.apply(state), None, 0.5)[k]) for k in mask)
+
+
+# --------------------------------------------------------------------------- IMP
+def test_imp_levels(data):
+    cfg = tiny()
+    levels = 3
+    res = imp(cfg, levels, rewind_epoch=0.25, data=data)
+    assert len(res) == levels + 1 and res[0].remaining == 1.0
+    total = sparsity(res[0].mask).total
+    dense = res.dense_run
+    assert dense is not None
+    rewind = dense.state_at(0.25)
+    kept_prev = total
+    for lv in res.levels[1:]:
+        prev = res[lv.level - 1].mask
+        assert all(bool((lv.mask[k] <= prev[k]).all()) for k in prev)  # masks only lose weights
+        kept = sparsity(lv.mask).kept
+        # exact global count: 20% of the remaining, rounded; within 2.5 weights of 0.8**L of all
+        assert kept == kept_prev - int(0.2 * kept_prev + 0.5)
+        assert abs(kept - 0.8**lv.level * total) <= 2.5
+        kept_prev = kept
+        # rewinding restores the dense run's values at the rewind time under the mask
+        for k, v in lv.rewound.items():
+            want = torch.where(lv.mask[k], rewind[k], torch.zeros(())) if k in lv.mask else rewind[k]
+            assert torch.equal(v, want)
+        # masked weights stay exactly zero through retraining; kept ones moved
+        for k, m in lv.mask.items():
+            assert bool((lv.trained[k][~m] == 0).all())
+            assert not torch.equal(lv.trained[k][m], lv.rewound[k][m])
+        assert 0.0 <= lv.metrics["test_acc"] <= 1.0
+    assert res[0].trained is dense.final
+    tensors, meta = res.to_record()
+    back = ImpResult.from_record(cfg, tensors, json.loads(json.dumps(meta)))
+    assert [sparsity(m).kept for m in back.masks] == [sparsity(m).kept for m in res.masks]
+    assert torch.equal(back[2].trained["layers.0.weight"], res[2].trained["layers.0.weight"])
+
+
+def test_imp_uses_given_dense_run_and_checks_rewind(data):
+    cfg = tiny()
+    dense = train(cfg, data=data)
+    with pytest.raises(ValueError, match=r"cannot rewind to epoch 0.75.*available times: 0, 0.25, 1"):
+        imp(cfg, 1, rewind_epoch=0.75, dense_run=dense, data=data)
+    with pytest.raises(ValueError, match="dense_run was trained with lr"):
+        imp(cfg.replace(lr=0.1), 1, rewind_epoch=0.25, dense_run=dense, data=data)
+    res = imp(cfg, 1, rewind_epoch=0.25, dense_run=dense, data=data)
+    assert res.dense_run is dense
+
+
+@pytest.mark.parametrize("optimizer", ["sgd", "adam"])
+def test_retrain_with_transported_mask(data, optimizer):
+    cfg = tiny(optimizer=optimizer, weight_decay=1e-3, lr=0.05 if optimizer == "sgd" else 1e-3)
+    a = train(cfg, data=data)
+    b = train(cfg.replace(init_seed=1, sgd_seed=1), data=data)
+    spec = get_model("mlp", width=32, depth=2).permutation_spec()
+    perm = Permutation.random(spec, b.final, seed=0)
+    mask = permute_mask(perm, one_shot_prune(a.final, 0.5))
+    run = retrain_with_mask(cfg, perm.apply(b.state_at(0.25)), mask, 0.25, data=data)
+    assert run.times == [0.25, 1.0]
+    for k, m in mask.items():
+        assert bool((run.state_at(0.25)[k][~m] == 0).all())
+        assert bool((run.final[k][~m] == 0).all())
+    assert run.mask is not None and all(torch.equal(run.mask[k], mask[k]) for k in mask)
