@@ -1,0 +1,560 @@
+"""Weight matching (Greedy-SOBLAP), activation matching, partial permutations, fixed points.
+
+Convention under test: ``weight_matching(spec, A, B)`` returns ``P`` with
+``P.apply(B) ~ A``; for a planted ``B = Q[A]`` that is ``P == Q.inverse()``.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from scipy.optimize import linear_sum_assignment
+
+from lmccheck.data import Split
+from lmccheck.matching import (
+    MATCHERS,
+    activation_matching,
+    fixed_point_stats,
+    matching_objective,
+    partial_permutation,
+    weight_matching,
+    weight_matching_naive,
+)
+from lmccheck.models import get_model
+from lmccheck.permutation import Permutation, PermutationSpec
+
+# small settings: (model name, kwargs, input shape (C, H, W))
+SMALL = {
+    "mlp": ("mlp", dict(width=48, depth=3, in_channels=1, input_size=8), (1, 8, 8)),
+    "vgg16": ("vgg16", dict(width=0.125, in_channels=3, input_size=16), (3, 16, 16)),
+    "resnet20x1": ("resnet20", dict(width=1, in_channels=3, input_size=16), (3, 16, 16)),
+    "resnet20x2": ("resnet20", dict(width=2, in_channels=3, input_size=16), (3, 16, 16)),
+}
+
+
+def _model(case: str, seed: int = 0, **extra) -> torch.nn.Module:
+    name, kw, _ = SMALL[case]
+    torch.manual_seed(seed)
+    return get_model(name, num_classes=10, **kw, **extra).eval()
+
+
+def _state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def _inputs(case: str, n: int, seed: int = 0) -> torch.Tensor:
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn((n, *SMALL[case][2]), generator=gen)
+
+
+def _noisy(state: dict[str, torch.Tensor], rel: float, seed: int) -> dict[str, torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for k, v in state.items():
+        if rel and v.is_floating_point() and v.numel() > 1 and "running" not in k:
+            v = v + rel * v.std() * torch.randn(v.shape, generator=gen)
+        out[k] = v
+    return out
+
+
+def _planted(case: str, seed: int = 0, noise: float = 0.0, **extra):
+    model = _model(case, seed, **extra)
+    spec = model.permutation_spec()
+    a = _state(model)
+    if "batchnorm" in extra.values():  # make running statistics non-trivial
+        gen = torch.Generator().manual_seed(seed + 7)
+        for k in a:
+            if k.endswith("running_mean"):
+                a[k] = torch.randn(a[k].shape, generator=gen)
+            elif k.endswith("running_var"):
+                a[k] = torch.rand(a[k].shape, generator=gen) + 0.5
+    q = Permutation.random(spec, a, seed + 1)
+    b = _noisy(q.apply(a), noise, seed + 2)
+    return model, spec, a, b, q
+
+
+def _clone(state):
+    return {k: v.clone() for k, v in state.items()}
+
+
+def _assert_same_state(x, y):
+    assert x.keys() == y.keys()
+    for k in x:
+        torch.testing.assert_close(x[k], y[k], rtol=0, atol=0, msg=k)
+
+
+# --------------------------------------------------------------------------- #
+# Planted permutations
+# --------------------------------------------------------------------------- #
+@pytest.mark.parametrize("noise", [0.0, 1e-3])
+@pytest.mark.parametrize("case", list(SMALL))
+def test_weight_matching_recovers_planted_permutation(case: str, noise: float) -> None:
+    _, spec, a, b, q = _planted(case, noise=noise)
+    p = weight_matching(spec, a, b, seed=0)
+    assert p == q.inverse()
+    aligned = p.apply(b)
+    for k in a:
+        tol = 10 * noise * float(a[k].float().std().nan_to_num()) + 1e-12
+        torch.testing.assert_close(aligned[k], a[k], rtol=0, atol=tol, msg=k)
+    assert p.stats["converged"]
+    assert p.stats["final_objective"] == pytest.approx(matching_objective(spec, a, b, p), rel=1e-5)
+
+
+@pytest.mark.parametrize("case", ["vgg16", "resnet20x1"])
+def test_weight_matching_batchnorm_buffers(case: str) -> None:
+    _, spec, a, b, q = _planted(case, noise=1e-3, norm="batchnorm")
+    assert any(k.endswith("num_batches_tracked") for k in a)
+    p = weight_matching(spec, a, b, seed=3)
+    assert p == q.inverse()
+    key = "stages.1.0.norm1.running_mean" if "resnet" in case else "features.0.norm.running_mean"
+    torch.testing.assert_close(p.apply(b)[key], a[key])
+
+
+@settings(max_examples=5, deadline=None)
+@given(st.integers(0, 2**31 - 1), st.integers(0, 2**31 - 1))
+def test_weight_matching_planted_property(model_seed: int, match_seed: int) -> None:
+    torch.manual_seed(model_seed % 1000)
+    model = get_model("mlp", width=24, depth=3, in_channels=1, input_size=6)
+    spec = model.permutation_spec()
+    a = _state(model)
+    q = Permutation.random(spec, a, model_seed)
+    p = weight_matching(spec, a, q.apply(a), seed=match_seed)
+    assert p == q.inverse()
+
+
+def _alive(model: torch.nn.Module, state, x: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Per group, the units active (nonzero) on at least 10 samples of ``x``.
+
+    Dead units carry no information, so any assignment among them is optimal;
+    nearly dead ones are ties for the correlation.
+    """
+    spec = model.permutation_spec()
+    model.load_state_dict(state)
+    mods = dict(model.named_modules())
+    counts = {g: torch.zeros(n) for g, n in spec.group_sizes(state).items()}
+    handles = []
+    for g, names in spec.activations.items():
+        for name in names:
+            def hook(_m, _i, out, g=g):
+                counts[g] += (out.movedim(1, -1).reshape(-1, out.shape[1]) != 0).sum(0)
+            handles.append(mods[name].register_forward_hook(hook))
+    with torch.no_grad():
+        model(x)
+    for h in handles:
+        h.remove()
+    return {g: c >= 10 for g, c in counts.items()}
+
+
+def _assert_recovered(p: Permutation, q: Permutation, alive: dict[str, torch.Tensor]) -> None:
+    """``p == q.inverse()`` on every unit alive in A."""
+    qi = q.inverse()
+    for g, mask in alive.items():
+        assert mask.float().mean() > 0.5, g
+        assert torch.equal(p.perms[g][mask], qi.perms[g][mask]), g
+
+
+@pytest.mark.parametrize("noise", [0.0, 1e-3])
+@pytest.mark.parametrize("case", list(SMALL))
+def test_activation_matching_recovers_planted_permutation(case: str, noise: float) -> None:
+    model, spec, a, b, q = _planted(case, noise=noise)
+    x = _inputs(case, 64)
+    p = activation_matching(model, a, b, x, batch_size=16)
+    _assert_recovered(p, q, _alive(model, a, x))
+    assert p.stats["examples"] == 64 and p.stats["batches"] == 4
+    for g in spec.groups:
+        assert p.stats["objective"][g] >= p.stats["identity_objective"][g]
+
+
+def test_activation_matching_correlation_and_batchnorm() -> None:
+    model, spec, a, b, q = _planted("resnet20x1", noise=1e-3, norm="batchnorm")
+    x = _inputs("resnet20x1", 48)
+    p = activation_matching(model, a, b, Split(x, torch.zeros(48, dtype=torch.long)), batch_size=20, correlation=True)
+    _assert_recovered(p, q, _alive(model, a, x))
+    assert p.stats["correlation"] is True
+    assert p.stats["examples"] == 48 and p.stats["batches"] == 3
+    # correlation of a unit with itself is 1 (up to the noise)
+    g = next(iter(spec.groups))
+    assert p.stats["objective"][g] == pytest.approx(spec.group_sizes(a)[g], rel=1e-2)
+
+
+def test_activation_matching_data_forms_and_batch_limit() -> None:
+    model, spec, a, b, q = _planted("mlp")
+    x = _inputs("mlp", 60)
+    batches = [x[i : i + 10] for i in range(0, 60, 10)]
+    p_list = activation_matching(model, a, b, batches, batches=3)
+    assert p_list.stats["examples"] == 30 and p_list.stats["batches"] == 3
+    p_pairs = activation_matching(model, a, b, [(t, torch.zeros(len(t))) for t in batches])
+    assert p_pairs.stats["examples"] == 60
+    p_tensor = activation_matching(model, a, b, x, batch_size=7)
+    assert p_tensor.stats["batches"] == 9
+    alive = _alive(model, a, x)
+    for p in (p_list, p_pairs, p_tensor):
+        _assert_recovered(p, q, alive)
+    assert p_pairs == p_tensor
+    with pytest.raises(ValueError, match="no examples"):
+        activation_matching(model, a, b, [])
+    with pytest.raises(ValueError, match="batch_size"):
+        activation_matching(model, a, b, x, batch_size=0)
+
+
+def test_activation_matching_leaves_model_alone() -> None:
+    model, spec, a, b, _ = _planted("vgg16", norm="batchnorm")
+    model.train()
+    before = _state(model)
+    a0, b0 = _clone(a), _clone(b)
+    activation_matching(model, a, b, _inputs("vgg16", 8))
+    assert model.training
+    _assert_same_state(_state(model), before)
+    assert not any(m._forward_hooks for m in model.modules())
+    _assert_same_state(a, a0)
+    _assert_same_state(b, b0)
+
+
+# --------------------------------------------------------------------------- #
+# Objective, determinism, function preservation, identity
+# --------------------------------------------------------------------------- #
+def _independent_pair(case: str, **extra):
+    model = _model(case, 0, **extra)
+    spec = model.permutation_spec()
+    return model, spec, _state(model), _state(_model(case, 1, **extra))
+
+
+@pytest.mark.parametrize("case", ["mlp", "vgg16", "resnet20x2"])
+def test_objective_never_decreases(case: str) -> None:
+    _, spec, a, b = _independent_pair(case)
+    p = weight_matching(spec, a, b, seed=0)
+    hist = p.stats["objective"]
+    assert len(hist) == p.stats["sweeps"] >= 1
+    assert all(y >= x for x, y in zip(hist, hist[1:], strict=False))
+    identity = matching_objective(spec, a, b)
+    assert p.stats["initial_objective"] == pytest.approx(identity, rel=1e-6)
+    assert hist[0] >= identity
+    final = matching_objective(spec, a, b, p)
+    assert final >= identity
+    assert final == pytest.approx(hist[-1], rel=1e-5)
+    assert p.stats["solves"] + p.stats["skipped"] == p.stats["sweeps"] * len(spec.groups)
+    assert p.stats["wall_time"] > 0
+
+
+def test_converged_result_is_a_fixed_point() -> None:
+    """Every group's assignment is optimal for its exact Gram given the others."""
+    _, spec, a, b = _independent_pair("resnet20x1")
+    p = weight_matching(spec, a, b, seed=1)
+    assert p.stats["converged"]
+    perms = p.perms
+    for g, members in spec.groups.items():
+        n = perms[g].numel()
+        gram = torch.zeros(n, n, dtype=torch.float64)
+        for key, ax in members:
+            wb = b[key].double()
+            for ax2, h in enumerate(spec.axes[key]):
+                if h is not None and ax2 != ax:
+                    wb = wb.index_select(ax2, perms[h])
+            gram += a[key].double().movedim(ax, 0).reshape(n, -1) @ wb.movedim(ax, 0).reshape(n, -1).T
+        g_np = gram.numpy()
+        _, cols = linear_sum_assignment(g_np, maximize=True)
+        best = g_np[np.arange(n), cols].sum()
+        cur = g_np[np.arange(n), perms[g].numpy()].sum()
+        assert cur >= best - 1e-5 * abs(best), g
+
+
+def test_same_seed_same_permutation() -> None:
+    _, spec, a, b = _independent_pair("vgg16")
+    p1 = weight_matching(spec, a, b, seed=5)
+    p2 = weight_matching(spec, a, b, seed=5)
+    assert p1 == p2
+    assert p1.stats["objective"] == p2.stats["objective"]
+    model, _, _, _ = _independent_pair("vgg16")
+    x = _inputs("vgg16", 16)
+    assert activation_matching(model, a, b, x) == activation_matching(model, a, b, x)
+
+
+@pytest.mark.parametrize(
+    "case,extra", [("mlp", {}), ("vgg16", {}), ("resnet20x2", {}), ("resnet20x1", {"norm": "batchnorm"})]
+)
+def test_result_is_function_preserving(case: str, extra: dict) -> None:
+    model, spec, a, b = _independent_pair(case, **extra)
+    if extra:  # give BatchNorm non-trivial running statistics
+        model.train()
+        with torch.no_grad():
+            model.load_state_dict(b)
+            model(_inputs(case, 32, seed=4))
+        b = _state(model)
+        model.eval()
+    x = _inputs(case, 8, seed=9)
+    for p in (weight_matching(spec, a, b, seed=0), activation_matching(model, a, b, _inputs(case, 16))):
+        model.load_state_dict(b)
+        with torch.no_grad():
+            ref = model(x)
+        model.load_state_dict(p.apply(b))
+        with torch.no_grad():
+            out = model(x)
+        torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("case", list(SMALL))
+def test_matching_a_network_with_itself_gives_identity(case: str) -> None:
+    model, spec, a, _, _ = _planted(case)
+    ident = Permutation.identity(spec, a)
+    p = weight_matching(spec, a, a)
+    assert p == ident
+    assert p.stats["sweeps"] == 1 and p.stats["converged"]
+    x = _inputs(case, 64)
+    _assert_recovered(activation_matching(model, a, a, x), ident, _alive(model, a, x))
+
+
+def test_init_is_used_and_checked() -> None:
+    _, spec, a, b, q = _planted("resnet20x1", noise=1e-3)
+    p = weight_matching(spec, a, b, init=q.inverse())
+    assert p == q.inverse()
+    assert p.stats["sweeps"] == 1 and p.stats["converged"]
+    assert p.stats["initial_objective"] == pytest.approx(p.stats["final_objective"])
+    other = _model("resnet20x2").state_dict()
+    with pytest.raises(ValueError, match="width"):
+        weight_matching(spec, a, b, init=Permutation.identity(spec, spec.group_sizes(other)))
+
+
+def test_max_iter_limits_sweeps() -> None:
+    _, spec, a, b = _independent_pair("vgg16")
+    p = weight_matching(spec, a, b, max_iter=1)
+    assert p.stats["sweeps"] == 1
+    assert not p.stats["converged"]
+    with pytest.raises(ValueError, match="max_iter"):
+        weight_matching(spec, a, b, max_iter=0)
+
+
+def test_self_coupled_group_is_monotone() -> None:
+    """A group acting on both axes of one entry (a recurrent weight): exact gains, monotone objective."""
+    spec = PermutationSpec({"inp.weight": ("h", None), "rec.weight": ("h", "h"), "out.weight": (None, "h")})
+    gen = torch.Generator().manual_seed(0)
+    a = {"inp.weight": torch.randn(12, 5, generator=gen), "rec.weight": torch.randn(12, 12, generator=gen),
+         "out.weight": torch.randn(3, 12, generator=gen)}
+    q = Permutation.random(spec, a, 3)
+    b = _noisy(q.apply(a), 1e-3, 1)
+    for fn in (weight_matching, weight_matching_naive):
+        p = fn(spec, a, b, seed=0)
+        hist = p.stats["objective"]
+        assert all(y >= x for x, y in zip(hist, hist[1:], strict=False))
+        assert p == q.inverse()
+        assert p.stats["final_objective"] == pytest.approx(hist[-1], rel=1e-6)
+    b2 = {k: torch.randn(v.shape, generator=gen) for k, v in a.items()}
+    p = weight_matching(spec, a, b2, seed=0)
+    assert matching_objective(spec, a, b2, p) >= matching_objective(spec, a, b2)
+
+
+@pytest.mark.parametrize("axis", [0, 1])
+def test_cached_gram_contribution_updates_in_place_exactly(axis: int) -> None:
+    """The in-place update after a few units moved equals a recomputation."""
+    from lmccheck.matching import _make_term, _SingleTerm
+
+    spec = PermutationSpec({"w": ("g", "h", None, None)})
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(6, 10, 3, 3, generator=gen), torch.randn(6, 10, 3, 3, generator=gen)
+    group, dep = ("g", "h") if axis == 0 else ("h", "g")
+    term = _make_term(spec, group, "w", axis, a, b)
+    assert isinstance(term, _SingleTerm)
+    n_dep = a.shape[1 - axis]
+    p = torch.randperm(n_dep, generator=gen)
+    versions = {"g": 0, "h": 0}
+    term.current({dep: p}, versions)
+    for step in range(1, 6):
+        q = p.clone()
+        swap = torch.randperm(n_dep, generator=gen)[:2]
+        q[swap] = q[swap.flip(0)]  # two units move: an in-place update
+        versions[dep] = step
+        got = term.current({dep: q}, versions).clone()
+        bq = b.index_select(1 - axis, q)
+        expected = a.movedim(axis, 0).reshape(a.shape[axis], -1) @ bq.movedim(axis, 0).reshape(a.shape[axis], -1).T
+        torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+        p = q
+    assert term.budget < 2 * n_dep  # the in-place path ran
+
+
+# --------------------------------------------------------------------------- #
+# Reference implementation
+# --------------------------------------------------------------------------- #
+def _reference(spec: PermutationSpec, a, b, seed: int, max_iter: int = 100) -> dict[str, torch.Tensor]:
+    """Algorithm 1 written out: permute all of B, build G against it, compose the LSA result."""
+    names = list(spec.groups)
+    perms = {g: torch.arange(n) for g, n in spec.group_sizes(a).items()}
+    rng = np.random.default_rng(seed)
+    for _ in range(max_iter):
+        changed = False
+        for idx in rng.permutation(len(names)):
+            g = names[idx]
+            pb = Permutation(spec, perms).apply(b)
+            n = perms[g].numel()
+            gram = torch.zeros(n, n, dtype=torch.float64)
+            for key, ax in spec.groups[g]:
+                wa = a[key].double().movedim(ax, 0).reshape(n, -1)
+                gram += wa @ pb[key].double().movedim(ax, 0).reshape(n, -1).T
+            g_np = gram.numpy()
+            _, cols = linear_sum_assignment(g_np, maximize=True)
+            ar = np.arange(n)
+            gain = g_np[ar, cols].sum() - np.trace(g_np)
+            if gain > 1e-12 * abs(np.trace(g_np)) and not np.array_equal(cols, ar):
+                perms[g] = perms[g][torch.as_tensor(cols)]
+                changed = True
+        if not changed:
+            break
+    return perms
+
+
+def test_matches_reference_implementation() -> None:
+    torch.manual_seed(0)
+    model = get_model("mlp", width=64, depth=3, in_channels=1, input_size=8)
+    spec = model.permutation_spec()
+    a = _state(model)
+    torch.manual_seed(1)
+    b = _state(get_model("mlp", width=64, depth=3, in_channels=1, input_size=8))
+    ref = Permutation(spec, _reference(spec, a, b, seed=2))
+    ref_obj = matching_objective(spec, a, b, ref)
+    fast = weight_matching(spec, a, b, seed=2)
+    naive = weight_matching_naive(spec, a, b, seed=2)
+    fast_obj = matching_objective(spec, a, b, fast)
+    assert fast_obj >= ref_obj - 1e-6 * abs(ref_obj)
+    assert fast_obj == pytest.approx(fast.stats["final_objective"], rel=1e-6)
+    assert fast == naive
+    assert fast.stats["sweeps"] == naive.stats["sweeps"]
+    assert fast.stats["solves"] <= naive.stats["solves"]
+
+
+@pytest.mark.parametrize("case", ["vgg16", "resnet20x2"])
+def test_fast_equals_naive(case: str) -> None:
+    _, spec, a, b = _independent_pair(case)
+    fast = weight_matching(spec, a, b, seed=4)
+    naive = weight_matching_naive(spec, a, b, seed=4)
+    obj = matching_objective(spec, a, b, naive)
+    assert matching_objective(spec, a, b, fast) >= obj - 1e-6 * abs(obj)
+    assert fast.stats["solves"] <= naive.stats["solves"]
+    assert fast == naive  # same steps; only float32 round-off could tell them apart
+
+
+# --------------------------------------------------------------------------- #
+# Bad input
+# --------------------------------------------------------------------------- #
+def _corruptions(a):
+    key = "layers.1.weight"
+    missing = {k: v for k, v in a.items() if k != key}
+    wrong_shape = {**a, key: a[key][:, :-1].clone()}
+    nan = {**a, key: a[key].clone()}
+    nan[key][0, 0] = float("nan")
+    return key, {"missing": missing, "wrong shape": wrong_shape, "nan": nan}
+
+
+@pytest.mark.parametrize("which", ["missing", "wrong shape", "nan"])
+@pytest.mark.parametrize("side", ["a", "b"])
+def test_bad_input_names_the_key(which: str, side: str) -> None:
+    model, spec, a, b, _ = _planted("mlp")
+    key, bad = _corruptions(a)
+    x = _inputs("mlp", 4)
+    args = (bad[which], b) if side == "a" else (a, bad[which])
+    for call in (
+        lambda: weight_matching(spec, *args),
+        lambda: weight_matching_naive(spec, *args),
+        lambda: matching_objective(spec, *args),
+        lambda: activation_matching(model, *args, x),
+    ):
+        with pytest.raises(ValueError, match=key.replace(".", r"\.")):
+            call()
+
+
+def test_different_width_names_the_key() -> None:
+    model, spec, a, _, _ = _planted("mlp")
+    wide = _state(get_model("mlp", width=50, depth=3, in_channels=1, input_size=8))
+    with pytest.raises(ValueError, match=r"layers\.0\.weight.*width"):
+        weight_matching(spec, a, wide)
+    with pytest.raises(ValueError, match=r"layers\.0\.weight"):
+        activation_matching(model, a, wide, _inputs("mlp", 4))
+
+
+def test_inputs_are_not_mutated() -> None:
+    model, spec, a, b, q = _planted("resnet20x1", noise=1e-3, norm="batchnorm")
+    a0, b0 = _clone(a), _clone(b)
+    init = q.inverse()
+    init0 = {g: p.clone() for g, p in init.perms.items()}
+    weight_matching(spec, a, b, init=init)
+    weight_matching_naive(spec, a, b)
+    matching_objective(spec, a, b, init)
+    activation_matching(model, a, b, _inputs("resnet20x1", 8))
+    _assert_same_state(a, a0)
+    _assert_same_state(b, b0)
+    for g in init0:
+        assert torch.equal(init.perms[g], init0[g])
+
+
+# --------------------------------------------------------------------------- #
+# Partial permutations, fixed points, registry, objective
+# --------------------------------------------------------------------------- #
+@pytest.mark.parametrize(
+    "mode,k,from_selected",
+    [
+        ("bottom-up", 0, []),
+        ("bottom-up", 2, ["P0", "P1"]),
+        ("top-down", 1, ["P1", "P2"]),
+        ("put-in", 1, ["P1"]),
+        ("leave-out", 1, ["P0", "P2"]),
+    ],
+)
+def test_partial_permutation(mode: str, k: int, from_selected: list[str]) -> None:
+    _, spec, a, _, _ = _planted("mlp")
+    sel = Permutation.random(spec, a, 1)
+    rest = Permutation.random(spec, a, 2)
+    mixed = partial_permutation(spec, sel, rest, mode, k)
+    for g in spec.groups:
+        expected = sel if g in from_selected else rest
+        assert torch.equal(mixed.perms[g], expected.perms[g]), g
+    with pytest.raises(ValueError, match="unknown partial mode"):
+        partial_permutation(spec, sel, rest, "sideways", 1)
+    with pytest.raises(ValueError, match="outside"):
+        partial_permutation(spec, sel, rest, "bottom-up", 9)
+
+
+def test_fixed_point_stats() -> None:
+    _, spec, a, _, _ = _planted("mlp")
+    p = Permutation.random(spec, a, 1)
+    same = fixed_point_stats(p, p)
+    n = sum(spec.group_sizes(a).values())
+    assert same["total"] == n and same["fraction"] == 1.0
+    assert same["random_expectation_per_group"] == 1.0
+    assert same["random_expectation_total"] == len(spec.groups)
+    assert same["random_expectation_fraction"] == pytest.approx(len(spec.groups) / n)
+    q_perms = {g: t.clone() for g, t in p.perms.items()}
+    q_perms["P1"][[0, 1]] = q_perms["P1"][[1, 0]]  # disagree on two units of P1
+    stats = fixed_point_stats(p, Permutation(spec, q_perms))
+    assert stats["per_group"]["P1"] == spec.group_sizes(a)["P1"] - 2
+    assert stats["per_group"]["P0"] == spec.group_sizes(a)["P0"]
+    assert stats["total"] == n - 2
+    assert math.isclose(stats["fraction"], (n - 2) / n)
+
+
+def test_matching_objective_is_trace_objective() -> None:
+    _, spec, a, b = _independent_pair("mlp")
+    p = Permutation.random(spec, a, 3)
+    pb = p.apply(b)
+    manual = sum(
+        float((a[k].double() * pb[k].double()).sum()) for k, axes in spec.axes.items() if any(axes)
+    )
+    assert matching_objective(spec, a, b, p) == pytest.approx(manual, rel=1e-12)
+    identity = Permutation.identity(spec, a)
+    assert matching_objective(spec, a, b) == pytest.approx(matching_objective(spec, a, b, identity))
+
+
+def test_registry() -> None:
+    assert MATCHERS["weight"] is weight_matching
+    assert MATCHERS["activation"] is activation_matching
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_tensors() -> None:
+    model, spec, a, b, q = _planted("resnet20x2", noise=1e-3)
+    ac = {k: v.cuda() for k, v in a.items()}
+    bc = {k: v.cuda() for k, v in b.items()}
+    assert weight_matching(spec, ac, bc) == q.inverse()
+    assert activation_matching(model, ac, bc, _inputs("resnet20x2", 32).cuda()) == q.inverse()
