@@ -87,6 +87,8 @@ CODE_VERSION: dict[str, int] = {
     "imp": 1,
     "oneshot": 1,
     "retrain": 1,
+    "matching": 1,
+    "barrier": 1,
 }
 #: Code version used for kinds missing from :data:`CODE_VERSION`.
 DEFAULT_CODE_VERSION: int = 1
