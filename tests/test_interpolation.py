@@ -1,0 +1,457 @@
+"""Tests of lmccheck.interpolation: lerp, BatchNorm reset, barriers, simplex, engines."""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from lmccheck.data import Split, load_dataset
+from lmccheck.interpolation import (
+    BarrierResult,
+    alpha_grid,
+    barrier,
+    barrier_from_curve,
+    barrier_from_simplex,
+    evaluate,
+    has_batchnorm,
+    lerp,
+    lerp_into,
+    reset_bn_stats,
+    simplex_barrier,
+    simplex_grid,
+)
+from lmccheck.models import get_model
+from lmccheck.permutation import Permutation
+
+WIDTH = {"mlp": 32, "vgg11": 0.125, "vgg16": 0.125, "resnet20": 1.0}
+
+
+def build(arch: str, norm: str = "none", seed: int = 0, **kw: object) -> nn.Module:
+    torch.manual_seed(seed)
+    kw.setdefault("width", WIDTH[arch])
+    kw.setdefault("in_channels", 1)
+    kw.setdefault("input_size", 28)
+    return get_model(arch, norm=norm, **kw)
+
+
+def pair(arch: str, norm: str = "none", seed: int = 0, **kw: object) -> tuple[nn.Module, dict, dict]:
+    """A model and two independently initialized states of it (BN stats made non-trivial)."""
+    a, b = build(arch, norm, seed, **kw), build(arch, norm, seed + 1000, **kw)
+    for m, s in ((a, 1), (b, 2)):
+        for bn in m.modules():
+            if isinstance(bn, nn.modules.batchnorm._BatchNorm):
+                g = torch.Generator().manual_seed(s)
+                bn.running_mean.normal_(0, 0.1, generator=g)
+                bn.running_var.uniform_(0.5, 1.5, generator=g)
+                bn.num_batches_tracked.fill_(7 * s)
+    clone = lambda m: {k: v.clone() for k, v in m.state_dict().items()}  # noqa: E731
+    return a, clone(a), clone(b)
+
+
+@pytest.fixture(scope="module")
+def fmnist() -> Split:
+    return load_dataset().test.take(500)
+
+
+@pytest.fixture(scope="module")
+def fmnist_train() -> Split:
+    return load_dataset().train.take(256)
+
+
+def small_split(n: int, seed: int = 0, shape: tuple[int, ...] = (1, 28, 28)) -> Split:
+    g = torch.Generator().manual_seed(seed)
+    return Split(torch.randn(n, *shape, generator=g), torch.randint(0, 10, (n,), generator=g))
+
+
+# ---------------------------------------------------------------- references (independent code)
+def ref_eval(model: nn.Module, data: Split) -> tuple[float, float]:
+    model.eval()
+    with torch.no_grad():
+        logits = model(data.x)
+    return float(F.cross_entropy(logits, data.y)), int((logits.argmax(1) != data.y).sum()) / len(data)
+
+
+def ref_bn_reset(model: nn.Module, data: Split, batches: int, batch_size: int) -> None:
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None
+    model.train()
+    with torch.no_grad():
+        for i in range(batches):
+            chunk = data.x[i * batch_size : (i + 1) * batch_size]
+            if len(chunk):
+                model(chunk)
+    model.eval()
+
+
+def ref_curves(
+    arch: str, norm: str, kw: dict, a: dict, b: dict, data: Split, alphas: list[float], bn: tuple | None
+) -> tuple[list[float], list[float]]:
+    """A fresh model per alpha, loaded with lerp(A, B, alpha), evaluated plainly."""
+    losses, errors = [], []
+    for alpha in alphas:
+        m = build(arch, norm, **kw)
+        m.load_state_dict({k: (1 - alpha) * a[k] + alpha * b[k] if a[k].is_floating_point() else a[k] for k in a})
+        if bn is not None:
+            ref_bn_reset(m, *bn)
+        loss, err = ref_eval(m, data)
+        losses.append(loss)
+        errors.append(err)
+    return losses, errors
+
+
+# ---------------------------------------------------------------- lerp
+def test_lerp_endpoints_midpoint_and_integer_buffers() -> None:
+    _, a, b = pair("mlp", "batchnorm")
+    assert all(torch.equal(lerp(a, b, 0.0)[k], a[k]) for k in a)
+    end = lerp(a, b, 1.0)
+    assert all(torch.equal(end[k], b[k] if b[k].is_floating_point() else a[k]) for k in a)
+    mid = lerp(a, b, 0.25)
+    for k in a:
+        if a[k].is_floating_point():
+            torch.testing.assert_close(mid[k], 0.75 * a[k] + 0.25 * b[k])
+        else:
+            assert torch.equal(mid[k], a[k])
+    assert int(mid["norms.0.num_batches_tracked"]) == 7
+
+
+def test_lerp_into_writes_in_place() -> None:
+    model, a, b = pair("mlp", "batchnorm")
+    ptr = model.layers[1].weight.data_ptr()
+    out = lerp_into(model, a, b, 0.3)
+    assert out is model and model.layers[1].weight.data_ptr() == ptr
+    expected = lerp(a, b, 0.3)
+    for k, t in model.state_dict().items():
+        assert torch.equal(t, expected[k]), k
+
+
+def test_lerp_rejects_mismatched_states() -> None:
+    _, a, b = pair("mlp")
+    b = dict(b)
+    b["layers.0.weight"] = b["layers.0.weight"][:, :10]
+    with pytest.raises(ValueError, match="layers.0.weight"):
+        lerp(a, b, 0.5)
+
+
+# ---------------------------------------------------------------- barrier arithmetic
+def test_alpha_grid() -> None:
+    g = alpha_grid(25)
+    assert len(g) == 25 and g[0] == 0.0 and g[-1] == 1.0 and g[12] == 0.5
+    assert alpha_grid([0, 0.3, 1]) == [0.0, 0.3, 1.0]
+
+
+@pytest.mark.parametrize(
+    "alphas, match",
+    [
+        (1, "at least 2"),
+        ([0.0], "at least 2"),
+        ([0, 0.5, 1.5], "1.5"),
+        ([0.1, 1], "start at 0"),
+        ([0, 0.6, 0.4, 1], "increasing"),
+    ],
+)
+def test_alpha_grid_rejects(alphas: object, match: str) -> None:
+    with pytest.raises(ValueError, match=match):
+        alpha_grid(alphas)  # type: ignore[arg-type]
+
+
+def test_barrier_from_curve() -> None:
+    b, at = barrier_from_curve([0, 0.25, 0.5, 0.75, 1], [1.0, 2.0, 3.5, 2.5, 2.0])
+    assert b == pytest.approx(3.5 - 1.5) and at == 0.5
+    b, at = barrier_from_curve([0, 0.5, 1], [1.0, 0.2, 3.0])  # convex: only the endpoints touch
+    assert b == 0.0 and at == 0.0
+    with pytest.raises(ValueError, match="alpha=0.5"):
+        barrier_from_curve([0, 0.5, 1], [1.0, math.nan, 1.0])
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.floats(0, 10), min_size=2, max_size=30))
+def test_barrier_from_curve_is_nonnegative_and_reversal_invariant(values: list[float]) -> None:
+    alphas = alpha_grid(len(values))
+    b, at = barrier_from_curve(alphas, values)
+    assert b >= 0.0 and at in alphas
+    rb, _ = barrier_from_curve(alphas, values[::-1])
+    assert rb == pytest.approx(b, abs=1e-9)
+
+
+def test_simplex_grid_and_pairwise_order() -> None:
+    assert simplex_grid(2, 4) == [(1.0, 0.0), (0.75, 0.25), (0.5, 0.5), (0.25, 0.75), (0.0, 1.0)]
+    g = simplex_grid(3, 6)
+    assert len(g) == 28 and all(abs(sum(w) - 1) < 1e-12 for w in g)
+    b, w = barrier_from_simplex(g, [sum(wi * v for wi, v in zip(p, (1.0, 2.0, 3.0))) for p in g])
+    assert b == pytest.approx(0.0, abs=1e-12)
+
+
+# ---------------------------------------------------------------- barrier: properties
+def test_barrier_of_a_network_with_itself_is_zero(fmnist: Split) -> None:
+    model, a, _ = pair("mlp")
+    r = barrier(model, a, a, fmnist, alphas=7)
+    assert abs(r.loss_barrier) <= 1e-6 and abs(r.error_barrier) <= 1e-6
+    assert max(r.loss) - min(r.loss) <= 1e-6 and max(r.error) == min(r.error)
+
+
+def test_barrier_is_symmetric(fmnist: Split) -> None:
+    model, a, b = pair("mlp")
+    ab = barrier(model, a, b, fmnist, alphas=9)
+    ba = barrier(model, b, a, fmnist, alphas=9)
+    rev = ab.reversed()
+    assert ba.alphas == pytest.approx(rev.alphas)
+    assert ba.loss == pytest.approx(rev.loss, abs=1e-6)
+    assert ba.error == pytest.approx(rev.error, abs=1e-6)
+    assert ba.loss_barrier == pytest.approx(ab.loss_barrier, abs=1e-6)
+    assert ba.error_barrier == pytest.approx(ab.error_barrier, abs=1e-6)
+    assert rev.loss_endpoints == ab.loss_endpoints[::-1]
+
+
+def test_endpoints_are_each_networks_own_loss_and_error(fmnist: Split) -> None:
+    model, a, b = pair("mlp", "layernorm")
+    r = barrier(model, a, b, fmnist, alphas=5)
+    for i, state in enumerate((a, b)):
+        loss, err = r.loss_endpoints[i], r.error_endpoints[i]
+        m = build("mlp", "layernorm")
+        m.load_state_dict(state)
+        ref_loss, ref_err = ref_eval(m, fmnist)
+        assert loss == pytest.approx(ref_loss, abs=1e-5)
+        assert err == pytest.approx(ref_err, abs=1e-9)
+    assert r.n_examples == 500
+
+
+def test_barrier_does_not_touch_the_callers_model(fmnist: Split) -> None:
+    model, a, b = pair("mlp", "batchnorm")
+    before = copy.deepcopy(model.state_dict())
+    model.train()
+    barrier(model, a, b, fmnist, alphas=3, bn_data=fmnist)
+    assert model.training
+    assert all(torch.equal(before[k], t) for k, t in model.state_dict().items())
+
+
+def test_result_as_dict_is_json_and_records_settings(fmnist: Split) -> None:
+    model, a, b = pair("mlp")
+    r = barrier(model, a, b, fmnist, alphas=3, n_examples=100, split="test")
+    d = json.loads(json.dumps(r.as_dict()))
+    assert d["n_examples"] == 100 and d["split"] == "test" and len(d["loss"]) == 3
+    assert d["loss_endpoints"] == list(r.loss_endpoints)
+    assert isinstance(r, BarrierResult) and r.loss_barrier >= 0 and r.error_barrier >= 0
+
+
+# ---------------------------------------------------------------- engines vs an independent reference
+ENGINE_CASES = [
+    # arch, norm, model kwargs, data shape
+    ("mlp", "none", {}, (1, 28, 28)),
+    ("mlp", "layernorm", {}, (1, 28, 28)),
+    ("mlp", "batchnorm", {}, (1, 28, 28)),
+    ("vgg11", "layernorm", {"in_channels": 3, "input_size": 16}, (3, 16, 16)),
+    ("resnet20", "layernorm", {"in_channels": 3, "input_size": 16, "width": 0.5}, (3, 16, 16)),
+    ("resnet20", "batchnorm", {"in_channels": 3, "input_size": 16, "width": 0.5}, (3, 16, 16)),
+]
+
+
+@pytest.mark.parametrize("shortcut", [False, True], ids=["plain", "shortcut"])
+@pytest.mark.parametrize("engine", ["loop", "vmap", "auto"])
+@pytest.mark.parametrize("arch, norm, kw, shape", ENGINE_CASES, ids=[f"{c[0]}-{c[1]}" for c in ENGINE_CASES])
+def test_engine_matches_fresh_model_reference(
+    arch: str, norm: str, kw: dict, shape: tuple, engine: str, shortcut: bool
+) -> None:
+    model, a, b = pair(arch, norm, **kw)
+    data = small_split(120 if arch == "mlp" else 40, shape=shape)
+    bn_data = small_split(64, seed=1, shape=shape)
+    alphas = [0.0, 0.2, 0.5, 0.9, 1.0]
+    bn_reset = has_batchnorm(model) and engine != "vmap"  # vmap cannot reset BN statistics
+    bn = (bn_data, 2, 32) if bn_reset else None
+    r = barrier(
+        model, a, b, data, alphas=alphas, engine=engine, first_layer_shortcut=shortcut, batch_size=48,
+        bn_reset=bn_reset, bn_data=bn_data, bn_batches=2, bn_batch_size=32, vmap_chunk=2,
+    )
+    ref_loss, ref_err = ref_curves(arch, norm, kw, a, b, data, alphas, bn)
+    assert r.loss == pytest.approx(ref_loss, abs=1e-5)
+    assert r.error == pytest.approx(ref_err, abs=1e-9)
+    assert r.bn_reset == bn_reset
+    assert r.loss_barrier == pytest.approx(barrier_from_curve(alphas, ref_loss)[0], abs=1e-5)
+
+
+def test_shortcut_is_exact_at_paper_scale_grid(fmnist: Split) -> None:
+    model, a, b = pair("mlp", width=128)
+    fast = barrier(model, a, b, fmnist, first_layer_shortcut=True)
+    plain = barrier(model, a, b, fmnist, first_layer_shortcut=False)
+    assert len(fast.alphas) == 25
+    assert fast.loss == pytest.approx(plain.loss, abs=1e-5)
+    assert fast.error == pytest.approx(plain.error, abs=1e-9)
+
+
+def test_evaluate_matches_reference(fmnist: Split) -> None:
+    model, a, _ = pair("mlp", "layernorm")
+    model.train()
+    assert evaluate(model, fmnist) == pytest.approx(ref_eval(copy.deepcopy(model), fmnist), abs=1e-6)
+    assert model.training
+
+
+# ---------------------------------------------------------------- BatchNorm
+def test_reset_bn_stats_recomputes_statistics(fmnist_train: Split) -> None:
+    model, a, b = pair("mlp", "batchnorm")
+    model.layers[0].momentum = 0.1
+    lerp_into(model, a, b, 0.5)
+    lerped = model.norms[0].running_mean.clone()
+    model.eval()
+    reset_bn_stats(model, fmnist_train, batches=4, batch_size=64)
+    assert not model.training and model.norms[0].momentum == 0.1
+    with torch.no_grad():
+        z = model.layers[0](fmnist_train.x.flatten(1))
+    torch.testing.assert_close(model.norms[0].running_mean, z.mean(0), atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(model.norms[0].running_mean, lerped)
+
+
+def test_bn_reset_on_by_default_and_optional(fmnist: Split, fmnist_train: Split) -> None:
+    model, a, b = pair("mlp", "batchnorm")
+    alphas = [0.0, 0.5, 1.0]
+    kw = dict(alphas=alphas, bn_data=fmnist_train, bn_batches=2, bn_batch_size=64)
+    on = barrier(model, a, b, fmnist, **kw)
+    off = barrier(model, a, b, fmnist, bn_reset=False, **kw)
+    assert on.bn_reset and not off.bn_reset
+    ref_on = ref_curves("mlp", "batchnorm", {}, a, b, fmnist, alphas, (fmnist_train, 2, 64))
+    ref_off = ref_curves("mlp", "batchnorm", {}, a, b, fmnist, alphas, None)
+    assert on.loss == pytest.approx(ref_on[0], abs=1e-5)
+    assert off.loss == pytest.approx(ref_off[0], abs=1e-5)  # interpolated running statistics
+    assert abs(on.loss[1] - off.loss[1]) > 1e-3
+
+
+def test_bn_model_without_bn_data_is_an_error(fmnist: Split) -> None:
+    model, a, b = pair("mlp", "batchnorm")
+    with pytest.raises(ValueError, match="bn_data"):
+        barrier(model, a, b, fmnist, alphas=3)
+    with pytest.raises(ValueError, match="vmap"):
+        barrier(model, a, b, fmnist, alphas=3, bn_data=fmnist, engine="vmap")
+
+
+# ---------------------------------------------------------------- joint permutation invariance (claim S2's lemma)
+@pytest.mark.parametrize("norm", ["none", "layernorm", "batchnorm"])
+@pytest.mark.parametrize("arch", ["mlp", "vgg11", "vgg16", "resnet20"])
+@settings(max_examples=2, deadline=None)
+@given(seed=st.integers(0, 2**31 - 1))
+def test_barrier_is_invariant_under_joint_permutation(arch: str, norm: str, seed: int) -> None:
+    n = 200 if arch == "mlp" else 48
+    kw = {} if arch != "resnet20" else {"input_size": 16}
+    data = load_dataset().test.take(n)
+    if arch == "resnet20":
+        data = Split(data.x[:, :, 6:22, 6:22].contiguous(), data.y)
+    bn_data = load_dataset().train.take(64)
+    if arch == "resnet20":
+        bn_data = Split(bn_data.x[:, :, 6:22, 6:22].contiguous(), bn_data.y)
+    model, a, b = pair(arch, norm, seed=seed % 1000, **kw)
+    perm = Permutation.random(model.permutation_spec(), a, seed)
+    opts = dict(alphas=5, bn_data=bn_data, bn_batches=2, bn_batch_size=32)
+    r = barrier(model, a, b, data, **opts)
+    rp = barrier(model, perm.apply(a), perm.apply(b), data, **opts)
+    assert rp.loss == pytest.approx(r.loss, abs=1e-5)
+    assert rp.loss_barrier == pytest.approx(r.loss_barrier, abs=1e-5)
+    # an argmax tie within float rounding may flip a single example
+    assert rp.error == pytest.approx(r.error, abs=1.01 / n)
+    assert rp.error_barrier == pytest.approx(r.error_barrier, abs=2.01 / n)
+
+
+# ---------------------------------------------------------------- bad input
+def test_state_missing_a_key(fmnist: Split) -> None:
+    model, a, b = pair("mlp")
+    b = {k: v for k, v in b.items() if k != "layers.1.bias"}
+    with pytest.raises(ValueError, match=r"state_b.*layers\.1\.bias"):
+        barrier(model, a, b, fmnist, alphas=3)
+
+
+def test_state_with_extra_key(fmnist: Split) -> None:
+    model, a, b = pair("mlp")
+    a = {**a, "extra.weight": torch.zeros(3)}
+    with pytest.raises(ValueError, match=r"state_a.*extra\.weight"):
+        barrier(model, a, b, fmnist, alphas=3)
+
+
+def test_state_with_wrong_shape(fmnist: Split) -> None:
+    model, a, b = pair("mlp")
+    _, wide, _ = pair("mlp", width=64)
+    with pytest.raises(ValueError, match=r"layers\.0\.weight.*shape"):
+        barrier(model, a, wide, fmnist, alphas=3)
+
+
+def test_empty_dataset() -> None:
+    model, a, b = pair("mlp")
+    empty = Split(torch.zeros(0, 1, 28, 28), torch.zeros(0, dtype=torch.long))
+    with pytest.raises(ValueError, match="empty"):
+        barrier(model, a, b, empty, alphas=3)
+
+
+@pytest.mark.parametrize("alphas, match", [(1, "at least 2"), ([0.0, 1.5, 1.0], "1.5"), ([0.5], "at least 2")])
+def test_bad_alphas(fmnist: Split, alphas: object, match: str) -> None:
+    model, a, b = pair("mlp")
+    with pytest.raises(ValueError, match=match):
+        barrier(model, a, b, fmnist, alphas=alphas)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("engine", ["loop", "vmap"])
+def test_nan_weights_report_the_alpha(fmnist: Split, engine: str) -> None:
+    model, a, b = pair("mlp")
+    b = dict(b)
+    b["layers.2.weight"] = b["layers.2.weight"].clone()
+    b["layers.2.weight"][0, 0] = math.nan
+    with pytest.raises(ValueError, match=r"alpha=0\.5.*state_b\['layers\.2\.weight'\]"):
+        barrier(model, a, b, fmnist, alphas=[0.0, 0.5, 1.0], engine=engine)
+
+
+def test_overflowing_outputs_report_the_alpha(fmnist: Split) -> None:
+    model, a, b = pair("mlp")
+    b = {k: v * 1e30 if k == "head.weight" else v for k, v in b.items()}
+    b["layers.0.weight"] = b["layers.0.weight"] * 1e10
+    with pytest.raises(ValueError, match="alpha="):
+        barrier(model, a, b, fmnist, alphas=3)
+
+
+def test_unknown_engine_and_unsupported_shortcut(fmnist: Split) -> None:
+    model, a, b = pair("mlp")
+    with pytest.raises(ValueError, match="engine"):
+        barrier(model, a, b, fmnist, alphas=3, engine="fast")
+    other = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
+    s = other.state_dict()
+    with pytest.raises(ValueError, match="first_layer_shortcut"):
+        barrier(other, s, s, fmnist, alphas=3, first_layer_shortcut=True)
+    assert barrier(other, s, s, fmnist, alphas=3).loss_barrier == pytest.approx(0.0, abs=1e-6)
+
+
+# ---------------------------------------------------------------- simplex
+def test_simplex_of_two_networks_is_the_pairwise_barrier(fmnist: Split) -> None:
+    model, a, b = pair("mlp")
+    s = simplex_barrier(model, [a, b], fmnist, resolution=6)
+    r = barrier(model, a, b, fmnist, alphas=7)
+    assert [w[1] for w in s.weights] == pytest.approx(r.alphas)
+    assert s.loss == pytest.approx(r.loss, abs=1e-6)
+    assert s.loss_barrier == pytest.approx(r.loss_barrier, abs=1e-6)
+    assert s.error_barrier == pytest.approx(r.error_barrier, abs=1e-6)
+    assert s.loss_argmax_weights[1] == pytest.approx(r.loss_argmax_alpha)
+    assert s.vertex_loss == pytest.approx(r.loss_endpoints)
+
+
+def test_simplex_of_identical_networks_is_flat(fmnist: Split) -> None:
+    model, a, _ = pair("mlp", "layernorm")
+    s = simplex_barrier(model, [a, a, a], fmnist, resolution=4)
+    assert len(s.weights) == 15
+    assert abs(s.loss_barrier) <= 1e-6 and abs(s.error_barrier) <= 1e-6
+    json.dumps(s.as_dict())
+
+
+@pytest.mark.parametrize("engine", ["loop", "vmap"])
+def test_simplex_of_three_networks_matches_reference(fmnist: Split, engine: str) -> None:
+    model, a, b = pair("mlp", "layernorm")
+    _, c, _ = pair("mlp", "layernorm", seed=7)
+    data = fmnist.take(100)
+    s = simplex_barrier(model, [a, b, c], data, resolution=2, engine=engine)
+    for w, loss in zip(s.weights, s.loss):
+        m = build("mlp", "layernorm")
+        m.load_state_dict({k: w[0] * a[k] + w[1] * b[k] + w[2] * c[k] for k in a})
+        assert loss == pytest.approx(ref_eval(m, data)[0], abs=1e-5)
+    assert s.loss_barrier >= 0.0
+    assert s.vertex_loss[2] == pytest.approx(s.loss[-1])
