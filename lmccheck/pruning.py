@@ -34,7 +34,7 @@ from torch import nn
 
 from .data import Dataset
 from .permutation import Permutation, PermutationSpec, state_of
-from .training import Run, TrainConfig, train
+from .training import Run, TrainConfig, check_mask, train
 
 __all__ = [
     "ImpLevel",
@@ -130,13 +130,7 @@ def apply_mask(state: StateDict, mask: Mapping[str, torch.Tensor]) -> dict[str, 
 
 
 def _check_mask_against(state: StateDict, mask: Mapping[str, torch.Tensor]) -> None:
-    for k, m in mask.items():
-        if k not in state:
-            raise ValueError(f"mask names {k!r}, which the state does not have; wrong architecture?")
-        if m.dtype != torch.bool:
-            raise ValueError(f"mask[{k!r}] must be a bool tensor, got {m.dtype}")
-        if tuple(m.shape) != tuple(state[k].shape):
-            raise ValueError(f"mask[{k!r}] has shape {tuple(m.shape)} but the weight has {tuple(state[k].shape)}")
+    check_mask(state, mask)
 
 
 def _round_half_up(x: float) -> int:

@@ -503,18 +503,21 @@ def _check_init_state(model: nn.Module, state: Mapping[str, torch.Tensor]) -> No
             raise ValueError(f"init_state[{k!r}] contains NaN or infinite values")
 
 
-def _check_mask(model: nn.Module, mask: Mapping[str, torch.Tensor]) -> dict[str, nn.Parameter]:
-    params = dict(model.named_parameters())
-    out = {}
+def check_mask(tensors: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor], what: str = "the state") -> None:
+    """Raise ``ValueError`` if ``mask`` names a key ``tensors`` lacks, is not bool, or has the wrong shape."""
     for k, m in mask.items():
-        if k not in params:
-            raise ValueError(f"mask names {k!r}, which is not a parameter of the model")
+        if k not in tensors:
+            raise ValueError(f"mask names {k!r}, which {what} does not have; wrong architecture?")
         if m.dtype != torch.bool:
             raise ValueError(f"mask[{k!r}] must be a bool tensor, got {m.dtype}")
-        if tuple(m.shape) != tuple(params[k].shape):
-            raise ValueError(f"mask[{k!r}] has shape {tuple(m.shape)}, the parameter {tuple(params[k].shape)}")
-        out[k] = params[k]
-    return out
+        if tuple(m.shape) != tuple(tensors[k].shape):
+            raise ValueError(f"mask[{k!r}] has shape {tuple(m.shape)} but the weight has {tuple(tensors[k].shape)}")
+
+
+def _check_mask(model: nn.Module, mask: Mapping[str, torch.Tensor]) -> dict[str, nn.Parameter]:
+    params = dict(model.named_parameters())
+    check_mask(params, mask, "the model's parameters")
+    return {k: params[k] for k in mask}
 
 
 def _cpu_state(model: nn.Module) -> StateDict:
