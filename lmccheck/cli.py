@@ -40,6 +40,7 @@ import torch
 from torch import nn
 
 from . import __version__
+from .argtypes import positive_int
 from .data import DATASETS, Dataset, DatasetNotFoundError, load_dataset
 from .interpolation import (
     DEFAULT_ALPHAS,
@@ -72,18 +73,8 @@ class CliError(Exception):
 # --------------------------------------------------------------------------- #
 # Argument types
 # --------------------------------------------------------------------------- #
-def _positive_int(text: str) -> int:
-    try:
-        n = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if n < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return n
-
-
 def _alpha_count(text: str) -> int:
-    n = _positive_int(text)
+    n = positive_int(text)
     if n < 2:
         raise argparse.ArgumentTypeError(f"need at least 2 alphas (both endpoints), got {text!r}")
     return n
@@ -667,7 +658,7 @@ def _pair_options() -> argparse.ArgumentParser:
     g = p.add_argument_group("architecture")
     g.add_argument("--arch", required=True, choices=sorted(MODELS), help="model architecture")
     g.add_argument("--width", type=_width, default=None, help="units (mlp) or width multiplier (vgg, resnet)")
-    g.add_argument("--depth", type=_positive_int, default=None, help="hidden layers (mlp)")
+    g.add_argument("--depth", type=positive_int, default=None, help="hidden layers (mlp)")
     g.add_argument("--norm", choices=("none", "layernorm", "batchnorm"), default=None, help="normalization layers")
     g = p.add_argument_group("data")
     g.add_argument("--dataset", required=True, choices=sorted(DATASETS), help="dataset (sets input size, classes)")
@@ -676,7 +667,7 @@ def _pair_options() -> argparse.ArgumentParser:
     g = p.add_argument_group("measurement")
     g.add_argument(
         "--n-examples",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_N_EXAMPLES,
         metavar="N",
         help=f"examples per split (default {DEFAULT_N_EXAMPLES}); BatchNorm statistics are re-estimated at "

@@ -20,7 +20,6 @@ lazily, so loading the plugin stays cheap.
 
 from __future__ import annotations
 
-import argparse
 import functools
 import json
 import os
@@ -37,6 +36,7 @@ from typing import Any
 import pytest
 
 from lmccheck import report as _report
+from lmccheck.argtypes import positive_int
 
 __all__ = [
     "ENTRY_POINT_NAME",
@@ -187,17 +187,6 @@ class LmcConfig:
     retrain: bool
 
 
-def _positive_int(text: str) -> int:
-    """argparse type for ``--lmc-seeds``."""
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
-
-
 def pytest_addoption(parser: pytest.Parser) -> None:
     """Register the ``lmccheck`` option group."""
     group = parser.getgroup("lmccheck", "lmccheck claim checks")
@@ -213,7 +202,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--lmc-data-root", metavar="DIR", default=None, help="root of non-embedded datasets")
     group.addoption("--lmc-download", action="store_true", default=False, help="allow dataset downloads")
     group.addoption(
-        "--lmc-seeds", metavar="N", type=_positive_int, default=3, help="replicates (seeds) per setting (default: 3)"
+        "--lmc-seeds", metavar="N", type=positive_int, default=3, help="replicates (seeds) per setting (default: 3)"
     )
     group.addoption("--lmc-report", metavar="DIR", default="report", help="report directory (default: report)")
     group.addoption("--lmc-retrain", action="store_true", default=False, help="ignore stored fixtures and retrain")

@@ -27,6 +27,8 @@ from lmccheck.training import (
     train,
 )
 
+from tiny_recipes import tiny_config
+
 
 @pytest.fixture(scope="module")
 def data():
@@ -34,19 +36,7 @@ def data():
 
 
 def tiny(**kw) -> TrainConfig:
-    base = dict(
-        arch="mlp",
-        model_kwargs={"width": 32, "depth": 2},
-        train_subset=512,
-        epochs=1,
-        batch_size=64,
-        lr=0.05,
-        warmup_epochs=0.25,
-        checkpoints=(0, 0.25, 0.5),
-        eval_examples=256,
-    )
-    base.update(kw)
-    return TrainConfig(**base)
+    return tiny_config(**kw)
 
 
 def states_equal(a: dict, b: dict) -> bool:
