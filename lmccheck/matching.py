@@ -40,6 +40,15 @@ Both versions accept a new assignment only when it strictly improves the
 objective, so the objective never decreases and ties never cycle. They return
 the same permutation up to float32 round-off in the Gram matrices (in practice
 the same).
+
+Activation matching
+-------------------
+One linear sum assignment per group, in depth order, on the cross-moments of
+the two networks' activations (App. A). A group reads the output of its last
+operation (:func:`activation_modules`): the ReLU after a layer and its norm,
+and for a ResNet residual stream the output of the stage's last block
+(``stream="last"``, the default); ``stream="sum"`` sums the moments over every
+module that writes the stream instead.
 """
 
 from __future__ import annotations
@@ -51,7 +60,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -74,7 +83,9 @@ from .permutation import (
 __all__ = [
     "MATCHERS",
     "PARTIAL_MODES",
+    "STREAM_MODES",
     "activation_matching",
+    "activation_modules",
     "fixed_point_stats",
     "matching_objective",
     "partial_permutation",
@@ -87,6 +98,9 @@ __all__ = [
 ACCEPT_RTOL = 1e-12
 
 PARTIAL_MODES = ("bottom-up", "top-down", "put-in", "leave-out")
+
+#: See :data:`STREAM_MODES`.
+StreamMode = Literal["last", "sum"]
 
 
 # --------------------------------------------------------------------------- #
@@ -770,17 +784,52 @@ class _Moments:
         return torch.where(denom > 0, cov / denom.clamp_min(1e-300), torch.zeros_like(cov))
 
 
-def _activation_modules(spec: PermutationSpec, model: nn.Module) -> dict[str, str]:
-    """module name -> group, checked against the model."""
-    modules = dict(model.named_modules())
-    owner: dict[str, str] = {}
+#: How :func:`activation_matching` reads a group whose ``spec.activations``
+#: lists several modules (a residual stream): ``"last"`` hooks only the last
+#: one in forward order (Sharma et al. App. A), ``"sum"`` hooks every one and
+#: sums their moments.
+STREAM_MODES: tuple[StreamMode, ...] = ("last", "sum")
+
+
+def _check_stream(stream: str) -> str:
+    if stream not in STREAM_MODES:
+        raise ValueError(f"unknown stream mode {stream!r}; use one of {', '.join(map(repr, STREAM_MODES))}")
+    return stream
+
+
+def activation_modules(spec: PermutationSpec, stream: StreamMode = "last") -> dict[str, tuple[str, ...]]:
+    """Per group (depth order), the modules whose outputs activation matching reads.
+
+    ``spec.activations[group]`` lists, in forward order, every module whose
+    output carries the group's units. ``stream="last"`` (the default) keeps
+    only the last of them: the output of the last operation of the group
+    (Sharma et al. App. A), e.g. the ReLU after a layer, or the output of the
+    last block of a ResNet stage for the stage's residual stream.
+    ``stream="sum"`` keeps all of them (for a residual stream: the stem or
+    projection-block output and every block output of the stage), whose
+    moments :func:`activation_matching` sums. Groups listing one module read
+    the same module in both modes.
+
+    Raises ``ValueError`` for an unknown mode or a group without activations.
+    """
+    _check_stream(stream)
+    out: dict[str, tuple[str, ...]] = {}
     for g in spec.groups:
-        names = spec.activations.get(g, ())
+        names = tuple(spec.activations.get(g, ()))
         if not names:
             raise ValueError(
                 f"permutation spec names no activation module for group {g!r}; "
                 "activation matching needs spec.activations for every group"
             )
+        out[g] = names[-1:] if stream == "last" else names
+    return out
+
+
+def _activation_owner(spec: PermutationSpec, model: nn.Module, stream: str) -> dict[str, str]:
+    """module name -> group for the modules :func:`activation_modules` picks, checked against the model."""
+    modules = dict(model.named_modules())
+    owner: dict[str, str] = {}
+    for g, names in activation_modules(spec, stream).items():
         for m in names:
             if m not in modules:
                 raise ValueError(f"spec.activations[{g!r}] names module {m!r}, which the model does not have")
@@ -805,6 +854,7 @@ def activation_matching(
     batches: int | None = None,
     batch_size: int = 500,
     correlation: bool = False,
+    stream: StreamMode = "last",
     device: str | torch.device | None = None,
 ) -> Permutation:
     """Activation matching: per group, the assignment maximizing the activations' similarity.
@@ -816,9 +866,23 @@ def activation_matching(
     ``torch.inference_mode()``. ``data`` is a :class:`~lmccheck.data.Split`
     or a tensor of inputs (sliced in ``batch_size`` batches), or an iterable
     of input batches (or ``(x, y)`` pairs); ``batches`` caps the number of
-    batches. Activations are the outputs of ``spec.activations[group]``
-    (every listed module; conv outputs count each spatial position as a
-    sample) and are streamed: only sums are kept.
+    batches. Activations are accumulated batch by batch (only sums are kept),
+    so the result does not depend on the batching or the order of the data
+    (up to float round-off).
+
+    Which activations a group reads (:func:`activation_modules`): the outputs
+    of the modules ``spec.activations[group]`` lists, in forward order; conv
+    outputs count each spatial position as a sample.
+
+    * ``stream="last"`` (default; Sharma et al. App. A, "the output of the
+      last operation that occurs in a given permutation"): only the last
+      listed module, e.g. the ReLU after a layer and its norm; for a ResNet
+      residual stream (one group per stage) the output of the stage's last
+      block.
+    * ``stream="sum"``: every listed module, their moments summed; for a
+      residual stream that is the stem (or projection block) output and
+      every block output of the stage, each sample of each module counting
+      once. Other groups list one module and read it in both modes.
 
     The Gram of a group is ``sum_s a_s b_s^T`` (``correlation=False``: the
     inner product, i.e. minimizing the L2 distance) or the Pearson correlation
@@ -830,9 +894,11 @@ def activation_matching(
     ``objective`` and ``identity_objective`` (per group: the Gram's trace
     under ``P`` and under the identity, divided by the samples when
     ``correlation`` is False, i.e. mean matched inner product per sample),
-    ``correlation``, ``wall_time``, ``method``.
+    ``correlation``, ``stream``, ``modules`` (per group, the hooked module
+    names), ``wall_time``, ``method``.
     """
     t0 = time.perf_counter()
+    _check_stream(stream)
     if not isinstance(model, nn.Module):
         raise TypeError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     spec = permutation_spec(model)
@@ -843,7 +909,7 @@ def activation_matching(
     if batches is not None and (not isinstance(batches, int) or batches < 1):
         raise ValueError(f"batches must be None or a positive integer, got {batches!r}")
     dev = torch.device(device) if device is not None else _device_of(spec, state_a)
-    owner = _activation_modules(spec, model)
+    owner = _activation_owner(spec, model, stream)
     sizes = spec.group_sizes(state_a)
     moments = {g: _Moments.zeros(n, dev) for g, n in sizes.items()}
     model_a = _model_copy(model, state_a, dev)
@@ -872,6 +938,8 @@ def activation_matching(
         "objective": objective,
         "identity_objective": identity,
         "correlation": correlation,
+        "stream": stream,
+        "modules": {g: list(names) for g, names in activation_modules(spec, stream).items()},
         "wall_time": time.perf_counter() - t0,
     }
     return _result(spec, perms, stats)

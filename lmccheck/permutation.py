@@ -43,10 +43,14 @@ class PermutationSpec:
     name, or ``None``. Every entry of the model's state dict appears, so a
     forgotten layer is detected by :func:`check_spec`.
 
-    ``activations[group]`` names the modules whose outputs are the activations
-    of that group (the last operation of the group, e.g. the ReLU after a
-    layer; for a residual stream every block output of the stage). Activation
-    matching hooks these modules.
+    ``activations[group]`` names, in forward order, the modules whose outputs
+    carry the group's units: for most groups one module, the last operation
+    of the group (e.g. the ReLU after a layer and its norm); for a residual
+    stream every module writing the stream (the stem or projection block, then
+    every block output of the stage). Activation matching reads the last one
+    by default, the output of the last operation of the group (Sharma et al.
+    App. A), or sums over all of them (``stream="sum"``; see
+    :func:`lmccheck.matching.activation_modules`).
     """
 
     axes: Mapping[str, tuple[str | None, ...]]

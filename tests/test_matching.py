@@ -6,6 +6,7 @@ Convention under test: ``weight_matching(spec, A, B)`` returns ``P`` with
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import numpy as np
@@ -19,6 +20,7 @@ from lmccheck.data import Split
 from lmccheck.matching import (
     MATCHERS,
     activation_matching,
+    activation_modules,
     fixed_point_stats,
     matching_objective,
     partial_permutation,
@@ -130,15 +132,16 @@ def test_weight_matching_planted_property(model_seed: int, match_seed: int) -> N
 def _alive(model: torch.nn.Module, state, x: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per group, the units active (nonzero) on at least 10 samples of ``x``.
 
-    Dead units carry no information, so any assignment among them is optimal;
-    nearly dead ones are ties for the correlation.
+    Counted on the modules activation matching reads by default. Dead units
+    carry no information, so any assignment among them is optimal; nearly
+    dead ones are ties for the correlation.
     """
     spec = model.permutation_spec()
     model.load_state_dict(state)
     mods = dict(model.named_modules())
     counts = {g: torch.zeros(n) for g, n in spec.group_sizes(state).items()}
     handles = []
-    for g, names in spec.activations.items():
+    for g, names in activation_modules(spec).items():
         for name in names:
             def hook(_m, _i, out, g=g):
                 counts[g] += (out.movedim(1, -1).reshape(-1, out.shape[1]) != 0).sum(0)
@@ -168,6 +171,21 @@ def test_activation_matching_recovers_planted_permutation(case: str, noise: floa
     assert p.stats["examples"] == 64 and p.stats["batches"] == 4
     for g in spec.groups:
         assert p.stats["objective"][g] >= p.stats["identity_objective"][g]
+
+
+def test_activation_matching_sum_over_stream_recovers_planted_permutation() -> None:
+    model, spec, a, b, q = _planted("resnet20x1", noise=1e-3)
+    x = _inputs("resnet20x1", 32)
+    p = activation_matching(model, a, b, x, stream="sum")
+    _assert_recovered(p, q, _alive(model, a, x))
+    assert p.stats["stream"] == "sum"
+    assert p.stats["modules"]["stream0"] == list(spec.activations["stream0"])
+    # every sample of every module writing the stream is counted; one module per stream by default
+    last = activation_matching(model, a, b, x)
+    n_writers = len(spec.activations["stream1"])
+    assert n_writers == 3
+    assert p.stats["samples"]["stream1"] == n_writers * last.stats["samples"]["stream1"]
+    assert p.stats["samples"]["s1b1"] == last.stats["samples"]["s1b1"]
 
 
 def test_activation_matching_correlation_and_batchnorm() -> None:
@@ -238,7 +256,6 @@ def test_objective_never_decreases(case: str) -> None:
     assert final >= identity
     assert final == pytest.approx(hist[-1], rel=1e-5)
     assert p.stats["solves"] + p.stats["skipped"] == p.stats["sweeps"] * len(spec.groups)
-    assert p.stats["wall_time"] > 0
 
 
 def test_converged_result_is_a_fixed_point() -> None:
@@ -246,6 +263,11 @@ def test_converged_result_is_a_fixed_point() -> None:
     _, spec, a, b = _independent_pair("resnet20x1")
     p = weight_matching(spec, a, b, seed=1)
     assert p.stats["converged"]
+    _assert_fixed_point(spec, a, b, p)
+
+
+def _assert_fixed_point(spec: PermutationSpec, a, b, p: Permutation) -> None:
+    """No group's assignment can be improved with the others held fixed (exact float64 Grams)."""
     perms = p.perms
     for g, members in spec.groups.items():
         n = perms[g].numel()
@@ -269,9 +291,28 @@ def test_same_seed_same_permutation() -> None:
     p2 = weight_matching(spec, a, b, seed=5)
     assert p1 == p2
     assert p1.stats["objective"] == p2.stats["objective"]
-    model, _, _, _ = _independent_pair("vgg16")
-    x = _inputs("vgg16", 16)
-    assert activation_matching(model, a, b, x) == activation_matching(model, a, b, x)
+
+
+@pytest.mark.parametrize("correlation", [False, True])
+def test_activation_matching_ignores_batching_and_data_order(correlation: bool) -> None:
+    """Moments are sums over samples: batch size and data order do not change the result."""
+    model, spec, a, b = _independent_pair("resnet20x1")
+    x = torch.randn(24, 3, 8, 8, generator=torch.Generator().manual_seed(0))  # any size: global pooling
+    order = torch.randperm(24, generator=torch.Generator().manual_seed(3))
+    ref = activation_matching(model, a, b, x, batch_size=24, correlation=correlation)
+    for kw in (dict(batch_size=5), dict(batch_size=7, data=x[order]), dict(data=list(x[order].split(11)))):
+        data = kw.pop("data", x)
+        p = activation_matching(model, a, b, data, correlation=correlation, **kw)
+        assert p.stats["samples"] == ref.stats["samples"]
+        for g in spec.groups:
+            assert p.stats["objective"][g] == pytest.approx(ref.stats["objective"][g], rel=1e-6), g
+        if correlation:  # near-ties (assignments within ~1e-9 of each other) fall either way
+            assert p.agreement(ref).fraction > 0.95, kw
+        else:
+            assert p == ref, kw
+    # and the data does matter: other inputs give another permutation (between independent networks)
+    other = torch.randn(24, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    assert activation_matching(model, a, b, other, correlation=correlation) != ref
 
 
 @pytest.mark.parametrize(
@@ -373,6 +414,86 @@ def test_cached_gram_contribution_updates_in_place_exactly(axis: int) -> None:
         torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
         p = q
     assert term.budget < 2 * n_dep  # the in-place path ran
+
+
+# --------------------------------------------------------------------------- #
+# Exact ties: duplicated and dead units
+# --------------------------------------------------------------------------- #
+#: Greedy-SOBLAP must stop within this many sweeps on the tied MLPs below (one
+#: sweep that finds the assignment plus one that changes nothing, for planted
+#: pairs; measured 3-6 for the independent pairs); ties must not make it cycle.
+TIE_SWEEPS = 8
+
+
+def _tied_mlp(seed: int, width: int = 12, depth: int = 3, n_copies: int = 4, n_dead: int = 3, shift: int = 0):
+    """An MLP state whose hidden layers hold exact copies of one unit and dead units.
+
+    In every hidden layer, ``n_copies`` units have the same incoming weights,
+    bias and outgoing weights (exchanging them changes nothing), and
+    ``n_dead`` units are all-zero (incoming, bias and outgoing): their rows and
+    columns of every Gram matrix are equal, so the assignment problems have
+    exact ties. ``shift`` moves the tied units to other positions.
+    """
+    torch.manual_seed(seed)
+    model = get_model("mlp", width=width, depth=depth, in_channels=1, input_size=4)
+    state = _state(model)
+    for layer in range(depth):
+        idx = torch.roll(torch.arange(width), shift * (layer + 1))
+        src, copies, dead = idx[0], idx[1:n_copies], idx[n_copies : n_copies + n_dead]
+        w, bias = state[f"layers.{layer}.weight"], state[f"layers.{layer}.bias"]
+        out = state[f"layers.{layer + 1}.weight"] if layer + 1 < depth else state["head.weight"]
+        w[copies], bias[copies] = w[src].clone(), bias[src].clone()
+        out[:, copies] = out[:, src].clone()[:, None]
+        w[dead], bias[dead], out[:, dead] = 0.0, 0.0, 0.0
+    return model.permutation_spec(), state
+
+
+def _assert_valid_permutation(p: Permutation, spec: PermutationSpec, state) -> None:
+    for g, n in spec.group_sizes(state).items():
+        assert torch.equal(torch.sort(p.perms[g]).values, torch.arange(n)), g
+
+
+def _assert_monotone_and_converged(p: Permutation) -> None:
+    hist = p.stats["objective"]
+    assert p.stats["converged"]
+    assert len(hist) == p.stats["sweeps"] <= TIE_SWEEPS
+    assert hist[0] >= p.stats["initial_objective"] - 1e-6 * abs(p.stats["initial_objective"])
+    assert all(y >= x for x, y in zip(hist, hist[1:], strict=False)), hist
+    # the last sweep changed nothing
+    assert len(hist) == 1 or hist[-1] == hist[-2]
+
+
+@pytest.mark.parametrize("fn", [weight_matching, weight_matching_naive])
+@pytest.mark.parametrize("seed", range(4))
+def test_planted_ties_converge_to_the_optimum(fn, seed: int) -> None:
+    """``B = Q[A]`` with duplicated and dead units: any tie-break is optimal and realigns B exactly."""
+    spec, a = _tied_mlp(0)
+    q = Permutation.random(spec, a, seed)
+    b = q.apply(a)
+    p = fn(spec, a, b, seed=seed)
+    _assert_valid_permutation(p, spec, a)
+    _assert_monotone_and_converged(p)
+    assert p.stats["sweeps"] <= 2  # one sweep finds it, one confirms
+    _assert_same_state(p.apply(b), a)  # P may differ from Q^-1, but only among exact copies
+    # <A, P[B]> <= ||A|| ||B|| = ||A||^2 (Cauchy-Schwarz), reached here: the optimum
+    best = matching_objective(spec, a, a)
+    assert matching_objective(spec, a, b, p) == pytest.approx(best, rel=1e-12)
+    assert p.stats["final_objective"] == pytest.approx(best, rel=1e-5)
+    assert p.stats["final_objective"] > p.stats["initial_objective"]
+
+
+@pytest.mark.parametrize("fn", [weight_matching, weight_matching_naive])
+@pytest.mark.parametrize("seed", range(4))
+def test_independent_ties_converge_monotonically(fn, seed: int) -> None:
+    """Two different tied networks (ties in both, at different positions): no cycling."""
+    spec, a = _tied_mlp(0)
+    _, b = _tied_mlp(seed + 1, shift=seed + 1)
+    p = fn(spec, a, b, seed=seed)
+    _assert_valid_permutation(p, spec, a)
+    _assert_monotone_and_converged(p)
+    assert p.stats["final_objective"] == pytest.approx(matching_objective(spec, a, b, p), rel=1e-5)
+    assert matching_objective(spec, a, b, p) > matching_objective(spec, a, b)
+    _assert_fixed_point(spec, a, b, p)
 
 
 # --------------------------------------------------------------------------- #
@@ -521,9 +642,6 @@ def test_fixed_point_stats() -> None:
     same = fixed_point_stats(p, p)
     n = sum(spec.group_sizes(a).values())
     assert same["total"] == n and same["fraction"] == 1.0
-    assert same["random_expectation_per_group"] == 1.0
-    assert same["random_expectation_total"] == len(spec.groups)
-    assert same["random_expectation_fraction"] == pytest.approx(len(spec.groups) / n)
     q_perms = {g: t.clone() for g, t in p.perms.items()}
     q_perms["P1"][[0, 1]] = q_perms["P1"][[1, 0]]  # disagree on two units of P1
     stats = fixed_point_stats(p, Permutation(spec, q_perms))
@@ -531,6 +649,29 @@ def test_fixed_point_stats() -> None:
     assert stats["per_group"]["P0"] == spec.group_sizes(a)["P0"]
     assert stats["total"] == n - 2
     assert math.isclose(stats["fraction"], (n - 2) / n)
+
+
+@pytest.mark.parametrize("widths", [(5, 5, 5), (1, 3, 6)])
+def test_fixed_point_random_expectation_is_the_exact_average(widths: tuple[int, ...]) -> None:
+    """The ``random_expectation_*`` entries equal the average over *every* permutation.
+
+    Small groups, so all permutations of each group are enumerated: the exact
+    expectation for a uniformly random ``q``, computed from ``agreement`` itself.
+    """
+    spec = PermutationSpec({f"l{i}.weight": (f"g{i}", None) for i in range(len(widths))})
+    sizes = {f"g{i}": w for i, w in enumerate(widths)}
+    p = Permutation.random(spec, sizes, 0)
+    stats = fixed_point_stats(p, p)
+    per_group: dict[str, float] = {}
+    for g, w in sizes.items():
+        counts = [int((p.perms[g] == torch.tensor(q)).sum()) for q in itertools.permutations(range(w))]
+        per_group[g] = sum(counts) / len(counts)
+    total = sum(per_group.values())  # linearity: the groups are drawn independently
+    assert stats["random_expectation_per_group"] == pytest.approx(per_group["g0"], rel=1e-12)
+    for g in sizes:
+        assert per_group[g] == pytest.approx(stats["random_expectation_per_group"], rel=1e-12), g
+    assert stats["random_expectation_total"] == pytest.approx(total, rel=1e-12)
+    assert stats["random_expectation_fraction"] == pytest.approx(total / sum(widths), rel=1e-12)
 
 
 def test_matching_objective_is_trace_objective() -> None:
@@ -545,9 +686,16 @@ def test_matching_objective_is_trace_objective() -> None:
     assert matching_objective(spec, a, b) == pytest.approx(matching_objective(spec, a, b, identity))
 
 
-def test_registry() -> None:
-    assert MATCHERS["weight"] is weight_matching
-    assert MATCHERS["activation"] is activation_matching
+def test_registered_matchers_do_what_their_names_say() -> None:
+    """Each registered matcher aligns a planted pair and is the method its name says."""
+    model, spec, a, b, q = _planted("mlp", noise=1e-3)
+    x = _inputs("mlp", 64)
+    calls = {"weight": lambda fn: fn(spec, a, b), "activation": lambda fn: fn(model, a, b, x)}
+    assert set(MATCHERS) == set(calls)
+    for name, fn in MATCHERS.items():
+        p = calls[name](fn)
+        assert p.stats["method"] == name
+        _assert_recovered(p, q, _alive(model, a, x))
 
 
 @pytest.mark.gpu

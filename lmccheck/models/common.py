@@ -67,6 +67,12 @@ class SpecBuilder:
             self.axes[f"{name}.{bname}"] = (g,) if buf.dim() == 1 else (None,) * buf.dim()
 
     def activation(self, g: str, module_name: str) -> None:
+        """Record a module whose output carries group ``g``'s units.
+
+        Call in forward order: activation matching reads the last module
+        recorded for a group by default (the output of the group's last
+        operation, Sharma et al. App. A) and all of them with ``stream="sum"``.
+        """
         self.activations.setdefault(g, []).append(module_name)
 
     def build(self, model: nn.Module) -> PermutationSpec:

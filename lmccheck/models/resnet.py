@@ -101,6 +101,8 @@ class ResNet20(nn.Module):
                 if isinstance(block.shortcut, nn.Sequential):
                     b.dense(f"{p}.shortcut.0", block.shortcut[0], out, stream)
                     b.norm(f"{p}.shortcut.1", block.shortcut[1], out)
+                # every block output writes the stream, in forward order: the last
+                # one (the stage's last block) is what activation matching reads
                 b.activation(out, f"{p}.act2")
                 stream = out
         b.dense("head", self.head, None, stream)
