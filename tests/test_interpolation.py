@@ -165,8 +165,14 @@ def test_alpha_grid_rejects(alphas: object, match: str) -> None:
 
 
 def test_barrier_from_curve() -> None:
-    b, at = barrier_from_curve([0, 0.25, 0.5, 0.75, 1], [1.0, 2.0, 3.5, 2.5, 2.0])
-    assert b == pytest.approx(3.5 - 1.5) and at == 0.5
+    # asymmetric endpoints (0 and 4), peak off the middle: the line (1-a)*0 + a*4 = [0, 1, 2, 3, 4]
+    # gives 3.5 - 1 = 2.5 at alpha 0.25; the mean of the endpoints (2) would give 2 at alpha 1,
+    # a line drawn the wrong way round (4 - 4a) 4 at alpha 1
+    b, at = barrier_from_curve([0, 0.25, 0.5, 0.75, 1], [0.0, 3.5, 2.0, 2.5, 4.0])
+    assert b == pytest.approx(2.5) and at == 0.25
+    # unevenly spaced alphas: the line is evaluated at alpha, not at the index (i / (n-1))
+    b, at = barrier_from_curve([0, 0.1, 0.6, 1], [1.0, 2.0, 4.0, 3.0])  # line 1 + 2a = [1, 1.2, 2.2, 3]
+    assert b == pytest.approx(1.8) and at == 0.6
     b, at = barrier_from_curve([0, 0.5, 1], [1.0, 0.2, 3.0])  # convex: only the endpoints touch
     assert b == 0.0 and at == 0.0
     with pytest.raises(ValueError, match="alpha=0.5"):
@@ -174,12 +180,21 @@ def test_barrier_from_curve() -> None:
 
 
 @settings(max_examples=50, deadline=None)
-@given(st.lists(st.floats(0, 10), min_size=2, max_size=30))
-def test_barrier_from_curve_is_nonnegative_and_reversal_invariant(values: list[float]) -> None:
-    alphas = alpha_grid(len(values))
+@given(
+    st.lists(st.floats(0, 10), min_size=2, max_size=30),
+    st.lists(st.floats(0.01, 1.0), min_size=28, max_size=28),
+)
+def test_barrier_from_curve_matches_reference_and_is_reversal_invariant(values: list[float], gaps: list[float]) -> None:
+    # uneven alphas from positive gaps, scaled to end at 1
+    steps = gaps[: len(values) - 1]
+    alphas = [sum(steps[:i]) / sum(steps) for i in range(len(values))]
+    alphas[-1] = 1.0
     b, at = barrier_from_curve(alphas, values)
-    assert b >= 0.0 and at in alphas
-    rb, _ = barrier_from_curve(alphas, values[::-1])
+    # reference: the largest height above the chord through the endpoints, attained at `at`
+    heights = [v - ((1 - a) * values[0] + a * values[-1]) for a, v in zip(alphas, values)]
+    assert b == pytest.approx(max(heights), abs=1e-9)
+    assert heights[alphas.index(at)] == pytest.approx(max(heights), abs=1e-9)
+    rb, _ = barrier_from_curve([1 - a for a in alphas[::-1]], values[::-1])
     assert rb == pytest.approx(b, abs=1e-9)
 
 
@@ -236,11 +251,19 @@ def test_barrier_does_not_touch_the_callers_model(fmnist: Split) -> None:
 
 def test_result_as_dict_is_json_and_records_settings(fmnist: Split) -> None:
     model, a, b = pair("mlp")
-    r = barrier(model, a, b, fmnist, alphas=3, n_examples=100, split="test")
+    r = barrier(model, a, b, fmnist, alphas=5, n_examples=100, split="test")
     d = json.loads(json.dumps(r.as_dict()))
-    assert d["n_examples"] == 100 and d["split"] == "test" and len(d["loss"]) == 3
+    assert d["n_examples"] == 100 and d["split"] == "test" and len(d["loss"]) == 5
     assert d["loss_endpoints"] == list(r.loss_endpoints)
-    assert isinstance(r, BarrierResult) and r.loss_barrier >= 0 and r.error_barrier >= 0
+    # round trip: the JSON holds every field, and rebuilds an equal result
+    tuples = {"loss_endpoints", "error_endpoints"}
+    assert BarrierResult(**{k: tuple(v) if k in tuples else v for k, v in d.items()}) == r
+    # the barriers are those of their own curves (heights above the chord); this pair has an
+    # error barrier (0.0125) but no loss barrier, so swapped curves would show
+    assert r.error_barrier > 0.005 and r.loss_barrier != r.error_barrier
+    for curve, value in ((r.loss, r.loss_barrier), (r.error, r.error_barrier)):
+        chord = [(1 - al) * curve[0] + al * curve[-1] for al in r.alphas]
+        assert value == pytest.approx(max(v - c for v, c in zip(curve, chord)), abs=1e-12)
 
 
 # ---------------------------------------------------------------- engines vs an independent reference
@@ -440,7 +463,10 @@ def test_simplex_of_identical_networks_is_flat(fmnist: Split) -> None:
     s = simplex_barrier(model, [a, a, a], fmnist, resolution=4)
     assert len(s.weights) == 15
     assert abs(s.loss_barrier) <= 1e-6 and abs(s.error_barrier) <= 1e-6
-    json.dumps(s.as_dict())
+    d = json.loads(json.dumps(s.as_dict()))
+    assert d == s.as_dict()
+    assert [tuple(w) for w in d["weights"]] == s.weights and d["loss"] == s.loss and d["resolution"] == 4
+    assert tuple(d["vertex_loss"]) == s.vertex_loss and tuple(d["loss_argmax_weights"]) == s.loss_argmax_weights
 
 
 @pytest.mark.parametrize("engine", ["loop", "vmap"])
@@ -453,5 +479,9 @@ def test_simplex_of_three_networks_matches_reference(fmnist: Split, engine: str)
         m = build("mlp", "layernorm")
         m.load_state_dict({k: w[0] * a[k] + w[1] * b[k] + w[2] * c[k] for k in a})
         assert loss == pytest.approx(ref_eval(m, data)[0], abs=1e-5)
-    assert s.loss_barrier >= 0.0
     assert s.vertex_loss[2] == pytest.approx(s.loss[-1])
+    # the barrier is the largest height above the plane through the three vertices' losses
+    vertex = [s.loss[s.weights.index(tuple(float(i == j) for j in range(3)))] for i in range(3)]
+    heights = [loss - sum(wi * vi for wi, vi in zip(w, vertex)) for w, loss in zip(s.weights, s.loss)]
+    assert s.loss_barrier == pytest.approx(max(heights), abs=1e-12)
+    assert s.loss_argmax_weights == s.weights[heights.index(max(heights))]

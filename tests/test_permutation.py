@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 import torch
 from hypothesis import given, settings
@@ -13,6 +15,7 @@ from lmccheck.permutation import (
     PermutationSpec,
     check_spec,
     check_state,
+    expected_random_fixed_fraction,
     partial,
     select_groups,
 )
@@ -88,17 +91,60 @@ def test_apply_does_not_mutate_and_equality() -> None:
     assert p != Permutation.identity(spec, state)
 
 
-def test_fixed_points() -> None:
+def test_fixed_points_and_agreement() -> None:
     model = _model("mlp")
     spec = model.permutation_spec()
-    ident = Permutation.identity(spec, model.state_dict())
+    state = model.state_dict()
+    ident = Permutation.identity(spec, state)
     fp = ident.fixed_points()
-    assert fp.fraction == 1.0 and fp.total == 48
-    p = Permutation.random(spec, model.state_dict(), 1)
-    assert p.fixed_points().total < 48
-    assert p.agreement(p).fraction == 1.0
-    d = p.fixed_points().as_dict()
-    assert d["random_expectation_per_group"] == 1.0 and set(d["per_group"]) == {"P0", "P1", "P2"}
+    assert fp.fraction == 1.0 and fp.total == 48 and fp.per_group == {"P0": 16, "P1": 16, "P2": 16}
+    p = Permutation.random(spec, state, 1)
+    # fixed points counted independently: positions i with p[i] == i, from a Python list
+    want = {g: sum(int(v) == i for i, v in enumerate(t.tolist())) for g, t in p.perms.items()}
+    assert p.fixed_points().per_group == want and p.fixed_points().total == sum(want.values())
+    # agreement with a copy of p that differs by one transposition in one group: exactly 2 fewer
+    q_perms = {g: t.clone() for g, t in p.perms.items()}
+    q_perms["P1"][[3, 11]] = q_perms["P1"][[11, 3]]
+    q = Permutation(spec, q_perms)
+    agree = p.agreement(q)
+    assert agree.per_group == {"P0": 16, "P1": 14, "P2": 16} and agree.total == 46
+    assert agree.fraction == pytest.approx(46 / 48)
+    # agreement is the fixed points of p^-1 o q (its documented meaning), for unrelated q too
+    r = Permutation.random(spec, state, 2)
+    assert p.agreement(r).per_group == p.inverse().compose(r).fixed_points().per_group
+    assert p.agreement(r).per_group == {
+        g: sum(a == b for a, b in zip(p.perms[g].tolist(), r.perms[g].tolist())) for g in p.perms
+    }
+
+
+def test_random_expectation_matches_exhaustive_and_empirical_means() -> None:
+    """The 'random' baseline (1 fixed point per group) against independent computations."""
+    # exhaustive: the mean number of fixed points over all n! permutations of n units
+    for n in range(1, 7):
+        perms = list(itertools.permutations(range(n)))
+        mean = sum(sum(p[i] == i for i in range(n)) for p in perms) / len(perms)
+        assert mean == pytest.approx(1.0, abs=1e-12)
+        spec = PermutationSpec({"l.weight": ("g", None)})
+        fp = Permutation.identity(spec, {"g": n}).fixed_points()
+        assert fp.random_expectation == {"g": pytest.approx(mean)}
+    # empirical: the mean over Permutation.random draws of a spec with groups of different sizes
+    spec = PermutationSpec({"a.weight": ("A", None), "b.weight": ("B", "A"), "c.weight": ("C", "B")})
+    sizes = {"A": 2, "B": 5, "C": 40}
+    draws = 3000
+    counts = {g: 0 for g in sizes}
+    fractions = 0.0
+    for seed in range(draws):
+        fp = Permutation.random(spec, sizes, seed).fixed_points()
+        for g in sizes:
+            counts[g] += fp.per_group[g]
+        fractions += fp.fraction
+    d = fp.as_dict()
+    for g in sizes:  # the count of fixed points has variance 1: the standard error is 1/sqrt(3000) ~ 0.018
+        assert counts[g] / draws == pytest.approx(fp.random_expectation[g], abs=0.08)
+        assert counts[g] / draws == pytest.approx(d["random_expectation_per_group"], abs=0.08)
+    assert fractions / draws == pytest.approx(d["random_expectation_fraction"], abs=0.08 * 3 / 47)
+    assert d["random_expectation_fraction"] == pytest.approx(expected_random_fixed_fraction(sizes))
+    assert set(d["per_group"]) == set(sizes)
 
 
 def test_save_load_roundtrip(tmp_path) -> None:

@@ -11,6 +11,7 @@ import math
 
 import pytest
 import torch
+from torch.nn import functional as F
 
 from lmccheck.data import Dataset, Split, load_dataset
 from lmccheck.training import (
@@ -41,6 +42,21 @@ def tiny(**kw) -> TrainConfig:
 
 def states_equal(a: dict, b: dict) -> bool:
     return a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+
+
+def reference_metrics(cfg: TrainConfig, data: Dataset, state: dict) -> dict[str, float]:
+    """Loss and accuracy of ``state`` by plain code: a fresh model, one forward pass per split."""
+    model = build_model(cfg, data)
+    model.load_state_dict(state)
+    model.eval()
+    n = cfg.eval_examples
+    out = {}
+    for name, split in (("train", data.train.take(cfg.train_subset).take(n)), ("test", data.test.take(n))):
+        with torch.no_grad():
+            logits = model(split.x)
+        out[f"{name}_loss"] = float(F.cross_entropy(logits, split.y))
+        out[f"{name}_acc"] = float((logits.argmax(1) == split.y).double().mean())
+    return out
 
 
 # --------------------------------------------------------------------------- config
@@ -181,9 +197,11 @@ def test_checkpoints_and_metrics(data):
     assert spe == 8 and run.info["total_steps"] == 16
     for t in run.times:
         m = run.metrics_at(t)
-        assert m["step"] == checkpoint_step(t, spe)
-        for key in ("train_loss", "train_acc", "test_loss", "test_acc"):
-            assert math.isfinite(m[key])
+        assert m["step"] == checkpoint_step(t, spe) and m["epoch"] == m["step"] / spe
+        assert m["lr"] == (lr_at(cfg, int(m["step"]), spe) if t < cfg.epochs else 0.0)
+        # the metrics are those of this checkpoint's state, on the first eval_examples examples
+        # of the training subset and of the test split (recomputed independently)
+        assert m == pytest.approx({**m, **reference_metrics(cfg, data, run.state_at(t))}, abs=1e-5)
         assert all(v.device.type == "cpu" for v in run.state_at(t).values())
     # states are independent copies
     assert not torch.equal(run.state_at(0.25)["layers.0.weight"], run.state_at(0.5)["layers.0.weight"])
