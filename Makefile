@@ -44,3 +44,14 @@ bench: install data
 
 clean-report:
 	rm -rf report
+
+# Mutation testing (cosmic-ray) of one module at a time against the unit tests that
+# cover it; not part of `make test` or CI.  MODULE=permutation runs one module (default:
+# all of them, one after the other); MUTATION_ARGS=--timeout 60 / --resume / --report.
+# Prints the score and the surviving mutants; summaries go to mutation/<module>.txt.
+MODULE ?=
+MUTATION_ARGS ?=
+.PHONY: mutation
+mutation: install
+	@$(PY) -c "import cosmic_ray" 2>/dev/null || $(PY) -m pip install --quiet -e '.[test,mutation]'
+	$(PY) tools/mutation.py $(MODULE) $(MUTATION_ARGS)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import importlib.metadata
 import json
 import os
@@ -23,11 +22,17 @@ ROOT = Path(__file__).resolve().parents[1]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 FAKE_CLAIM = """
+import time
 import pytest
+
+@pytest.fixture
+def slow_setup():
+    time.sleep(0.1)
 
 @pytest.mark.claim("S99")
 @pytest.mark.parametrize("scale", [1.0, 3.0], ids=["good", "bad"])
-def test_fake_claim(measure, scale):
+def test_fake_claim(measure, slow_setup, scale):
+    time.sleep(0.15)
     barrier = 0.02 * scale
     measure.values["error_barrier"] = [0.3, barrier]
     measure.values["nested"] = {"per_seed": [barrier, barrier]}
@@ -45,6 +50,9 @@ def test_fake_claim(measure, scale):
     )
     assert barrier <= 0.05, f"aligned barrier {barrier:.2f} above 0.05"
 """
+#: FAKE_CLAIM sleeps 0.1 s in setup and 0.15 s in the call: its wall time (setup + call) is at least that
+FAKE_CLAIM_MIN_WALL_S = 0.25
+
 
 GPU_CLAIM = """
 import pytest
@@ -81,7 +89,9 @@ def _check_fake_records(report_dir: Path) -> None:
     assert bad["thresholds"] == {"max_error_barrier": 0.05} and bad["seeds"] == [0, 1]
     assert bad["fixture_keys"] == ["mlp-3.0"] and bad["summary"] == "barrier 30.0% -> 6.0%"
     assert "aligned barrier 0.06 above 0.05" in bad["failure"] and "failure" not in good
-    assert good["nodeid"].endswith("test_fake_claim[good]") and good["wall_time_s"] >= 0
+    assert good["nodeid"].endswith("test_fake_claim[good]")
+    for rec in (good, bad):  # setup and call time both count, for a failing check too
+        assert rec["wall_time_s"] >= FAKE_CLAIM_MIN_WALL_S
     assert good["device"] == "cpu"
     (fig,) = bad["figures"]
     assert fig["xlabel"] == "epoch" and fig["series"]["aligned"]["y"] == [0.1, pytest.approx(0.06)]
@@ -133,17 +143,32 @@ def test_pin_worker_gpu_sets_cuda_visible_devices(monkeypatch: pytest.MonkeyPatc
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "1"
 
 
-def test_resolve_device() -> None:
+def test_resolve_device(monkeypatch: pytest.MonkeyPatch) -> None:
     assert plugin.resolve_device("cpu") == "cpu"
-    assert plugin.resolve_device("auto") == ("cuda" if torch.cuda.is_available() else "cpu")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    assert plugin.resolve_device("auto") == "cuda"
+    assert plugin.resolve_device("cuda") == "cuda"
+    assert plugin.resolve_device("cpu") == "cpu"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert plugin.resolve_device("auto") == "cpu"
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        plugin.resolve_device("cuda")
     with pytest.raises(ValueError, match="unknown device"):
         plugin.resolve_device("tpu")
 
 
-def test_lmc_config_fixture_is_frozen(lmc_config: plugin.LmcConfig) -> None:
-    assert lmc_config.device in ("cpu", "cuda") and lmc_config.seeds >= 1
+def test_lmc_config_fixture_is_frozen(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(
+        test_frozen="""
+import dataclasses, pytest
+def test_frozen(lmc_config):
+    assert (lmc_config.device, lmc_config.seeds) == ("cpu", 2)
     with pytest.raises(dataclasses.FrozenInstanceError):
-        lmc_config.seeds = 7  # type: ignore[misc]
+        lmc_config.seeds = 7
+    assert lmc_config.seeds == 2
+"""
+    )
+    pytester.runpytest("--lmc-device", "cpu", "--lmc-seeds", "2", "--lmc-no-report").assert_outcomes(passed=1)
 
 
 # ------------------------------------------------------------ inner runs --

@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import multiprocessing as mp
 import os
 import pickle
+import signal
 import subprocess
 import sys
 import time
+import warnings
 from pathlib import Path
 
 import filelock
@@ -130,7 +133,9 @@ def test_put_load_roundtrip_bitwise(tmp_path):
     assert m["code_version"] == CODE_VERSION["train"]
     assert m["key"] == e.key
     assert {"lmccheck", "torch", "python"} <= set(m["versions"])
-    assert len(m["tensors_sha256"]) == 64
+    tensor_file = (s.path(e.key) / "tensors.safetensors").read_bytes()
+    assert m["tensors_sha256"] == hashlib.sha256(tensor_file).hexdigest()
+    assert m["tensors_bytes"] == len(tensor_file)
     assert m["n_tensors"] == len(t)
     assert "T" in m["created"]
     # meta.json on disk is the same as returned
@@ -518,10 +523,22 @@ def test_rebuild(tmp_path):
     e2 = s.get_or_create("train", RECIPE, b)
     assert b.calls == 1 and torch.equal(e2.tensors["n"], torch.tensor([1]))
     b2 = Builder(value=5.0)
-    e3 = s.get_or_create("train", RECIPE, b2, rebuild=True)
+
+    def slow_build():
+        time.sleep(0.2)
+        return b2()
+
+    t0 = time.perf_counter()
+    e3 = s.get_or_create("train", RECIPE, slow_build, rebuild=True)
+    elapsed = time.perf_counter() - t0
     assert b2.calls == 1 and e3.key == e1.key
     assert torch.equal(s.load(e1.key).tensors["w"], torch.full((3,), 5.0))
-    assert e3.meta["wall_time_s"] >= 0
+    # the build's own time: at least its sleep, at most the whole call
+    assert 0.2 <= e3.meta["wall_time_s"] <= elapsed
+    # loading (directly or through get_or_create) reports the build's time, not its own
+    assert s.load(e1.key).meta["wall_time_s"] == e3.meta["wall_time_s"]
+    assert Store(tmp_path).get_or_create("train", RECIPE, b2).meta["wall_time_s"] == e3.meta["wall_time_s"]
+    assert b2.calls == 1
     assert len(_entry_dirs(tmp_path)) == 1 and _tmp_leftovers(tmp_path) == []
 
 
@@ -532,6 +549,150 @@ def test_builder_wall_time_and_return_type(tmp_path):
     with pytest.raises(TypeError, match="must return"):
         s.get_or_create("train", {"a": 2}, lambda: {"w": torch.zeros(1)})
     assert len(_entry_dirs(tmp_path)) == 1
+
+
+# ----------------------------------------------------------------------------- first write is atomic
+
+# Polls one key from another process while a first put() of it is under way, and
+# reports what it saw.  Each poll: contains(), check(verify=False), then load().
+_READER = r"""
+import json, sys, time
+from lmccheck.store import EntryNotFoundError, Store, StoreError
+
+root, key, ready, limit = sys.argv[1], sys.argv[2], sys.argv[3], float(sys.argv[4])
+s = Store(root)
+polls, bad, loaded_once = [], [], False
+deadline = time.monotonic() + limit
+while time.monotonic() < deadline:
+    t = time.time()
+    present = s.contains(key)
+    status, problem = s.check(key, verify=False)
+    try:
+        s.load(key)
+        loaded = "ok"
+    except EntryNotFoundError:
+        loaded = "missing"
+    except StoreError as e:
+        loaded = f"{type(e).__name__}: {e}"
+    polls.append((t, status, loaded))
+    # an entry is absent or complete; once seen complete (or present) it stays complete
+    if status not in ("missing", "ok") or loaded not in ("missing", "ok") or ((present or loaded_once) and loaded != "ok"):
+        bad.append([present, status, problem, loaded])
+    loaded_once = loaded_once or loaded == "ok"
+    if len(polls) == 1:
+        open(ready, "w").close()
+    if loaded_once and status == "ok" and present:
+        break
+    time.sleep(0.0005)
+print(json.dumps({"polls": polls, "bad": bad[:5], "n_bad": len(bad), "complete": loaded_once}))
+"""
+
+
+def test_first_put_is_never_seen_partial(tmp_path, monkeypatch):
+    """A reader polling a key during its first put() sees no entry, then the whole entry."""
+    root = tmp_path / "cache"
+    s = Store(root)
+    key = s.key("train", RECIPE)
+    ready = tmp_path / "reader-ready"
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    reader = subprocess.Popen(
+        [sys.executable, "-c", _READER, str(root), key, str(ready), "120"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not ready.exists():
+            assert reader.poll() is None, reader.communicate()[1]
+            assert time.monotonic() < deadline, "reader did not start"
+            time.sleep(0.01)
+
+        # a slow disk: every file is written in chunks, so a partial file lasts long enough to be seen
+        window: list[float] = []
+
+        def slow_write(path, data):
+            if not window:
+                window.append(time.time())
+            with open(path, "xb") as f:
+                for i in range(0, len(data), 1 << 16):
+                    f.write(data[i : i + (1 << 16)])
+                    f.flush()
+                    time.sleep(0.01)
+                os.fsync(f.fileno())
+
+        monkeypatch.setattr(store_mod, "_write_file", slow_write)
+        g = torch.Generator().manual_seed(1)
+        tensors = dict(_tensors(), big=torch.randn(1 << 20, generator=g))  # 4 MiB: 64 chunks, >= 0.64 s
+        e = s.put("train", RECIPE, tensors, {"metrics": {"acc": 0.5}})
+        window.append(time.time())
+        out, err = reader.communicate(timeout=120)
+    finally:
+        if reader.poll() is None:  # pragma: no cover - only on failure
+            reader.kill()
+            reader.communicate()
+    assert reader.returncode == 0, err
+    seen = json.loads(out)
+    assert seen["n_bad"] == 0, f"reader saw a partial entry: {seen['bad']}"
+    assert seen["complete"], "reader never saw the entry"
+    # the reader really looked while the files were being written
+    during = [p for p in seen["polls"] if window[0] <= p[0] <= window[-1]]
+    assert len(during) >= 5, (len(seen["polls"]), window)
+    # check() runs before load() in a poll, so the entry may appear between them, never vanish
+    assert {(p[1], p[2]) for p in during} <= {("missing", "missing"), ("missing", "ok"), ("ok", "ok")}
+    _assert_same(tensors, s.load(e.key).tensors)
+
+
+# Does a first put() and SIGKILLs itself part-way: after the tensor file, or after
+# meta.json, has been written (and fsynced), before put() returns.
+_CRASHING_WRITER = r"""
+import json, os, signal, sys
+import torch
+from lmccheck import store as store_mod
+
+root, point, recipe = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+real_write = store_mod._write_file
+
+def write_then_die(path, data):
+    real_write(path, data)
+    if path.name == {"after-tensors": store_mod.TENSORS_FILE, "after-meta": store_mod.META_FILE}[point]:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+store_mod._write_file = write_then_die
+store_mod.Store(root).put("train", recipe, {"w": torch.arange(10000.0)}, {"metrics": {"acc": 0.5}})
+sys.exit(3)  # not reached: put() wrote both files
+"""
+
+
+@pytest.mark.parametrize("point", ["after-tensors", "after-meta"])
+def test_crash_during_first_put_leaves_no_entry(tmp_path, point):
+    root = tmp_path / "cache"
+    recipe = {"name": "crash", "seed": 0}
+    key = recipe_key("train", recipe)
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    child = subprocess.run(
+        [sys.executable, "-c", _CRASHING_WRITER, str(root), point, json.dumps(recipe)],
+        capture_output=True, text=True, env=env, timeout=120,
+    )
+    assert child.returncode == -signal.SIGKILL, (child.returncode, child.stderr)
+    written = {p.name for p in root.rglob("*") if p.is_file()}
+    assert {"after-tensors": "tensors.safetensors", "after-meta": "meta.json"}[point] in written  # died part-way
+
+    s = Store(root, lock_timeout=30)
+    assert not s.contains(key)
+    assert s.check(key, verify=False)[0] == "missing" and s.check(key)[0] == "missing"
+    with pytest.raises(EntryNotFoundError):
+        s.load(key)
+    assert s.ls() == [] and s.keys() == []
+    assert [p for p in (root / "objects").rglob("*") if not p.is_dir()] == []
+    assert _entry_dirs(root) == []
+
+    # the next get_or_create builds it afresh (the dead child's lock is free), with nothing to quarantine
+    b = Builder(value=4.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", StoreWarning)
+        e = s.get_or_create("train", recipe, b)
+    assert b.calls == 1 and e.key == key
+    assert torch.equal(Store(root).load(key).tensors["w"], torch.full((3,), 4.0))
+    assert list((root / "corrupt").iterdir()) == []
 
 
 # ----------------------------------------------------------------------------- writability
