@@ -1,24 +1,13 @@
-"""Fixtures shared by the claim checks: the store-backed :class:`fixtures.Lab`."""
+"""Fixtures shared by the claim checks: the store-backed ``lab`` and per-claim product accounting."""
 
 from __future__ import annotations
 
 import pytest
 
-from fixtures import Lab
+from fixtures.pytest_fixtures import _account_products, lab
 from lmccheck.pytest_plugin import LmcConfig
-from lmccheck.store import Store
 
-
-@pytest.fixture(scope="session")
-def lab(lmc_config: LmcConfig) -> Lab:
-    """Trains or loads every network the claims use, through the fixture store."""
-    return Lab(
-        store=Store(lmc_config.cache),
-        device=lmc_config.device,
-        data_root=lmc_config.data_root,
-        download=lmc_config.download,
-        retrain=lmc_config.retrain,
-    )
+__all__ = ["_account_products", "lab", "n_seeds"]
 
 
 @pytest.fixture(scope="session")

@@ -42,14 +42,7 @@ from torch import nn
 from . import __version__
 from .argtypes import positive_int
 from .data import DATASETS, Dataset, DatasetNotFoundError, load_dataset
-from .interpolation import (
-    DEFAULT_ALPHAS,
-    DEFAULT_BN_BATCH_SIZE,
-    DEFAULT_BN_BATCHES,
-    DEFAULT_N_EXAMPLES,
-    BarrierResult,
-    barrier,
-)
+from .interpolation import DEFAULT_ALPHAS, DEFAULT_N_EXAMPLES, BarrierOptions, BarrierResult, barrier
 from .models import MODELS, get_model
 from .permutation import Permutation, permutation_spec
 from .store import StoreError
@@ -304,26 +297,21 @@ def _load_pair(args: argparse.Namespace) -> Pair:
     )
 
 
-def _bn_batches(n_examples: int) -> int:
-    """BatchNorm statistics are re-estimated on as many training examples as are evaluated (at most 10k)."""
-    return max(1, math.ceil(min(n_examples, DEFAULT_BN_BATCHES * DEFAULT_BN_BATCH_SIZE) / DEFAULT_BN_BATCH_SIZE))
-
-
 def _measure(pair: Pair, state_b: Mapping[str, torch.Tensor], args: argparse.Namespace) -> dict[str, BarrierResult]:
     """Barriers of the path from A to ``state_b`` on both splits."""
     out = {}
     for split in SPLITS:
+        # the lab's defaults (BatchNorm batches, precision, ...), so the CLI and the claims agree
+        options = BarrierOptions(n_examples=args.n_examples, alphas=args.alphas)
         out[split] = barrier(
             pair.model,
             pair.state_a,
             state_b,
             pair.data.split(split),
-            alphas=args.alphas,
-            n_examples=args.n_examples,
+            alphas=options.alphas,
             bn_data=pair.data.train,
-            bn_batches=_bn_batches(args.n_examples),
-            device=pair.device,
             split=split,
+            **options.barrier_kwargs(pair.device),
         )
     return out
 

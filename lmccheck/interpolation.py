@@ -55,6 +55,7 @@ from .permutation import state_of
 StateDict = Mapping[str, torch.Tensor]
 
 __all__ = [
+    "BarrierOptions",
     "BarrierResult",
     "SimplexResult",
     "alpha_grid",
@@ -907,6 +908,112 @@ def _run(
                 "the interpolated network's outputs overflow or the weights are damaged"
             )
     return loss, error, eng.n, do_bn, chosen
+
+
+# ---------------------------------------------------------------- options
+PRECISIONS = ("auto", "fp32", "bf16")
+
+
+@dataclass(frozen=True)
+class BarrierOptions:
+    """How a barrier is evaluated, split into what changes the numbers and what only changes speed.
+
+    *Numbers* (part of every stored measurement's key, after :meth:`resolve`):
+    ``n_examples``, ``alphas``, ``bn_reset`` with ``bn_batches`` and
+    ``bn_batch_size``, and ``precision``. *Speed* (never part of a key):
+    ``engine``, ``batch_size``, ``first_layer_shortcut``, ``channels_last`` and
+    ``vmap_chunk``. The CLI and the fixture lab both start from
+    ``BarrierOptions()``, so they agree on every default.
+
+    ``precision="auto"`` is bf16 autocast on CUDA and fp32 elsewhere; claims
+    that compare barriers for exact equality ask for ``"fp32"``.
+    ``bn_batches=None`` re-estimates BatchNorm statistics on as many training
+    examples as are evaluated, at most ``DEFAULT_BN_BATCHES * bn_batch_size``.
+    """
+
+    n_examples: int | None = DEFAULT_N_EXAMPLES
+    alphas: int | tuple[float, ...] = DEFAULT_ALPHAS
+    bn_reset: bool | None = None
+    bn_batches: int | None = None
+    bn_batch_size: int = DEFAULT_BN_BATCH_SIZE
+    precision: str = "auto"
+    engine: str = "auto"
+    batch_size: int | None = None
+    first_layer_shortcut: bool | None = None
+    channels_last: bool | None = None
+    vmap_chunk: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
+        if self.engine not in ENGINES:
+            raise ValueError(f"engine must be one of {', '.join(ENGINES)}, got {self.engine!r}")
+        if not isinstance(self.alphas, int):
+            object.__setattr__(self, "alphas", tuple(float(a) for a in self.alphas))
+        if self.n_examples is not None and self.n_examples < 1:
+            raise ValueError(f"n_examples must be positive (or None for all), got {self.n_examples}")
+        if self.bn_batches is not None and self.bn_batches < 1:
+            raise ValueError(f"bn_batches must be positive (or None for the default), got {self.bn_batches}")
+        if self.bn_batch_size < 1:
+            raise ValueError(f"bn_batch_size must be positive, got {self.bn_batch_size}")
+
+    def replace(self, **changes: Any) -> BarrierOptions:
+        """A copy with some fields changed (unknown names raise ``TypeError``)."""
+        return dataclasses.replace(self, **changes)
+
+    def autocast(self, device: str | torch.device) -> bool:
+        """Whether bf16 autocast is on for ``device``."""
+        if self.precision == "auto":
+            return torch.device(device).type == "cuda"
+        return self.precision == "bf16"
+
+    def resolved_bn_batches(self) -> int:
+        """BatchNorm re-estimation batches: as many examples as evaluated, at most the default 10k."""
+        if self.bn_batches is not None:
+            return int(self.bn_batches)
+        cap = DEFAULT_BN_BATCHES * self.bn_batch_size
+        n = cap if self.n_examples is None else min(self.n_examples, cap)
+        return max(1, math.ceil(n / self.bn_batch_size))
+
+    def resolve(self, model: nn.Module, device: str | torch.device) -> dict[str, Any]:
+        """The options that change the numbers, resolved for ``model`` on ``device`` (JSON-able).
+
+        This is what a stored measurement's key holds. BatchNorm options appear
+        only when statistics are re-estimated, so they do not split the keys of
+        networks without BatchNorm.
+        """
+        do_bn = has_batchnorm(model) if self.bn_reset is None else bool(self.bn_reset)
+        return {
+            "n_examples": self.n_examples,
+            "alphas": alpha_grid(self.alphas),
+            "bn_reset": do_bn,
+            "bn_batches": self.resolved_bn_batches() if do_bn else None,
+            "bn_batch_size": self.bn_batch_size if do_bn else None,
+            "precision": "bf16" if self.autocast(device) else "fp32",
+            "device_type": torch.device(device).type,
+        }
+
+    def barrier_kwargs(self, device: str | torch.device) -> dict[str, Any]:
+        """Keyword arguments for :func:`barrier` / :func:`simplex_barrier` (all but ``alphas``)."""
+        return {
+            "n_examples": self.n_examples,
+            "bn_reset": self.bn_reset,
+            "bn_batches": self.resolved_bn_batches(),
+            "bn_batch_size": self.bn_batch_size,
+            "device": device,
+            "autocast": self.autocast(device),
+            "engine": self.engine,
+            "batch_size": self.batch_size,
+            "first_layer_shortcut": self.first_layer_shortcut,
+            "channels_last": self.channels_last,
+            "vmap_chunk": self.vmap_chunk,
+        }
+
+
+#: the fields of :class:`BarrierOptions` that change the measured numbers
+BARRIER_NUMBER_FIELDS = ("n_examples", "alphas", "bn_reset", "bn_batches", "bn_batch_size", "precision")
+#: the fields of :class:`BarrierOptions` that only change speed
+BARRIER_SPEED_FIELDS = ("engine", "batch_size", "first_layer_shortcut", "channels_last", "vmap_chunk")
 
 
 def barrier(

@@ -267,6 +267,8 @@ class ImpLevel:
     metrics: dict[str, float]
     remaining: float  # fraction of the prunable weights kept (1.0 at level 0)
     wall_time_s: float = 0.0
+    run: Run | None = field(default=None, repr=False, compare=False)
+    """The level's retrained run, when it came from a store (e.g. the fixture lab), so it can be measured."""
 
 
 @dataclass

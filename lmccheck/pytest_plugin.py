@@ -359,9 +359,11 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 class Measurement:
     """What one claim check measured; filled in by the test, reported by the plugin.
 
-    Set ``setting``, ``values``, ``thresholds``, ``seeds``, ``fixture_keys``,
-    ``summary`` and add figures with :meth:`figure`. The verdict comes from
-    the test outcome.
+    Set ``setting``, ``values``, ``thresholds``, ``seeds`` and ``summary``;
+    add figures with :meth:`figure` and tables with :meth:`table`. The
+    products the check used arrive through :meth:`add_product` (the claims'
+    conftest routes the lab's events there), which fills ``fixture_keys``
+    and the build/load time. The verdict comes from the test outcome.
     """
 
     claim: str
@@ -374,12 +376,45 @@ class Measurement:
     fixture_keys: list[str] = field(default_factory=list)
     summary: str = ""
     figures: list[dict[str, Any]] = field(default_factory=list)
+    tables: list[dict[str, Any]] = field(default_factory=list)
+    products: dict[str, dict[str, Any]] = field(default_factory=dict)
+    build_time_s: float = 0.0
+    load_time_s: float = 0.0
+
+    def add_product(self, kind: str, key: str, source: str, seconds: float) -> None:
+        """Account for a product this check used: ``source`` is built, loaded, memo (already decoded)
+        or input (an input of a loaded product: its key is listed, nothing is counted).
+
+        Every key lands in ``fixture_keys``; build and load time are kept apart
+        from the time the check spent measuring.
+        """
+        if key not in self.fixture_keys:
+            self.fixture_keys.append(key)
+        if source == "input":
+            return
+        acc = self.products.setdefault(kind, {"built": 0, "build_s": 0.0, "loaded": 0, "load_s": 0.0, "memo": 0})
+        if source == "built":
+            acc["built"] += 1
+            acc["build_s"] += float(seconds)
+            self.build_time_s += float(seconds)
+        elif source == "loaded":
+            acc["loaded"] += 1
+            acc["load_s"] += float(seconds)
+            self.load_time_s += float(seconds)
+        else:
+            acc["memo"] += 1
+
+    def table(self, name: str, columns: list[str], rows: list[list[Any]]) -> None:
+        """Add a table (rendered as Markdown in claims.md, kept in the JSON); same name replaces."""
+        spec = _report.make_table(name, columns, rows)
+        self.tables = [t for t in self.tables if t["name"] != name] + [spec]
 
     def figure(
         self,
         name: str,
         *,
-        series: dict[str, tuple[Any, Any]],
+        series: dict[str, tuple[Any, Any]] | None = None,
+        panels: list[dict[str, Any]] | None = None,
         title: str = "",
         xlabel: str = "",
         ylabel: str = "",
@@ -387,14 +422,19 @@ class Measurement:
         yscale: str = "linear",
         yerr: dict[str, Any] | None = None,
     ) -> None:
-        """Add a line-plot figure: ``series`` maps a legend label to ``(xs, ys)``.
-
-        ``yerr`` optionally maps a label to error-bar half-widths. A figure
-        with the same name replaces the earlier one.
+        """Add a figure: a line plot (``series`` maps a legend label to ``(xs, ys)``,
+        ``yerr`` to error-bar half-widths), or ``panels`` side by side, made with
+        :func:`lmccheck.report.line_panel`, ``bar_panel``, ``hist_panel`` or
+        ``heatmap_panel``. A figure with the same name replaces the earlier one.
         """
-        spec = _report.make_figure_spec(
-            name, series, title=title, xlabel=xlabel, ylabel=ylabel, xscale=xscale, yscale=yscale, yerr=yerr
-        )
+        if (series is None) == (panels is None):
+            raise ValueError(f"figure {name!r}: give either series (a line plot) or panels")
+        if panels is not None:
+            spec = _report.make_panels_figure(name, panels, title=title)
+        else:
+            spec = _report.make_figure_spec(
+                name, series or {}, title=title, xlabel=xlabel, ylabel=ylabel, xscale=xscale, yscale=yscale, yerr=yerr
+            )
         self.figures = [f for f in self.figures if f["name"] != name] + [spec]
 
     def to_record(self) -> dict[str, Any]:
@@ -410,6 +450,10 @@ class Measurement:
             "fixture_keys": _report.to_jsonable(self.fixture_keys),
             "summary": str(self.summary or ""),
             "figures": _report.to_jsonable(self.figures),
+            "tables": _report.to_jsonable(self.tables),
+            "products": _report.to_jsonable(self.products),
+            "build_time_s": round(self.build_time_s, 4),
+            "load_time_s": round(self.load_time_s, 4),
         }
 
 
@@ -508,7 +552,9 @@ def _make_record(item: pytest.Item, report: pytest.TestReport, call: pytest.Call
         m = Measurement(claim=claim, setting=_default_setting(item), nodeid=item.nodeid)
     record = m.to_record()
     call_time = report.duration if report.when == "call" else 0.0
-    record["wall_time_s"] = round(item.stash.get(_setup_duration_key, 0.0) + call_time, 4)
+    wall = item.stash.get(_setup_duration_key, 0.0) + call_time
+    record["wall_time_s"] = round(wall, 4)
+    record["measure_time_s"] = round(max(0.0, wall - m.build_time_s - m.load_time_s), 4)
     record.update(_outcome_fields(report, call))
     return record
 

@@ -45,10 +45,17 @@ __all__ = [
     "format_markdown",
     "format_table",
     "load_report",
+    "bar_panel",
+    "heatmap_panel",
+    "hist_panel",
+    "line_panel",
     "make_figure_spec",
+    "make_panels_figure",
+    "make_table",
     "pct",
     "render",
     "sort_records",
+    "time_accounting",
     "to_jsonable",
     "write_report",
 ]
@@ -210,6 +217,178 @@ def make_figure_spec(
     }
 
 
+_STYLES = ("solid", "dashed", "dotted", "dashdot")
+PANEL_KINDS = ("line", "bar", "hist", "heatmap")
+
+
+def _check_scales(what: str, *scales: str) -> None:
+    for sc in scales:
+        if sc not in _SCALES:
+            raise ValueError(f"{what}: scale must be one of {_SCALES}, got {sc!r}")
+
+
+def line_panel(
+    series: Mapping[str, tuple[Sequence[float], Sequence[float]]],
+    *,
+    title: str = "",
+    xlabel: str = "",
+    ylabel: str = "",
+    xscale: str = "linear",
+    yscale: str = "linear",
+    yerr: Mapping[str, Sequence[float]] | None = None,
+    styles: Mapping[str, str] | None = None,
+    hlines: Mapping[str, float] | None = None,
+) -> dict[str, Any]:
+    """A line panel: ``series`` maps a label to ``(xs, ys)``; ``styles`` maps a label to
+    solid/dashed/dotted/dashdot; ``hlines`` maps a label to a horizontal line's y."""
+    spec = make_figure_spec("panel", series, title=title, xlabel=xlabel, ylabel=ylabel, xscale=xscale,
+                            yscale=yscale, yerr=yerr)
+    spec.pop("name")
+    for label, style in (styles or {}).items():
+        if label not in spec["series"]:
+            raise ValueError(f"line panel: style for unknown series {label!r}")
+        if style not in _STYLES:
+            raise ValueError(f"line panel: style must be one of {_STYLES}, got {style!r}")
+        spec["series"][label]["style"] = style
+    spec["hlines"] = {str(k): float(v) for k, v in (hlines or {}).items()}
+    return {"kind": "line", **spec}
+
+
+def bar_panel(
+    categories: Sequence[str],
+    series: Mapping[str, Sequence[float]],
+    *,
+    title: str = "",
+    xlabel: str = "",
+    ylabel: str = "",
+    yscale: str = "linear",
+    yerr: Mapping[str, Sequence[float]] | None = None,
+) -> dict[str, Any]:
+    """Grouped bars over categorical x (e.g. layer names): ``series`` maps a label to one value per category."""
+    _check_scales("bar panel", yscale)
+    cats = [str(c) for c in categories]
+    if not cats or not series:
+        raise ValueError("bar panel needs at least one category and one series")
+    out: dict[str, dict[str, Any]] = {}
+    for label, ys in series.items():
+        y = _float_list(ys, f"bar panel, series {label!r}")
+        if len(y) != len(cats):
+            raise ValueError(f"bar panel, series {label!r}: {len(y)} values for {len(cats)} categories")
+        err = None
+        if yerr and label in yerr:
+            err = _float_list(yerr[label], f"bar panel, yerr {label!r}")
+            if len(err) != len(cats):
+                raise ValueError(f"bar panel, yerr {label!r}: {len(err)} values for {len(cats)} categories")
+        out[str(label)] = {"y": y, "yerr": err}
+    return {"kind": "bar", "title": str(title), "xlabel": str(xlabel), "ylabel": str(ylabel), "yscale": yscale,
+            "categories": cats, "series": out}
+
+
+def hist_panel(
+    samples: Mapping[str, Sequence[float]],
+    *,
+    bins: int = 30,
+    range: tuple[float, float] | None = None,  # noqa: A002 - numpy's name
+    title: str = "",
+    xlabel: str = "",
+    ylabel: str = "fraction of samples",
+    xscale: str = "linear",
+) -> dict[str, Any]:
+    """Histograms of per-sample values, one per label, on common bin edges.
+
+    Edges and counts are computed here, so a record holds ``bins`` numbers per
+    series, not the samples. With ``xscale="log"`` the edges are log-spaced
+    (non-positive samples are counted below the first edge in ``underflow``).
+    """
+    import numpy as np
+
+    _check_scales("hist panel", xscale)
+    if not samples:
+        raise ValueError("hist panel has no series")
+    if bins < 1:
+        raise ValueError(f"hist panel: bins must be positive, got {bins}")
+    data = {str(k): np.asarray(_float_list(v, f"hist panel, series {k!r}"), dtype=float) for k, v in samples.items()}
+    finite = np.concatenate([d[np.isfinite(d)] for d in data.values()]) if data else np.array([])
+    if xscale == "log":
+        finite = finite[finite > 0]
+    if range is not None:
+        lo, hi = float(range[0]), float(range[1])
+    elif finite.size:
+        lo, hi = float(finite.min()), float(finite.max())
+    else:
+        lo, hi = (1e-3, 1.0) if xscale == "log" else (0.0, 1.0)
+    if hi <= lo:
+        hi = lo * 10 if (xscale == "log" and lo > 0) else lo + 1.0
+    edges = np.geomspace(lo, hi, bins + 1) if xscale == "log" else np.linspace(lo, hi, bins + 1)
+    out = {}
+    for label, d in data.items():
+        counts, _ = np.histogram(d[np.isfinite(d)], bins=edges)
+        out[label] = {
+            "counts": counts.astype(int).tolist(),
+            "n": int(d.size),
+            "underflow": int((d < edges[0]).sum()),
+            "overflow": int((d > edges[-1]).sum()),
+            "mean": float(d[np.isfinite(d)].mean()) if np.isfinite(d).any() else None,
+        }
+    return {"kind": "hist", "title": str(title), "xlabel": str(xlabel), "ylabel": str(ylabel), "xscale": xscale,
+            "edges": edges.tolist(), "series": out}
+
+
+def heatmap_panel(
+    values: Sequence[Sequence[float]],
+    *,
+    xlabels: Sequence[str],
+    ylabels: Sequence[str],
+    title: str = "",
+    xlabel: str = "",
+    ylabel: str = "",
+    colorbar: str = "",
+) -> dict[str, Any]:
+    """A heatmap of ``values[row][col]`` with labelled rows and columns."""
+    rows = [_float_list(r, f"heatmap row {i}") for i, r in enumerate(values)]
+    if len(rows) != len(ylabels) or any(len(r) != len(xlabels) for r in rows):
+        raise ValueError(f"heatmap: values must be {len(ylabels)} rows of {len(xlabels)} columns")
+    return {"kind": "heatmap", "title": str(title), "xlabel": str(xlabel), "ylabel": str(ylabel),
+            "colorbar": str(colorbar), "xlabels": [str(x) for x in xlabels], "ylabels": [str(y) for y in ylabels],
+            "values": rows}
+
+
+def make_panels_figure(name: str, panels: Sequence[Mapping[str, Any]], *, title: str = "") -> dict[str, Any]:
+    """A figure of several panels side by side (each from ``line_panel``, ``bar_panel``, ...)."""
+    if not isinstance(name, str) or not name:
+        raise ValueError("figure name must be a non-empty string")
+    if not panels:
+        raise ValueError(f"figure {name!r} has no panels")
+    for p in panels:
+        if not isinstance(p, Mapping) or p.get("kind") not in PANEL_KINDS:
+            raise ValueError(f"figure {name!r}: each panel must come from line_panel, bar_panel, hist_panel or "
+                             "heatmap_panel")
+    return {"name": name, "title": str(title), "panels": [dict(p) for p in panels]}
+
+
+def figure_panels(spec: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The panels of a figure spec; a spec without panels (older records) is one line panel."""
+    if spec.get("panels"):
+        return list(spec["panels"])
+    return [{"kind": "line", **{k: v for k, v in spec.items() if k != "name"}}]
+
+
+def make_table(name: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> dict[str, Any]:
+    """A table for the report: ``rows`` of cells, one per column."""
+    if not isinstance(name, str) or not name:
+        raise ValueError("table name must be a non-empty string")
+    cols = [str(c) for c in columns]
+    if not cols:
+        raise ValueError(f"table {name!r} has no columns")
+    out = []
+    for i, row in enumerate(rows):
+        cells = to_jsonable(list(row))
+        if len(cells) != len(cols):
+            raise ValueError(f"table {name!r}, row {i}: {len(cells)} cells for {len(cols)} columns")
+        out.append(cells)
+    return {"name": name, "columns": cols, "rows": out}
+
+
 # --------------------------------------------------------------------------- #
 # Ordering
 # --------------------------------------------------------------------------- #
@@ -255,30 +434,88 @@ def figure_paths(records: Sequence[Mapping[str, Any]]) -> list[tuple[Mapping[str
     return out
 
 
-def draw_figure(spec: Mapping[str, Any]) -> Figure:
-    """Draw one figure spec as a line plot with markers; returns the Figure.
+def _draw_line(ax: Any, panel: Mapping[str, Any]) -> None:
+    for label, sr in (panel.get("series") or {}).items():
+        ls = {"solid": "-", "dashed": "--", "dotted": ":", "dashdot": "-."}[sr.get("style") or "solid"]
+        if sr.get("yerr") is not None:
+            ax.errorbar(sr["x"], sr["y"], yerr=sr["yerr"], marker="o", markersize=4, capsize=3, label=label,
+                        linestyle=ls)
+        else:
+            ax.plot(sr["x"], sr["y"], marker="o", markersize=4, label=label, linestyle=ls)
+    for i, (label, y) in enumerate((panel.get("hlines") or {}).items()):
+        ax.axhline(y, color=f"C{(len(panel.get('series') or {}) + i) % 10}", linestyle="--", label=label)
+    ax.set_xscale(panel.get("xscale", "linear"))
+    ax.set_yscale(panel.get("yscale", "linear"))
+    if panel.get("series") or panel.get("hlines"):
+        ax.legend(fontsize="small")
 
-    Uses ``matplotlib.figure.Figure`` with an Agg canvas (no pyplot, no display).
+
+def _draw_bar(ax: Any, panel: Mapping[str, Any]) -> None:
+    cats = panel["categories"]
+    series = panel.get("series") or {}
+    width = 0.8 / max(1, len(series))
+    for i, (label, sr) in enumerate(series.items()):
+        xs = [c + (i - (len(series) - 1) / 2) * width for c in range(len(cats))]
+        ax.bar(xs, sr["y"], width=width, yerr=sr.get("yerr"), capsize=3 if sr.get("yerr") else 0, label=label)
+    ax.set_xticks(list(range(len(cats))))
+    rotate = max((len(c) for c in cats), default=0) > 6
+    ax.set_xticklabels(cats, rotation=45 if rotate else 0, ha="right" if rotate else "center", fontsize="small")
+    ax.set_yscale(panel.get("yscale", "linear"))
+    if series:
+        ax.legend(fontsize="small")
+
+
+def _draw_hist(ax: Any, panel: Mapping[str, Any]) -> None:
+    edges = panel["edges"]
+    for label, sr in (panel.get("series") or {}).items():
+        total = max(1, int(sr.get("n") or sum(sr["counts"])))  # outside the edges counts in the total
+        ax.stairs([c / total for c in sr["counts"]], edges, label=f"{label} (n={total})", fill=False)
+    ax.set_xscale(panel.get("xscale", "linear"))
+    if panel.get("series"):
+        ax.legend(fontsize="small")
+
+
+def _draw_heatmap(ax: Any, panel: Mapping[str, Any], fig: Any) -> None:
+    im = ax.imshow(panel["values"], aspect="auto", origin="lower")
+    ax.set_xticks(list(range(len(panel["xlabels"]))))
+    ax.set_xticklabels(panel["xlabels"], fontsize="small")
+    ax.set_yticks(list(range(len(panel["ylabels"]))))
+    ax.set_yticklabels(panel["ylabels"], fontsize="small")
+    fig.colorbar(im, ax=ax, label=panel.get("colorbar", ""))
+
+
+def draw_figure(spec: Mapping[str, Any]) -> Figure:
+    """Draw a figure spec, one axes per panel side by side; returns the Figure.
+
+    Panel kinds: ``line`` (markers, optional error bars, styles and
+    horizontal lines), ``bar`` (categorical x), ``hist`` (precomputed bin
+    counts, normalized) and ``heatmap``. A spec without panels is one line
+    panel. Uses ``matplotlib.figure.Figure`` with an Agg canvas (no pyplot, no display).
     """
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(6.0, 4.0), dpi=100)
+    panels = figure_panels(spec)
+    fig = Figure(figsize=(6.0 * len(panels), 4.0 + (0.4 if spec.get("panels") and spec.get("title") else 0)), dpi=100)
     FigureCanvasAgg(fig)
-    ax = fig.add_subplot(1, 1, 1)
-    for label, s in (spec.get("series") or {}).items():
-        if s.get("yerr") is not None:
-            ax.errorbar(s["x"], s["y"], yerr=s["yerr"], marker="o", markersize=4, capsize=3, label=label)
+    for i, panel in enumerate(panels):
+        ax = fig.add_subplot(1, len(panels), i + 1)
+        kind = panel.get("kind", "line")
+        if kind == "bar":
+            _draw_bar(ax, panel)
+        elif kind == "hist":
+            _draw_hist(ax, panel)
+        elif kind == "heatmap":
+            _draw_heatmap(ax, panel, fig)
         else:
-            ax.plot(s["x"], s["y"], marker="o", markersize=4, label=label)
-    ax.set_xscale(spec.get("xscale", "linear"))
-    ax.set_yscale(spec.get("yscale", "linear"))
-    ax.set_xlabel(spec.get("xlabel", ""))
-    ax.set_ylabel(spec.get("ylabel", ""))
-    ax.set_title(spec.get("title", ""))
-    ax.grid(True, alpha=0.3)
-    if spec.get("series"):
-        ax.legend()
+            _draw_line(ax, panel)
+        ax.set_xlabel(panel.get("xlabel", ""))
+        ax.set_ylabel(panel.get("ylabel", ""))
+        ax.set_title(panel.get("title", "") if spec.get("panels") else spec.get("title", ""))
+        if kind != "heatmap":
+            ax.grid(True, alpha=0.3)
+    if spec.get("panels") and spec.get("title"):
+        fig.suptitle(spec["title"])
     fig.tight_layout()
     return fig
 
@@ -331,13 +568,66 @@ def format_markdown(records: Sequence[Mapping[str, Any]], meta: Mapping[str, Any
     if skipped:
         lines += ["## Skipped", ""] if lines[-1] == "" else ["", "## Skipped", ""]
         lines += [f"- {r.get('claim')} / {r.get('setting')}: {r.get('reason') or ''}" for r in skipped]
+    tables = [(r, t) for r in recs for t in (r.get("tables") or [])]
+    if tables:
+        lines += ["", "## Tables"]
+        for rec, t in tables:
+            lines += ["", f"### {rec.get('claim')} / {rec.get('setting')}: {t.get('name')}", ""]
+            lines.append("| " + " | ".join(_md_cell(c) for c in t.get("columns", [])) + " |")
+            lines.append("|" + "---|" * len(t.get("columns", [])))
+            for row in t.get("rows", []):
+                lines.append("| " + " | ".join(_md_cell(_fmt_cell(c)) for c in row) + " |")
+    timing = time_accounting(recs)
+    if timing["claims"]:
+        lines += ["", "## Time", "", "| Check | Wall | Building | Loading | Measuring |", "|---|---|---|---|---|"]
+        for row in timing["claims"]:
+            lines.append(
+                f"| {_md_cell(row['claim'])} / {_md_cell(row['setting'])} | {fmt_seconds(row['wall_time_s'])} | "
+                f"{fmt_seconds(row['build_time_s'])} | {fmt_seconds(row['load_time_s'])} | "
+                f"{fmt_seconds(row['measure_time_s'])} |"
+            )
+        if timing["kinds"]:
+            lines += ["", "| Product kind | Built | Build time | Loaded | Load time |", "|---|---|---|---|---|"]
+            for kind, k in sorted(timing["kinds"].items()):
+                lines.append(f"| {_md_cell(kind)} | {k['built']} | {fmt_seconds(k['build_s'])} | {k['loaded']} | "
+                             f"{fmt_seconds(k['load_s'])} |")
     figs = figure_paths(recs)
     if figs:
-        lines += ["", "## Figures", ""]
+        lines += ["", "## Figures"]
         for rec, spec, rel in figs:
             label = spec.get("title") or spec.get("name")
-            lines.append(f"- {rec.get('claim')} / {rec.get('setting')}: [{label}]({rel})")
+            lines += ["", f"**{_md_cell(rec.get('claim'))} / {_md_cell(rec.get('setting'))}: {_md_cell(label)}**",
+                      "", f"![{_md_cell(label)}]({rel})"]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _fmt_cell(c: Any) -> str:
+    if isinstance(c, float):
+        return fmt_num(c, 4)
+    return "" if c is None else str(c)
+
+
+def time_accounting(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+    """Where the time went: per claim (wall, building, loading, measuring) and per product kind.
+
+    A product built once is charged to the claim that asked for it first;
+    ``kinds`` adds up every record's products, so each build is counted once.
+    """
+    claims = []
+    kinds: dict[str, dict[str, Any]] = {}
+    for r in sort_records(records):
+        if r.get("wall_time_s") is None:
+            continue
+        claims.append({
+            "claim": r.get("claim"), "setting": r.get("setting"), "wall_time_s": r.get("wall_time_s"),
+            "build_time_s": r.get("build_time_s", 0.0), "load_time_s": r.get("load_time_s", 0.0),
+            "measure_time_s": r.get("measure_time_s", r.get("wall_time_s")),
+        })
+        for kind, k in (r.get("products") or {}).items():
+            acc = kinds.setdefault(kind, {"built": 0, "build_s": 0.0, "loaded": 0, "load_s": 0.0})
+            for f in acc:
+                acc[f] += k.get(f, 0)
+    return {"claims": claims, "kinds": kinds}
 
 
 def format_table(records: Sequence[Mapping[str, Any]]) -> str:
@@ -395,7 +685,8 @@ def write_report(records: Sequence[Mapping[str, Any]], out_dir: Path | str, meta
     Every file is written atomically. Returns the path of ``claims.md``.
     """
     out = Path(out_dir)
-    payload = {"meta": to_jsonable(dict(meta)), "records": to_jsonable([dict(r) for r in sort_records(records)])}
+    recs = [dict(r) for r in sort_records(records)]
+    payload = {"meta": to_jsonable(dict(meta)), "records": to_jsonable(recs), "time": to_jsonable(time_accounting(recs))}
     _atomic_write(out / JSON_NAME, (json.dumps(payload, indent=2) + "\n").encode("utf-8"))
     return _write_md_and_figures(payload["records"], payload["meta"], out)
 

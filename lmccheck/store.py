@@ -21,8 +21,11 @@ Safety properties:
 * ``get_or_create`` holds a per-key :class:`filelock.FileLock` around
   check-then-build, so concurrent processes build once; the others wait and load.
 * Every load verifies the entry (meta.json parses, format version, key, recipe
-  hash, sha256 of the tensor file, safetensors header).  Damaged entries are
-  reported, moved to ``corrupt/`` and rebuilt by ``get_or_create``.
+  hash, safetensors header); the sha256 of the tensor file is computed in
+  chunks on the first load in a session (again whenever the file's size or
+  mtime changes), and the tensors are then read through a memory map, so an
+  entry is never held twice in memory.  Damaged entries are reported, moved to
+  ``corrupt/`` and rebuilt by ``get_or_create``.
 * Loading only ever uses :mod:`json` and :mod:`safetensors` -- never pickle or
   ``torch.load``.
 
@@ -414,6 +417,10 @@ class Entry:
     key: str
     tensors: dict[str, torch.Tensor]
     meta: dict[str, Any]
+    built: bool = False
+    """True when this call built the entry, False when it was loaded."""
+    seconds: float = 0.0
+    """Wall time this call spent building (``built``) or loading the entry."""
 
     @property
     def short(self) -> str:
@@ -452,6 +459,8 @@ class Store:
         self.root: Path = Path(root).expanduser() if root is not None else default_root()
         self.lock_timeout = lock_timeout
         self._writable_checked = False
+        # entries whose tensor file was hashed in this session: key -> (size, mtime_ns)
+        self._verified: dict[str, tuple[int, int]] = {}
         self._clean_stale_tmp()
 
     def __repr__(self) -> str:
@@ -637,13 +646,32 @@ class Store:
             raise CorruptEntryError(key, path, "the entry is not a folder")
         meta = self._read_meta(key, path)
         tensors_path = path / TENSORS_FILE
+        t0 = time.perf_counter()
         try:
-            data = tensors_path.read_bytes()
+            stat = tensors_path.stat()
+            if self._verified.get(key) != (stat.st_size, stat.st_mtime_ns):
+                self._verify_tensors(key, path, tensors_path, meta)
+                self._verified[key] = (stat.st_size, stat.st_mtime_ns)
+            # one copy in memory: safetensors reads the verified file through a memory map
+            tensors = safetensors.torch.load_file(str(tensors_path))
         except FileNotFoundError:
+            self._verified.pop(key, None)
             raise CorruptEntryError(key, path, f"{TENSORS_FILE} is missing") from None
+        except CorruptEntryError:
+            self._verified.pop(key, None)
+            raise
         except OSError as e:
+            self._verified.pop(key, None)
             raise CorruptEntryError(key, path, f"{TENSORS_FILE} cannot be read ({e})") from None
-        digest = hashlib.sha256(data).hexdigest()
+        except Exception as e:  # SafetensorError and friends: bad header / layout
+            self._verified.pop(key, None)
+            raise CorruptEntryError(key, path, f"{TENSORS_FILE} is not a valid safetensors file ({e})") from None
+        return Entry(key=key, tensors=dict(tensors), meta=meta, built=False, seconds=time.perf_counter() - t0)
+
+    def _verify_tensors(self, key: str, path: Path, tensors_path: Path, meta: Mapping[str, Any]) -> None:
+        """Hash the tensor file in chunks (never holding it whole) against meta.json's sha256."""
+        with tensors_path.open("rb") as fh:
+            digest = hashlib.file_digest(fh, "sha256").hexdigest()
         if digest != meta["tensors_sha256"]:
             raise CorruptEntryError(
                 key,
@@ -651,12 +679,6 @@ class Store:
                 f"sha256 of {TENSORS_FILE} is {digest[:12]}..., meta.json expects "
                 f"{meta['tensors_sha256'][:12]}... (truncated or modified file)",
             )
-        try:
-            tensors = safetensors.torch.load(data)
-        except Exception as e:  # SafetensorError and friends: bad header / layout
-            raise CorruptEntryError(key, path, f"{TENSORS_FILE} is not a valid safetensors file ({e})") from None
-        del data
-        return Entry(key=key, tensors=dict(tensors), meta=meta)
 
     def check(self, key: str, *, verify: bool = True) -> tuple[str, str | None]:
         """Return ``(status, problem)``, status one of ok / corrupt / incompatible / missing.
@@ -667,6 +689,7 @@ class Store:
         path = self.path(key)
         try:
             if verify:
+                self._verified.pop(key, None)  # a check always hashes the file again
                 self.load(key)
             else:
                 if not path.is_dir():
@@ -781,7 +804,9 @@ class Store:
     ) -> Entry:
         """Return the entry for ``kind``/``recipe``, calling ``build()`` at most once overall.
 
-        ``build`` returns ``(tensors, meta)``.  Concurrent callers (threads,
+        ``build`` returns ``(tensors, meta)``. The entry says whether this call
+        built it (``entry.built``) and how long building or loading took
+        (``entry.seconds``).  Concurrent callers (threads,
         processes, xdist workers) serialize on the key's lock: one builds, the others
         wait and load.  A corrupt or incompatible entry is reported with a
         :class:`StoreWarning`, moved to ``root/corrupt/`` and rebuilt.  With
@@ -816,7 +841,9 @@ class Store:
             tensors, meta = result
             meta = dict(meta or {})
             meta.setdefault("wall_time_s", wall)
-            return self._put_locked(key, kind, recipe, tensors, meta)
+            entry = self._put_locked(key, kind, recipe, tensors, meta)
+            entry.built, entry.seconds = True, wall
+            return entry
         finally:
             lock.release()
 

@@ -1,0 +1,516 @@
+"""The product kinds lmccheck ships, each next to the code that builds it.
+
+Networks (decode to a :class:`~lmccheck.training.Run`, select a checkpoint
+with ``Ref(product, at=t)``):
+
+* ``train``: a training run of a :class:`~lmccheck.training.TrainConfig`; its
+  recipe is the config's recipe, as before products existed.
+* ``spawn``: a child of a network at a checkpoint, with new SGD noise.
+* ``imp_level``: one level of iterative magnitude pruning with rewinding; it
+  takes the previous level (or the dense run, for level 1) as input, so every
+  level is its own store entry.
+* ``retrain``: a rewound network retrained under a mask taken from another
+  network (an IMP level's mask, optionally permuted by a matching: mask
+  transport), or one-shot pruned from another network's final weights.
+* ``hybrid``: a state that takes some entries from one checkpoint and the
+  rest from another (partial rewinding).
+
+Measurements:
+
+* ``matching``: a permutation aligning network ``b`` onto ``a`` (weight or
+  activation matching).
+* ``barrier``: loss and error along the linear path between two (optionally
+  permuted) networks, Sharma et al. Eq. (1).
+* ``simplex_barrier``: the same over the simplex spanned by N networks.
+
+Each ``*_product`` function declares a product without building anything.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import torch
+
+from .interpolation import BarrierOptions, BarrierResult, SimplexResult, barrier, simplex_barrier
+from .matching import activation_matching, weight_matching
+from .permutation import Permutation, PermutationSpec
+from .products import Builder, Kind, Literal, Product, Ref, register, tensor_digest
+from .pruning import (
+    apply_mask,
+    dense_mask,
+    magnitude_prune,
+    one_shot_prune,
+    permute_mask,
+    prunable_keys,
+    retrain_with_mask,
+    sparsity,
+)
+from .store import Entry
+from .training import Run, TrainConfig, build_model, spawn, train
+
+__all__ = [
+    "MATCHING_METHODS",
+    "barrier_product",
+    "config_of",
+    "derived_seed",
+    "hybrid_product",
+    "imp_level_product",
+    "matching_product",
+    "network_ref",
+    "permutation_input",
+    "retrain_product",
+    "simplex_product",
+    "spawn_product",
+    "train_product",
+]
+
+MATCHING_METHODS = ("weight", "activation")
+NETWORK_KINDS = ("train", "spawn", "imp_level", "retrain", "hybrid")
+
+
+def derived_seed(base: int, *salt: Any) -> int:
+    """A 31-bit seed derived from ``base`` and ``salt`` (stable across processes and platforms)."""
+    digest = hashlib.blake2b(repr((int(base), *salt)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") & (2**31 - 1)
+
+
+# --------------------------------------------------------------------------- configs of networks
+def config_of(product: Product, device: str = "cpu") -> TrainConfig:
+    """The training recipe a network product follows (for ``spawn``: the child's SGD seed), without building."""
+    p = product.params
+    if product.kind == "train":
+        return TrainConfig.from_recipe(p, device=device)
+    if product.kind == "spawn":
+        return config_of(_ref(product, "parent").product, device).replace(sgd_seed=int(p["sgd_seed"]))
+    if product.kind == "imp_level":
+        return config_of(_ref(product, "dense").product, device).replace(sgd_seed=int(p["sgd_seed"]))
+    if product.kind == "retrain":
+        return config_of(_ref(product, "init").product, device).replace(sgd_seed=int(p["sgd_seed"]))
+    if product.kind == "hybrid":
+        return config_of(_ref(product, "late").product, device)
+    raise ValueError(f"a {product.kind} product is not a network; pass a train/spawn/imp_level/retrain/hybrid product")
+
+
+def _ref(product: Product, name: str) -> Ref:
+    value = product.inputs.get(name)
+    if not isinstance(value, Ref):
+        raise ValueError(f"{product.kind} product {product.short} has no network input {name!r}")
+    return value
+
+
+def network_ref(product: Product, at: float | None = None) -> Ref:
+    """``Ref(product, at)``, checking that ``product`` is a network; ``at=None`` becomes the end of training,
+    so the end state has one reference (and one key) however it is named."""
+    if product.kind not in NETWORK_KINDS:
+        raise ValueError(
+            f"a {product.kind} product is not a network; measurements take train, spawn, imp_level, "
+            "retrain or hybrid products"
+        )
+    return Ref(product, config_of(product).epochs if at is None else at)
+
+
+def _same_architecture(what: str, *refs: Ref) -> TrainConfig:
+    """The first network's config, after checking every network has its architecture and dataset."""
+    configs = [config_of(r.product) for r in refs]
+    first = configs[0]
+    for i, c in enumerate(configs[1:], start=1):
+        for field_ in ("arch", "model_kwargs", "dataset"):
+            if getattr(c, field_) != getattr(first, field_):
+                raise ValueError(
+                    f"{what}: network {i} has {field_}={getattr(c, field_)!r} but network 0 has "
+                    f"{getattr(first, field_)!r}; {what} needs networks of one architecture and dataset"
+                )
+    return first
+
+
+def _decode_run(product: Product, entry: Entry, builder: Builder) -> Run:
+    run = Run.from_record(config_of(product, builder.device), entry.tensors, entry.meta)
+    run.info["store_key"] = product.key
+    return run
+
+
+def _data(builder: Builder, config: TrainConfig) -> Any:
+    return builder.dataset(config.dataset)
+
+
+# --------------------------------------------------------------------------- train
+def train_product(config: TrainConfig) -> Product:
+    """A full training run of ``config`` with its checkpoints (``config.device`` is not part of it)."""
+    return Product("train", config.recipe())
+
+
+def _build_train(product: Product, builder: Builder) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    config = config_of(product, builder.device)
+    return train(config, progress=builder.progress, data=_data(builder, config)).to_record()
+
+
+def _describe_train(product: Product) -> str:
+    p = product.params
+    kw = ",".join(f"{k}={v}" for k, v in sorted(p["model_kwargs"].items()))
+    return f"{p['arch']}({kw}) {p['dataset']} {p['epochs']:g} ep, init_seed={p['init_seed']} sgd_seed={p['sgd_seed']}"
+
+
+register(Kind("train", 1, _build_train, _decode_run, recipe=lambda p: dict(p.params), describe=_describe_train,
+              network=True, phase="training"))
+
+
+# --------------------------------------------------------------------------- spawn
+def spawn_product(parent: Product, at_epoch: float, sgd_seed: int) -> Product:
+    """A child of network ``parent`` spawned at ``at_epoch`` and trained to the end with ``sgd_seed``.
+
+    A masked parent (an IMP level) passes its mask on.
+    """
+    return Product("spawn", {"at_epoch": float(at_epoch), "sgd_seed": int(sgd_seed)},
+                   {"parent": network_ref(parent)})
+
+
+def _build_spawn(product: Product, builder: Builder) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    parent = builder.get(_ref(product, "parent").product)
+    p = product.params
+    return spawn(parent.config, parent, p["at_epoch"], p["sgd_seed"], progress=builder.progress,
+                 data=_data(builder, parent.config)).to_record()
+
+
+register(Kind("spawn", 1, _build_spawn, _decode_run, network=True, phase="training",
+              describe=lambda p: f"at {p.params['at_epoch']:g} ep, sgd_seed={p.params['sgd_seed']}"))
+
+
+# --------------------------------------------------------------------------- IMP
+def imp_level_product(
+    dense: Product, level: int, rewind_epoch: float, *, fraction: float = 0.2, include_head: bool = False
+) -> Product:
+    """IMP level ``level`` (>= 1) of the dense run ``dense``, rewinding to ``rewind_epoch``.
+
+    Level L prunes ``fraction`` of level L-1's remaining prunable weights by
+    the magnitude of its trained weights (globally), rewinds the kept weights
+    to ``dense`` at ``rewind_epoch`` and retrains with the mask to the end.
+    Each level draws its own data order: its SGD seed is derived from the
+    dense run's ``sgd_seed`` and the level, and recorded in the recipe.
+    """
+    if dense.kind != "train":
+        raise ValueError(f"IMP starts from a train product, got {dense.kind}")
+    if isinstance(level, bool) or not isinstance(level, int) or level < 1:
+        raise ValueError(f"IMP level must be an int >= 1 (level 0 is the dense run), got {level!r}")
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"fraction must be in (0, 1), got {fraction}")
+    prev = dense if level == 1 else imp_level_product(dense, level - 1, rewind_epoch, fraction=fraction,
+                                                      include_head=include_head)
+    seed = derived_seed(int(dense.params["sgd_seed"]), "imp_level", level)
+    return Product(
+        "imp_level",
+        {"level": level, "rewind_epoch": float(rewind_epoch), "fraction": float(fraction),
+         "include_head": bool(include_head), "sgd_seed": seed},
+        {"dense": Ref(dense), "prev": Ref(prev)},
+    )
+
+
+def _build_imp_level(product: Product, builder: Builder) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    p = product.params
+    dense = builder.get(_ref(product, "dense").product)
+    prev = builder.get(_ref(product, "prev").product)
+    rewind = float(p["rewind_epoch"])
+    rewind_state = dense.state_at(rewind)  # a clear KeyError naming the available times
+    final = prev.final
+    mask = prev.mask if prev.mask is not None else dense_mask(final, prunable_keys(final, include_head=p["include_head"]))
+    mask = magnitude_prune(final, mask, p["fraction"])
+    run = retrain_with_mask(dense.config, apply_mask(rewind_state, mask), mask, rewind, sgd_seed=p["sgd_seed"],
+                            progress=builder.progress, data=_data(builder, dense.config))
+    run.info.update({"level": p["level"], "remaining": sparsity(mask).remaining, "rewind_epoch": rewind})
+    return run.to_record()
+
+
+register(Kind("imp_level", 1, _build_imp_level, _decode_run, network=True, phase="training",
+              describe=lambda p: f"level {p.params['level']}, rewind to {p.params['rewind_epoch']:g} ep"))
+
+
+# --------------------------------------------------------------------------- retrain under a mask
+def permutation_input(perm: Permutation | Product | None) -> Ref | Literal | None:
+    """A permutation as a product input: a matching product by reference, any other by content."""
+    if perm is None:
+        return None
+    if isinstance(perm, Product):
+        if perm.kind != "matching":
+            raise ValueError(f"expected a matching product, got {perm.kind}")
+        return Ref(perm)
+    if isinstance(perm, Permutation):
+        return Literal(perm, tensor_digest({g: perm.perms[g].to(torch.int64) for g in perm.perms}))
+    raise TypeError(f"a permutation must be a Permutation or a matching product, got {type(perm).__name__}")
+
+
+def retrain_product(
+    init: Ref,
+    mask_from: Product,
+    *,
+    perm: Permutation | Product | None = None,
+    oneshot_remaining: float | None = None,
+    sgd_seed: int | None = None,
+) -> Product:
+    """The network ``init`` (a checkpoint, e.g. the rewind point) retrained to the end under a mask.
+
+    The mask is ``mask_from``'s own mask (an IMP level), permuted by ``perm``
+    when given (mask transport, Sharma et al. App. F); with
+    ``oneshot_remaining`` it is instead the one-shot magnitude mask of
+    ``mask_from``'s final weights keeping that fraction. Training starts at
+    ``init.at`` with ``sgd_seed`` (default: the init network's).
+    """
+    if init.at is None:
+        raise ValueError("retrain needs the checkpoint to start from: Ref(network, at=rewind_epoch)")
+    if oneshot_remaining is not None and not 0.0 < oneshot_remaining <= 1.0:
+        raise ValueError(f"oneshot_remaining is the fraction of weights kept, in (0, 1]; got {oneshot_remaining}")
+    _same_architecture("retrain", init, Ref(mask_from, 0.0))
+    seed = int(config_of(init.product).sgd_seed if sgd_seed is None else sgd_seed)
+    return Product(
+        "retrain",
+        {"start_epoch": init.at, "sgd_seed": seed,
+         "mask": "oneshot" if oneshot_remaining is not None else "of_network",
+         "oneshot_remaining": None if oneshot_remaining is None else float(oneshot_remaining)},
+        {"init": network_ref(init.product, init.at), "mask_from": network_ref(mask_from),
+         "perm": permutation_input(perm)},
+    )
+
+
+def _build_retrain(product: Product, builder: Builder) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    p = product.params
+    init_ref = _ref(product, "init")
+    init_run = builder.get(init_ref.product)
+    source = builder.get(_ref(product, "mask_from").product)
+    if p["mask"] == "oneshot":
+        mask = one_shot_prune(source.final, p["oneshot_remaining"])
+    else:
+        if source.mask is None:
+            raise ValueError(
+                f"network {_ref(product, 'mask_from').product.short} has no mask; take the mask from an "
+                "imp_level product, or use oneshot_remaining"
+            )
+        mask = source.mask
+    perm = builder.resolve(product.inputs.get("perm"))
+    if perm is not None:
+        mask = permute_mask(perm, mask)
+    run = retrain_with_mask(init_run.config, builder.state(init_ref), mask, p["start_epoch"], sgd_seed=p["sgd_seed"],
+                            progress=builder.progress, data=_data(builder, init_run.config))
+    run.info.update({"remaining": sparsity(mask).remaining, "mask": p["mask"], "permuted_mask": perm is not None})
+    return run.to_record()
+
+
+register(Kind("retrain", 1, _build_retrain, _decode_run, network=True, phase="training",
+              describe=lambda p: f"from {p.params['start_epoch']:g} ep, mask {p.params['mask']}"))
+
+
+# --------------------------------------------------------------------------- hybrids
+def hybrid_product(early: Ref, late: Ref, early_keys: Sequence[str]) -> Product:
+    """A state taking the entries ``early_keys`` from ``early`` and every other entry from ``late``.
+
+    Sharma et al. App. H.3's partial rewinding: some weight layers from time t,
+    the rest from the end of training.
+    """
+    _same_architecture("hybrid", early, late)
+    return Product("hybrid", {"early_keys": sorted(set(early_keys))},
+                   {"early": network_ref(early.product, early.at), "late": network_ref(late.product, late.at)})
+
+
+def _build_hybrid(product: Product, builder: Builder) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    early, late = builder.state(_ref(product, "early")), builder.state(_ref(product, "late"))
+    late_run = builder.get(_ref(product, "late").product)
+    unknown = [k for k in product.params["early_keys"] if k not in late]
+    if unknown:
+        raise ValueError(f"hybrid: {unknown[0]!r} is not a state-dict entry of the network")
+    state = {k: (early[k] if k in product.params["early_keys"] else v).clone() for k, v in late.items()}
+    t = late_run.config.epochs  # a hybrid is one state, filed at the end of training
+    run = Run(config=late_run.config, checkpoints={t: state}, metrics={t: {}}, wall_time_s=0.0, start_epoch=t,
+              mask=late_run.mask)
+    return run.to_record()
+
+
+register(Kind("hybrid", 1, _build_hybrid, _decode_run, network=True, phase="other",
+              describe=lambda p: f"{len(p.params['early_keys'])} entries rewound"))
+
+
+# --------------------------------------------------------------------------- matching
+def _arch_model(builder: Builder, config: TrainConfig) -> torch.nn.Module:
+    """One (untrained, CPU) instance per architecture and dataset, for specs and option resolution."""
+    arch = json.dumps([config.arch, dict(config.model_kwargs), config.dataset], sort_keys=True, default=str)
+    return builder.fact(f"model:{arch}", lambda: build_model(config, builder.dataset(config.dataset)))
+
+
+def _spec(builder: Builder, config: TrainConfig) -> PermutationSpec:
+    return _arch_model(builder, config).permutation_spec()
+
+
+def matching_product(
+    method: str, a: Ref, b: Ref, *, seed: int = 0, options: Mapping[str, Any] | None = None, device: str = "cpu"
+) -> Product:
+    """The permutation aligning ``b`` onto ``a`` (apply it to ``b``), by ``method``.
+
+    ``weight``: Greedy-SOBLAP (``seed`` orders the sweeps). ``activation``: on
+    the whole training subset of ``a``'s recipe, on ``device``. ``options`` are
+    keyword arguments of the matching function (e.g. ``{"stream": "sum"}``).
+    """
+    if method not in MATCHING_METHODS:
+        raise ValueError(f"unknown matching method {method!r}; use 'weight' or 'activation'")
+    config = _same_architecture("matching", a, b)
+    params: dict[str, Any] = {"method": method, "seed": int(seed), "options": dict(options or {})}
+    if method == "activation":
+        params["data"] = {"dataset": config.dataset, "split": "train", "subset": config.train_subset}
+        params["device_type"] = torch.device(device).type
+    return Product("matching", params, {"a": network_ref(a.product, a.at), "b": network_ref(b.product, b.at)})
+
+
+def _build_matching(product: Product, builder: Builder) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    p = product.params
+    ra, rb = _ref(product, "a"), _ref(product, "b")
+    run_a = builder.get(ra.product)
+    sa, sb = builder.state(ra), builder.state(rb)
+    ds = builder.dataset(run_a.config.dataset)
+    model = build_model(run_a.config, ds)
+    if p["method"] == "weight":
+        perm = weight_matching(model.permutation_spec(), sa, sb, seed=p["seed"], **p["options"])
+    else:
+        data = ds.train.take(p["data"]["subset"])
+        perm = activation_matching(model, sa, sb, data, device=builder.device, **p["options"])
+    return {g: t.to(torch.int64) for g, t in perm.perms.items()}, {"stats": perm.stats}
+
+
+def _decode_matching(product: Product, entry: Entry, builder: Builder) -> Permutation:
+    perm = Permutation(_spec(builder, config_of(_ref(product, "a").product)), entry.tensors)
+    perm.stats = dict(entry.meta.get("stats", {}))
+    return perm
+
+
+register(Kind("matching", 2, _build_matching, _decode_matching, phase="matching",
+              describe=lambda p: f"{p.params['method']}"))
+
+
+# --------------------------------------------------------------------------- barriers
+def _resolved_options(config: TrainConfig, options: BarrierOptions, builder: Builder) -> dict[str, Any]:
+    """``options.resolve`` for ``config``'s architecture on the builder's device (the model is built once)."""
+    return options.resolve(_arch_model(builder, config), builder.device)
+
+
+def barrier_product(
+    a: Ref,
+    b: Ref,
+    *,
+    perm: Permutation | Product | None = None,
+    perm_a: Permutation | Product | None = None,
+    split: str = "test",
+    options: BarrierOptions = BarrierOptions(),
+    builder: Builder,
+) -> Product:
+    """Loss/error barrier between ``perm_a[a]`` and ``perm[b]`` on ``split`` of ``a``'s dataset.
+
+    The key holds what changes the numbers (``options.resolve``: examples,
+    alphas, BatchNorm reset, precision and device type, for ``builder``'s
+    device); the speed options ride along as the product's ``hints`` and are
+    never keyed.
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    config = _same_architecture("barrier", a, b)
+    params = {"dataset": config.dataset, "split": split, "options": _resolved_options(config, options, builder)}
+    return Product("barrier", params, {"a": network_ref(a.product, a.at), "b": network_ref(b.product, b.at),
+                                       "perm": permutation_input(perm), "perm_a": permutation_input(perm_a)},
+                   hints=options)
+
+
+def _speed(product: Product) -> BarrierOptions:
+    return product.hints if isinstance(product.hints, BarrierOptions) else BarrierOptions()
+
+
+def _permuted_state(builder: Builder, product: Product, ref_name: str, perm_name: str) -> dict[str, torch.Tensor]:
+    state = builder.state(_ref(product, ref_name))
+    perm = builder.resolve(product.inputs.get(perm_name))
+    return perm.apply(state) if perm is not None else state
+
+
+def _eval_kwargs(product: Product, builder: Builder) -> dict[str, Any]:
+    """Evaluation keywords: the keyed (resolved) options win over the speed hints."""
+    opts = product.params["options"]
+    kwargs = _speed(product).barrier_kwargs(builder.device)
+    kwargs.update({"n_examples": opts["n_examples"], "bn_reset": opts["bn_reset"],
+                   "autocast": opts["precision"] == "bf16"})
+    if opts["bn_reset"]:
+        kwargs.update({"bn_batches": opts["bn_batches"], "bn_batch_size": opts["bn_batch_size"]})
+    return kwargs
+
+
+def _build_barrier(product: Product, builder: Builder) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    p = product.params
+    run_a = builder.get(_ref(product, "a").product)
+    sa = _permuted_state(builder, product, "a", "perm_a")
+    sb = _permuted_state(builder, product, "b", "perm")
+    ds = builder.dataset(p["dataset"])
+    kwargs = _eval_kwargs(product, builder)
+    res = barrier(build_model(run_a.config, ds), sa, sb, ds.split(p["split"]), alphas=p["options"]["alphas"],
+                  bn_data=ds.train, split=p["split"], **kwargs)
+    return {}, {"result": res.as_dict()}
+
+
+def _decode_barrier(product: Product, entry: Entry, builder: Builder) -> BarrierResult:
+    d = dict(entry.meta["result"])
+    d["loss_endpoints"] = tuple(d["loss_endpoints"])
+    d["error_endpoints"] = tuple(d["error_endpoints"])
+    return BarrierResult(**d)
+
+
+register(Kind("barrier", 2, _build_barrier, _decode_barrier, phase="evaluation",
+              describe=lambda p: f"{p.params['split']}, {len(p.params['options']['alphas'])} alphas x "
+                                 f"{p.params['options']['n_examples']}"))
+
+
+def simplex_product(
+    nets: Sequence[Ref],
+    *,
+    perms: Sequence[Permutation | Product | None] | None = None,
+    split: str = "test",
+    resolution: int = 6,
+    options: BarrierOptions = BarrierOptions(),
+    builder: Builder,
+) -> Product:
+    """The barrier over the simplex spanned by ``perms[i][nets[i]]`` (Sharma et al. Def. 4.2 for N networks)."""
+    if len(nets) < 2:
+        raise ValueError(f"a simplex barrier needs at least 2 networks, got {len(nets)}")
+    perms = list(perms) if perms is not None else [None] * len(nets)
+    if len(perms) != len(nets):
+        raise ValueError(f"{len(perms)} permutations for {len(nets)} networks")
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    config = _same_architecture("simplex barrier", *nets)
+    resolved = _resolved_options(config, options, builder)
+    resolved.pop("alphas")
+    params = {"dataset": config.dataset, "split": split, "resolution": int(resolution), "options": resolved}
+    return Product("simplex_barrier", params, {
+        "nets": tuple(network_ref(r.product, r.at) for r in nets),
+        "perms": tuple(permutation_input(p) for p in perms),
+    }, hints=options)
+
+
+def _build_simplex(product: Product, builder: Builder) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    p = product.params
+    nets = product.inputs["nets"]
+    perms = builder.resolve(product.inputs["perms"])
+    states = []
+    for ref, perm in zip(nets, perms):  # type: ignore[arg-type]
+        s = builder.state(ref)
+        states.append(perm.apply(s) if perm is not None else s)
+    run0 = builder.get(nets[0].product)  # type: ignore[index]
+    ds = builder.dataset(p["dataset"])
+    kwargs = _eval_kwargs(product, builder)
+    res = simplex_barrier(build_model(run0.config, ds), states, ds.split(p["split"]), resolution=p["resolution"],
+                          bn_data=ds.train, split=p["split"], **kwargs)
+    return {}, {"result": res.as_dict()}
+
+
+def _decode_simplex(product: Product, entry: Entry, builder: Builder) -> SimplexResult:
+    d = dict(entry.meta["result"])
+    d["weights"] = [tuple(w) for w in d["weights"]]
+    for k in ("loss_argmax_weights", "error_argmax_weights", "vertex_loss", "vertex_error"):
+        d[k] = tuple(d[k])
+    return SimplexResult(**d)
+
+
+register(Kind("simplex_barrier", 1, _build_simplex, _decode_simplex, phase="evaluation",
+              describe=lambda p: f"{len(p.inputs['nets'])} networks, {p.params['split']}"))

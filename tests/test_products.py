@@ -1,0 +1,350 @@
+"""Products as declared recipes: keys without building, plans, provenance, and the lab's wrappers."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from fixtures import Lab
+from lmccheck.interpolation import BarrierOptions
+from lmccheck.kinds import (
+    barrier_product,
+    config_of,
+    imp_level_product,
+    matching_product,
+    spawn_product,
+    train_product,
+)
+from lmccheck.permutation import Permutation
+from lmccheck.products import Builder, Product, ProductEvent, Ref
+from lmccheck.pruning import sparsity
+from lmccheck.store import Store
+from lmccheck.training import TrainConfig
+
+from tiny_recipes import tiny_config
+
+TINY = tiny_config()
+TINY_BN = tiny_config(model_kwargs={"width": 32, "depth": 2, "norm": "batchnorm"})
+
+
+@pytest.fixture
+def lab(tmp_path: Path) -> Lab:
+    return Lab(store=Store(tmp_path / "store"), progress=False)
+
+
+def _events(lab: Lab) -> list[ProductEvent]:
+    events: list[ProductEvent] = []
+    lab.subscribe(events.append)
+    return events
+
+
+# --------------------------------------------------------------------------- keys and plans
+def test_keys_are_computed_without_building_and_follow_the_inputs(lab: Lab) -> None:
+    dense = train_product(TINY)
+    # the train key is the config's recipe key, as before products existed
+    assert dense.key == lab.store.key("train", TINY.recipe())
+    child = spawn_product(dense, 0.5, 7)
+    assert spawn_product(dense, 0.5, 7).key == child.key
+    assert spawn_product(dense, 0.5, 8).key != child.key
+    assert spawn_product(train_product(TINY.replace(init_seed=1)), 0.5, 7).key != child.key
+    level2 = imp_level_product(dense, 2, 0.5)
+    assert level2.inputs["prev"].product.key == imp_level_product(dense, 1, 0.5).key  # type: ignore[union-attr]
+    assert imp_level_product(dense, 2, 0.25).key != level2.key
+    assert lab.store.keys() == []  # nothing was built
+
+
+def test_config_of_follows_the_product_chain() -> None:
+    dense = train_product(TINY)
+    assert config_of(spawn_product(dense, 0.5, 7)) == TINY.replace(sgd_seed=7)
+    lv = imp_level_product(dense, 1, 0.5)
+    assert config_of(lv).sgd_seed == lv.params["sgd_seed"] != TINY.sgd_seed
+    with pytest.raises(ValueError, match="not a network"):
+        config_of(matching_product("weight", Ref(dense), Ref(dense)))
+
+
+def test_plan_lists_missing_then_stored_and_builds_nothing(lab: Lab) -> None:
+    a, b = train_product(TINY), train_product(TINY.replace(init_seed=1, sgd_seed=1))
+    match = matching_product("weight", Ref(a), Ref(b))
+    bar = barrier_product(Ref(a), Ref(b), perm=match, options=BarrierOptions(n_examples=128, alphas=3), builder=lab)
+    plan = lab.plan([bar])
+    assert [(i.kind, i.stored) for i in plan] == [
+        ("train", False), ("train", False), ("matching", False), ("barrier", False)
+    ]
+    assert lab.store.keys() == []  # planning built nothing
+    lab.get(bar)
+    assert {i.key for i in plan} == set(lab.store.keys())
+    again = Lab(store=Store(lab.store.root), progress=False).plan([bar])
+    assert [(i.kind, i.stored) for i in again] == [("barrier", True)]  # a stored product needs nothing else
+
+
+def test_get_reports_built_then_loaded_with_exclusive_time(lab: Lab, tmp_path: Path) -> None:
+    events = _events(lab)
+    child = lab.child(TINY, 0.5, sgd_seed=77)
+    built = [(e.kind, e.source) for e in events if e.source != "memo"]
+    assert built == [("train", "built"), ("spawn", "built")]
+    spawn_ev = next(e for e in events if e.kind == "spawn")
+    train_ev = next(e for e in events if e.kind == "train" and e.source == "built")
+    assert spawn_ev.depth == 0 and train_ev.depth == 1
+    assert 0 < train_ev.seconds and 0 < spawn_ev.seconds
+    entry = lab.store.load(spawn_ev.key)
+    # the spawn's own time (and its stored build time) exclude the parent's training, which it triggered
+    assert entry.meta["wall_time_s"] < spawn_ev.seconds < entry.meta["wall_time_s"] + 0.5 * train_ev.seconds
+    fresh = Lab(store=Store(tmp_path / "store"), progress=False)
+    ev2 = _events(fresh)
+    again = fresh.child(TINY, 0.5, sgd_seed=77)
+    assert [(e.kind, e.source) for e in ev2] == [("spawn", "loaded"), ("train", "input")]  # named, not fetched
+    assert torch.equal(again.final["layers.0.weight"] if "layers.0.weight" in again.final else
+                       next(iter(again.final.values())),
+                       child.final["layers.0.weight"] if "layers.0.weight" in child.final else
+                       next(iter(child.final.values())))
+
+
+def test_store_entry_says_built_or_loaded(tmp_path: Path) -> None:
+    store = Store(tmp_path)
+    calls = []
+
+    def build():
+        calls.append(1)
+        return {"x": torch.ones(3)}, {}
+
+    first = store.get_or_create("demo", {"n": 1}, build)
+    second = store.get_or_create("demo", {"n": 1}, build)
+    assert (first.built, second.built, len(calls)) == (True, False, 1)
+    assert first.seconds == pytest.approx(first.meta["wall_time_s"])
+    assert torch.equal(second.tensors["x"], torch.ones(3))
+
+
+# --------------------------------------------------------------------------- complete keys
+def _barrier_key(lab: Lab, config: TrainConfig, **opts) -> str:
+    a, b = train_product(config), train_product(config.replace(init_seed=5))
+    return barrier_product(Ref(a), Ref(b), options=BarrierOptions(**opts), builder=lab).key
+
+
+def test_barrier_keys_hold_what_changes_numbers_and_not_speed(lab: Lab) -> None:
+    base = _barrier_key(lab, TINY)
+    # speed options never split a key
+    for speed in ({"engine": "loop"}, {"batch_size": 17}, {"first_layer_shortcut": False},
+                  {"channels_last": True}, {"vmap_chunk": 3}):
+        assert _barrier_key(lab, TINY, **speed) == base, speed
+    # precision does (bf16 is what CUDA's default gives; fp32 is what the CPU's default gives)
+    assert _barrier_key(lab, TINY, precision="fp32") == base
+    assert _barrier_key(lab, TINY, precision="bf16") != base
+    assert _barrier_key(lab, TINY, n_examples=100) != base
+    assert _barrier_key(lab, TINY, alphas=5) != base
+    # BatchNorm options split keys of BatchNorm networks only
+    bn = _barrier_key(lab, TINY_BN)
+    assert _barrier_key(lab, TINY_BN, bn_batches=3) != bn
+    assert _barrier_key(lab, TINY_BN, bn_batch_size=100) != bn
+    assert _barrier_key(lab, TINY_BN, bn_reset=False) != bn
+    assert _barrier_key(lab, TINY, bn_batches=3) == base
+
+
+def test_default_bn_batches_match_the_cli_rule() -> None:
+    # as many training examples as are evaluated, at most 10k, in batches of 500
+    assert BarrierOptions().resolved_bn_batches() == 20
+    assert BarrierOptions(n_examples=1200).resolved_bn_batches() == 3
+    assert BarrierOptions(n_examples=50_000).resolved_bn_batches() == 20
+
+
+def test_cuda_device_resolves_bf16_and_its_own_key(tmp_path: Path) -> None:
+    cpu = Builder(store=Store(tmp_path), device="cpu")
+    cuda = Builder(store=Store(tmp_path), device="cuda")  # declaring needs no GPU; building would
+    cuda._datasets = cpu._datasets  # noqa: SLF001 - share the CPU copy, nothing is evaluated
+    cuda.dataset = cpu.dataset  # type: ignore[method-assign]
+    a, b = Ref(train_product(TINY)), Ref(train_product(TINY.replace(init_seed=3)))
+    on_cpu = barrier_product(a, b, builder=cpu)
+    on_cuda = barrier_product(a, b, builder=cuda)
+    assert on_cpu.params["options"]["precision"] == "fp32"
+    assert on_cuda.params["options"]["precision"] == "bf16"
+    assert on_cpu.key != on_cuda.key
+    fp32_on_cuda = barrier_product(a, b, options=BarrierOptions(precision="fp32"), builder=cuda)
+    assert fp32_on_cuda.key not in (on_cpu.key, on_cuda.key)  # device type is part of the key too
+
+
+# --------------------------------------------------------------------------- lab wrappers
+def test_an_imp_level_can_be_matched_and_measured_through_the_lab(lab: Lab) -> None:
+    level = lab.imp_level(TINY, 2, 0.5)
+    assert level.mask is not None and sparsity(level.mask).remaining == pytest.approx(0.64, abs=0.01)
+    for k, m in level.mask.items():
+        assert torch.all(level.final[k][~m] == 0)
+    other = lab.run(TINY.replace(init_seed=9, sgd_seed=9))
+    perm = lab.match("weight", other, level)
+    aligned = lab.barrier(other, level, perm=perm, n_examples=256, alphas=5)
+    naive = lab.barrier(other, level, n_examples=256, alphas=5)
+    assert aligned.loss_barrier < naive.loss_barrier  # alignment lowers the barrier
+    n = len(lab.store.keys())
+    fresh = Lab(store=Store(lab.store.root), progress=False)
+    events = _events(fresh)
+    level_again = fresh.imp_level(TINY, 2, 0.5)
+    other_again = fresh.run(TINY.replace(init_seed=9, sgd_seed=9))
+    again = fresh.barrier(other_again, level_again, perm=fresh.match("weight", other_again, level_again),
+                          n_examples=256, alphas=5)
+    assert again == aligned and len(lab.store.keys()) == n
+    assert {e.source for e in events} <= {"loaded", "memo", "input"}  # nothing rebuilt
+    # each IMP level is its own store entry; levels reuse each other
+    imp = lab.imp(TINY, 2, 0.5)
+    assert [lv.remaining for lv in imp.levels] == [1.0, pytest.approx(0.8, abs=0.01), pytest.approx(0.64, abs=0.01)]
+    assert len(lab.store.keys()) == n
+    assert all(torch.equal(imp[2].mask[k], level.mask[k]) for k in level.mask)
+    # the levels lab.imp returns can be measured too
+    assert lab.barrier(other, imp[2], perm=perm, n_examples=256, alphas=5) == aligned
+
+
+def test_imp_levels_draw_their_own_data_order(lab: Lab) -> None:
+    dense = train_product(TINY)
+    seeds = {imp_level_product(dense, k, 0.5).params["sgd_seed"] for k in (1, 2, 3)}
+    assert len(seeds) == 3 and TINY.sgd_seed not in seeds
+
+
+def _permuted_mask_by_apply(perm: Permutation, mask: dict, state: dict) -> dict:
+    """The mask moved like the weights: as 0/1 weights of a full state put through ``perm.apply``."""
+    full = {k: (mask[k].to(v.dtype) if k in mask else v) for k, v in state.items()}
+    moved = perm.apply(full)
+    return {k: moved[k] > 0.5 for k in mask}
+
+
+@pytest.mark.parametrize("by", ["matching", "literal"])
+def test_transported_mask_keeps_exactly_the_permuted_positions(lab: Lab, by: str) -> None:
+    level = lab.imp_level(TINY, 1, 0.5)
+    b = lab.run(TINY.replace(init_seed=4, sgd_seed=4))
+    perm = lab.match("weight", b, level)  # aligns the level onto b: P[level] ~ b
+    if by == "literal":
+        perm = Permutation(perm.spec, {g: t.clone() for g, t in perm.perms.items()})  # not the lab's object
+    retrained = lab.retrain_masked(b, 0.5, level, perm=perm)
+    expected = _permuted_mask_by_apply(perm, level.mask, level.final)
+    assert retrained.mask is not None and set(retrained.mask) == set(expected)
+    assert all(torch.equal(retrained.mask[k], expected[k]) for k in expected)
+    assert any(not torch.equal(retrained.mask[k], level.mask[k]) for k in expected)  # it did move
+    for k, m in expected.items():
+        assert torch.all(retrained.final[k][~m] == 0) and torch.all(retrained.state_at(0.5)[k][~m] == 0)
+    with pytest.raises(ValueError, match="has no mask"):
+        lab.retrain_masked(b, 0.5, b)
+
+
+def test_networks_of_different_architectures_are_refused_at_declaration(lab: Lab) -> None:
+    a = lab.run(TINY)
+    wide = lab.run(tiny_config(model_kwargs={"width": 48, "depth": 2}))
+    for call in (lambda: lab.barrier(a, wide), lambda: lab.match("weight", a, wide),
+                 lambda: lab.simplex([a, a, wide]), lambda: lab.hybrid(a, 0.5, wide, [])):
+        with pytest.raises(ValueError, match="model_kwargs"):
+            call()
+    with pytest.raises(ValueError, match="split must be"):
+        lab.simplex([a, a], split="validation")
+
+
+def test_the_end_state_has_one_key_however_it_is_named(lab: Lab) -> None:
+    a, b = lab.run(TINY), lab.run(TINY.replace(init_seed=1, sgd_seed=1))
+    assert lab.barrier_product(a, b).key == lab.barrier_product(a, b, time=1.0).key
+    assert lab.barrier_product(a, b).key != lab.barrier_product(a, b, time=0.5).key
+
+
+def test_lab_barrier_keywords_reach_the_key(lab: Lab) -> None:
+    a, b = lab.run(TINY), lab.run(TINY.replace(init_seed=1, sgd_seed=1))
+    base = lab.barrier_product(a, b).key
+    assert lab.barrier_product(a, b, engine="loop", batch_size=7).key == base
+    assert lab.barrier_product(a, b, precision="bf16").key != base
+    assert lab.barrier_product(a, b, split="train").key != base
+    assert lab.barrier_product(a, b, n_examples=99).key != base
+
+
+def test_hybrid_takes_the_named_entries_from_the_early_checkpoint(lab: Lab) -> None:
+    run = lab.run(TINY)
+    keys = sorted(run.final)
+    early_keys = keys[:2]
+    hyb = lab.hybrid(run, 0.25, run, early_keys)
+    for k in keys:
+        want = run.state_at(0.25)[k] if k in early_keys else run.final[k]
+        assert torch.equal(hyb.final[k], want), k
+    with pytest.raises(ValueError, match="not a state-dict entry"):
+        lab.hybrid(run, 0.25, run, ["no.such.weight"])
+
+
+def test_a_random_permutation_is_keyed_by_content(lab: Lab) -> None:
+    pair = lab.pair(TINY, 0)
+    spec = lab.model(TINY).permutation_spec()
+    p = Permutation.random(spec, pair.a.final, 1)
+    same = Permutation(spec, {g: t.clone() for g, t in p.perms.items()})
+    other = Permutation.random(spec, pair.a.final, 2)
+    k1 = lab.barrier_product(pair.a, pair.b, perm=p).key
+    assert lab.barrier_product(pair.a, pair.b, perm=same).key == k1
+    assert lab.barrier_product(pair.a, pair.b, perm=other).key != k1
+
+
+def test_lab_rejects_runs_it_did_not_make(lab: Lab) -> None:
+    run = lab.run(TINY)
+    stranger = type(run)(config=run.config, checkpoints=run.checkpoints, metrics=run.metrics, wall_time_s=0.0)
+    with pytest.raises(ValueError, match="did not come from the lab"):
+        lab.barrier(run, stranger)
+    with pytest.raises(KeyError, match="0.75"):
+        lab.barrier(run, run, time=0.75)
+    with pytest.raises(ValueError, match="unknown matching method"):
+        lab.match("telepathy", run, run)
+    with pytest.raises(ValueError, match="unknown product kind"):
+        Product("telepathy", {})
+
+
+def test_decoded_networks_are_kept_in_a_bounded_cache(tmp_path: Path) -> None:
+    lab = Lab(store=Store(tmp_path), progress=False, max_networks=2)
+    for s in range(3):
+        lab.run(TINY.replace(init_seed=s, sgd_seed=s))
+    assert len(lab._networks) == 2  # noqa: SLF001
+    events = _events(lab)
+    lab.run(TINY.replace(init_seed=0, sgd_seed=0))  # evicted: loaded again, not rebuilt
+    assert [(e.kind, e.source) for e in events] == [("train", "loaded")]
+
+
+def test_datasets_are_loaded_once_per_lab(lab: Lab) -> None:
+    assert lab.dataset("fashion-mnist") is lab.dataset("fashion-mnist")
+
+
+# --------------------------------------------------------------------------- records
+CLAIM_WITH_LAB = """
+import pytest
+from fixtures.pytest_fixtures import lab, _account_products
+from lmccheck.kinds import matching_product, train_product
+from lmccheck.products import Ref
+from tiny_recipes import tiny_config
+
+@pytest.mark.claim("S97")
+def test_uses_products(lab, measure):
+    a, b = (train_product(tiny_config(init_seed=s, sgd_seed=s)) for s in (0, 1))
+    # one call builds everything, nested: the runs and the matching inside the barrier's get
+    res = lab.barrier(a, b, perm=matching_product("weight", Ref(a), Ref(b)), n_examples=128, alphas=3)
+    measure.summary = f"{res.loss_barrier:.3f}"
+
+@pytest.mark.claim("S96")
+def test_reuses_products(lab, measure):
+    pair = [lab.run(tiny_config(init_seed=s, sgd_seed=s)) for s in (0, 1)]
+    measure.summary = "reused"
+"""
+
+
+def test_record_lists_every_key_and_its_build_time(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    pytester.makepyfile(test_claim_products=CLAIM_WITH_LAB)
+    root = Path(__file__).resolve().parents[1]
+    pytester.syspathinsert(root)
+    pytester.syspathinsert(root / "tests")
+    result = pytester.runpytest("-p", "no:cacheprovider", f"--lmc-cache={tmp_path / 'store'}",
+                                f"--lmc-report={tmp_path / 'report'}", "--lmc-device=cpu")
+    result.assert_outcomes(passed=2)
+    data = json.loads((tmp_path / "report" / "claims.json").read_text())
+    recs = {r["claim"]: r for r in data["records"]}
+    store = Store(tmp_path / "store")
+    kinds = {k: store.load(k).kind for k in store.keys()}
+    # S97 built both runs, the matching and the barrier: four keys, all in its record
+    assert sorted(kinds[k] for k in recs["S97"]["fixture_keys"]) == ["barrier", "matching", "train", "train"]
+    assert set(recs["S97"]["fixture_keys"]) == set(store.keys())
+    p = recs["S97"]["products"]
+    assert (p["train"]["built"], p["matching"]["built"], p["barrier"]["built"]) == (2, 1, 1)
+    # nested builds are charged once each: the total cannot exceed the wall time
+    assert 0 < recs["S97"]["build_time_s"] <= recs["S97"]["wall_time_s"]
+    assert p["barrier"]["build_s"] < p["train"]["build_s"]  # the barrier's own time excludes the training
+    assert recs["S97"]["measure_time_s"] == pytest.approx(
+        recs["S97"]["wall_time_s"] - recs["S97"]["build_time_s"] - recs["S97"]["load_time_s"], abs=1e-3)
+    # S96 reused the runs from the session cache: keys listed, nothing built
+    assert sorted(kinds[k] for k in recs["S96"]["fixture_keys"]) == ["train", "train"]
+    assert recs["S96"]["build_time_s"] == 0 and recs["S96"]["products"]["train"]["memo"] == 2
+    assert data["time"]["kinds"]["train"]["built"] == 2
