@@ -12,13 +12,27 @@ import pytest
 from fixtures.recipes import CPU, GPU, Setting
 
 
-def params(cpu: list[str], gpu: list[str]) -> list[object]:
-    """``pytest.param`` objects for the named settings; GPU ones carry the ``gpu`` marker."""
-    out: list[object] = [pytest.param(CPU[name], id=name, marks=pytest.mark.xdist_group(name)) for name in cpu]
-    out += [
-        pytest.param(GPU[name], id=name, marks=[pytest.mark.gpu, pytest.mark.xdist_group(name)]) for name in gpu
+def params(cpu: list[str], gpu: list[str], findings: dict[str, str] | None = None) -> list[object]:
+    """``pytest.param`` objects for the named settings; GPU ones carry the ``gpu`` marker.
+
+    ``findings`` maps a setting to the reason (with the measured numbers) why the claim does not
+    reproduce there: that setting is marked ``xfail(strict=True)``, so the run passes while the report
+    shows FAIL with its numbers, and a fix that makes it pass is noticed (strict XPASS fails).
+    """
+    findings = dict(findings or {})
+    unknown = set(findings) - set(cpu) - set(gpu)
+    if unknown:
+        raise ValueError(f"findings for settings the claim does not use: {sorted(unknown)}")
+
+    def marks(name: str, gpu_: bool) -> list[pytest.MarkDecorator]:
+        out = [pytest.mark.xdist_group(name)] + ([pytest.mark.gpu] if gpu_ else [])
+        if name in findings:
+            out.append(pytest.mark.xfail(strict=True, reason=f"finding: {findings[name]}"))
+        return out
+
+    return [pytest.param(CPU[name], id=name, marks=marks(name, False)) for name in cpu] + [
+        pytest.param(GPU[name], id=name, marks=marks(name, True)) for name in gpu
     ]
-    return out
 
 
 def describe(setting: Setting) -> dict[str, object]:

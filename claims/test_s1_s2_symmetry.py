@@ -13,7 +13,6 @@ Entezari property (Prop. B.1).
 from __future__ import annotations
 
 import copy
-import math
 
 import pytest
 import torch
@@ -23,8 +22,10 @@ from fixtures.recipes import Setting
 from lmccheck.data import load_dataset
 from lmccheck.report import pct
 from lmccheck.models import get_model
+from lmccheck.matching import weight_matching
 from lmccheck.permutation import Permutation
 
+from .rules import MC_NOISE_STDERRS, connected_threshold
 from .settings import describe, params
 
 # torch.testing.assert_close's float32 tolerances: "equal within float tolerance"
@@ -80,19 +81,13 @@ def test_s1_permutation_leaves_function_unchanged(arch: str, measure) -> None:
 
 
 # ---------------------------------------------------------------------------- S2
-#: barriers of jointly permuted pairs must agree to float precision (loss in nats, error as a fraction)
+#: barriers of jointly permuted pairs must agree to float precision (loss in nats)
 S2_BARRIER_ATOL = 1e-5
-#: "linearly connected if the error barrier is below ... the expected Monte Carlo noise of the
-#: empirical loss estimator" (Sharma §2.1): two standard errors of the 0-1 error on n examples.
-MC_NOISE_STDERRS = 2.0
-
-
-def _connected_threshold(error: float, n: int) -> float:
-    return MC_NOISE_STDERRS * math.sqrt(max(error * (1 - error), 1e-12) / n)
+#: ... and error barriers to one example in n: a near-tie argmax may flip under a reordered fp32 sum
+S2_ERROR_ATOL_EXAMPLES = 1
 
 
 @pytest.mark.claim("S2")
-@pytest.mark.xdist_group("pairs")
 @pytest.mark.parametrize("setting", params(["mlp512-fmnist"], ["vgg16-ln-cifar10"]))
 def test_s2_slc_implies_wlc_and_f0(setting: Setting, lab: Lab, measure) -> None:
     """Barriers are invariant under joint permutation; Q(A,B) = Q'(A)^-1 Q'(B) witnesses WLC;
@@ -104,7 +99,8 @@ def test_s2_slc_implies_wlc_and_f0(setting: Setting, lab: Lab, measure) -> None:
     n = setting.eval_examples
 
     def bar(x, y, p_x: Permutation | None = None, p_y: Permutation | None = None):
-        return lab.barrier(x, y, perm_a=p_x, perm=p_y, split="test", n_examples=n)
+        # exact-equality comparisons evaluate in fp32 (no bf16 autocast on CUDA)
+        return lab.barrier(x, y, perm_a=p_x, perm=p_y, split="test", n_examples=n, precision="fp32")
 
     # joint permutation invariance: B(P[A], P[B]) = B(A, B)
     p = Permutation.random(spec, A.final, 11)
@@ -116,9 +112,16 @@ def test_s2_slc_implies_wlc_and_f0(setting: Setting, lab: Lab, measure) -> None:
     wlc = bar(A, B, None, q_ab)
     # F0 = {theta1 = A, theta2 = P[A]} with a trained A
     f0_pair = bar(A, A, None, p)
-    thr = _connected_threshold(max(f0_pair.error_endpoints), n)
-    slc_f0 = bar(A, A, None, p.inverse().compose(p))  # Q'(theta1) = id, Q'(theta2) = P^-1
-    # Entezari: Q(theta1)[theta1] must be connected to theta1 AND theta2; try the natural candidates
+    thr = connected_threshold(max(f0_pair.error_endpoints), n)
+    # SLC of F0, with a witness *found by matching*, not constructed: weight matching aligns
+    # theta2 = P[A] onto theta1 = A; Q'(theta1) = id, Q'(theta2) = that permutation Q. Then
+    # B(theta1, Q[theta2]) must vanish. A matcher that failed to undo P would leave F0's barrier
+    # (on an exact permuted copy this mostly checks that weight matching recovers P^-1).
+    q_found = weight_matching(spec, A.final, p.apply(A.final), seed=0)
+    slc_f0 = bar(A, A, None, q_found.compose(p))
+    # Entezari: Q(theta1)[theta1] must be connected to theta1 AND theta2. Prop. B.1's proof tries the
+    # natural candidates {id, P}; with B(A, A) = 0 and symmetry, each reduces to B(A, P[A]) > threshold,
+    # so this restates the F0 assertion in the proof's terms rather than testing every Q.
     candidates: dict[str, Permutation | None] = {"identity": None, "P": p}
     entezari = {
         name: max(bar(A, A, c, None).error_barrier, bar(A, A, c, p).error_barrier)
@@ -132,12 +135,13 @@ def test_s2_slc_implies_wlc_and_f0(setting: Setting, lab: Lab, measure) -> None:
         "f0": {
             "B(theta1, theta2)_error": f0_pair.error_barrier,
             "slc_witness_error_barrier": slc_f0.error_barrier,
+            "slc_witness_found_by_matching_equals_P_inverse": q_found == p.inverse(),
             "entezari_candidates_max_error_barrier": entezari,
             "connected_threshold": thr,
         },
     })
-    measure.thresholds.update({"barrier_atol": S2_BARRIER_ATOL, "mc_noise_stderrs": MC_NOISE_STDERRS})
-    measure.fixture_keys.extend(pair.keys)
+    measure.thresholds.update({"barrier_atol": S2_BARRIER_ATOL, "error_atol": S2_ERROR_ATOL_EXAMPLES / n,
+                               "mc_noise_stderrs": MC_NOISE_STDERRS})
     measure.seeds.append(pair.seeds)
     measure.summary = (
         f"|B(P[A],P[B]) - B(A,B)| = {abs(joint.loss_barrier - base.loss_barrier):.1e} (loss); "
@@ -146,7 +150,7 @@ def test_s2_slc_implies_wlc_and_f0(setting: Setting, lab: Lab, measure) -> None:
     )
     for x, y, what in ((base, joint, "joint permutation"), (slc, wlc, "SLC -> WLC witness")):
         assert abs(x.loss_barrier - y.loss_barrier) <= S2_BARRIER_ATOL, f"{what}: loss barriers differ"
-        assert abs(x.error_barrier - y.error_barrier) <= S2_BARRIER_ATOL, f"{what}: error barriers differ"
+        assert abs(x.error_barrier - y.error_barrier) <= S2_ERROR_ATOL_EXAMPLES / n, f"{what}: error barriers differ"
     assert f0_pair.error_barrier > thr, "F0's two networks are linearly connected; Prop. B.1 needs them not to be"
-    assert slc_f0.error_barrier <= thr, "the SLC witness of F0 leaves a barrier"
+    assert slc_f0.error_barrier <= thr, "the SLC witness of F0 found by weight matching leaves a barrier"
     assert all(v > thr for v in entezari.values()), f"an Entezari candidate connects F0: {entezari}"

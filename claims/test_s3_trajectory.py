@@ -9,34 +9,38 @@ barrier vs training time, unpermuted vs P_end (WM and AM).
 
 from __future__ import annotations
 
-import statistics
-
 import pytest
 
 from fixtures import Lab
 from fixtures.recipes import Setting
 from lmccheck.report import pct
 
+from .rules import MC_NOISE_STDERRS, connected_threshold, mean_std
 from .settings import describe, params
 
-#: "highly reduced": the aligned loss barrier is at most this fraction of the unaligned one
-#: (the paper reports a reduction of roughly 10x; at most half is the weakest reading of "highly").
-FAR_BELOW_RATIO = 0.5
-#: "at every checkpoint after the first epoch"
-FROM_EPOCH = 1.0
+#: "the error barrier after aligning with P_end drops from around 70% (as measured between two differently
+#: initialized networks after convergence) to 3-8% at any time t in training" (§5.1): at every t, the
+#: aligned barrier is at most 8/70 of the unaligned barrier *after convergence*, the paper's own worst
+#: ratio. The paper quantifies error barriers only; applying the same ratio to loss barriers is
+#: lmccheck's reading of "the resulting loss barrier ... is highly reduced at all times t".
+HIGHLY_REDUCED_RATIO = 8 / 70
 METHODS = ("weight", "activation")
 SPLITS = ("test", "train")
-
-
-def _mean_std(xs: list[float]) -> tuple[float, float]:
-    return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
+KINDS = ("loss", "error")
 
 
 @pytest.mark.claim("S3")
-@pytest.mark.xdist_group("pairs")
-@pytest.mark.parametrize("setting", params(["mlp512-fmnist"], ["vgg16-ln-cifar10", "resnet20x4-ln-cifar10", "vgg16-ln-fmnist"]))
+@pytest.mark.parametrize("setting", params(
+    ["mlp512-fmnist"], ["vgg16-ln-cifar10", "resnet20x4-ln-cifar10", "vgg16-ln-fmnist"],
+    findings={"mlp512-fmnist": (
+        "at t = 0.25 epoch (5% of training) the aligned LOSS barrier is 11.5-13.3% of the converged unaligned one "
+        "(e.g. WM test, seed 1: 0.170 vs 1.276), above 8/70 = 11.4%; error barriers pass at every checkpoint and seed "
+        "(end: 22.4% -> 1.0% WM, 1.1% AM). Measured with `make claims`, 3 seeds."
+    )},
+))
 def test_s3_end_permutation_aligns_trajectory(setting: Setting, lab: Lab, n_seeds: int, measure) -> None:
-    """barrier(A_t, P_end[B_t]) << barrier(A_t, B_t) at every checkpoint t >= 1 epoch, for WM and AM."""
+    """barrier(A_t, P_end[B_t]) <= 8/70 barrier(A_end, B_end) for every seed, split, loss and error, at every
+    checkpoint where the unaligned pair is not already linearly connected; for WM and AM."""
     cfg = setting.config
     pairs = lab.pairs(cfg, n_seeds)
     times = pairs[0].a.times
@@ -44,24 +48,29 @@ def test_s3_end_permutation_aligns_trajectory(setting: Setting, lab: Lab, n_seed
     raw: dict[str, dict[str, list[list[tuple[float, float]]]]] = {
         s: {m: [] for m in ("unaligned", *METHODS)} for s in SPLITS
     }
+    # per split and seed: the unaligned error barrier's connectivity threshold at each checkpoint
+    thresholds: dict[str, list[list[float]]] = {s: [] for s in SPLITS}
     curves_end: dict[str, dict[str, list[float]]] = {}
     for pair in pairs:
         perms = {m: lab.match(m, pair.a, pair.b) for m in METHODS}
         for split in SPLITS:
             for name in ("unaligned", *METHODS):
                 row = []
+                thr_row = []
                 for t in times:
                     res = lab.barrier(pair.a, pair.b, time=t, perm=perms.get(name), split=split, n_examples=setting.eval_examples)
                     row.append((res.loss_barrier, res.error_barrier))
-                    if pair.replicate == 0 and split == "test" and t == times[-1]:
-                        curves_end[name] = {"alphas": res.alphas, "loss": res.loss, "error": res.error}
+                    thr_row.append(connected_threshold(max(res.error_endpoints), res.n_examples))
+                if name == "unaligned":
+                    thresholds[split].append(thr_row)
+                if pair.replicate == 0 and split == "test":  # the last res is at the end of training
+                    curves_end[name] = {"alphas": res.alphas, "loss": res.loss, "error": res.error}
                 raw[split][name].append(row)
-        measure.fixture_keys.extend(pair.keys)
         measure.seeds.append(pair.seeds)
 
     def stat(split: str, name: str, which: int) -> tuple[list[float], list[float]]:
         per_t = [[seed_row[i][which] for seed_row in raw[split][name]] for i in range(len(times))]
-        ms = [_mean_std(v) for v in per_t]
+        ms = [mean_std(v) for v in per_t]
         return [m for m, _ in ms], [s for _, s in ms]
 
     summary: dict[str, dict[str, dict[str, dict[str, list[float]]]]] = {}
@@ -80,7 +89,7 @@ def test_s3_end_permutation_aligns_trajectory(setting: Setting, lab: Lab, n_seed
         "end_curves_seed0_test": curves_end,
         "test_acc_end": [p.a.final_metrics["test_acc"] for p in pairs] + [p.b.final_metrics["test_acc"] for p in pairs],
     })
-    measure.thresholds.update({"far_below_ratio": FAR_BELOW_RATIO, "from_epoch": FROM_EPOCH})
+    measure.thresholds.update({"highly_reduced_ratio": HIGHLY_REDUCED_RATIO, "mc_noise_stderrs": MC_NOISE_STDERRS})
     test = summary["test"]
     for which, label in (("loss", "loss barrier"), ("error", "error barrier")):
         measure.figure(
@@ -107,21 +116,34 @@ def test_s3_end_permutation_aligns_trajectory(setting: Setting, lab: Lab, n_seed
         series={name: (c["alphas"], c["loss"]) for name, c in curves_end.items()},
     )
 
-    failures = []
-    checked = [i for i, t in enumerate(times) if t >= FROM_EPOCH]
-    for m in METHODS:
-        for i in checked:
-            naive, aligned = test["unaligned"]["loss_mean"][i], test[m]["loss_mean"][i]
-            if not aligned <= FAR_BELOW_RATIO * naive:
-                failures.append(f"{m} at epoch {times[i]:g}: aligned {aligned:.4f} vs unaligned {naive:.4f}")
+    # every seed, split, loss and error, at every checkpoint where the unaligned pair is not linearly connected
+    failures, checked, worst = [], {}, {m: 0.0 for m in METHODS}
+    for split in SPLITS:
+        for seed, pair in enumerate(pairs):
+            unaligned = raw[split]["unaligned"][seed]
+            idx = [i for i in range(len(times)) if unaligned[i][1] > thresholds[split][seed][i]]
+            checked[f"{split}/seed{seed}"] = [times[i] for i in idx]
+            for m in METHODS:
+                for k, kind in enumerate(KINDS):
+                    converged = unaligned[-1][k]  # the unaligned barrier after convergence
+                    if converged <= 0:
+                        continue  # nothing to reduce
+                    for i in idx:
+                        aligned = raw[split][m][seed][i][k]
+                        ratio = aligned / converged
+                        worst[m] = max(worst[m], ratio)
+                        if not aligned <= HIGHLY_REDUCED_RATIO * converged:
+                            failures.append(f"{m} {split} {kind} seed {seed} epoch {times[i]:g}: {aligned:.4f} vs "
+                                            f"unaligned after convergence {converged:.4f} (ratio {ratio:.3f})")
+    measure.values["checked_times"] = checked
+    measure.values["worst_ratio"] = worst
     end = len(times) - 1
     measure.summary = (
         f"end: error barrier {pct(test['unaligned']['error_mean'][end])} -> "
         f"{pct(test['weight']['error_mean'][end])} (WM), {pct(test['activation']['error_mean'][end])} (AM); "
-        f"worst aligned/unaligned loss ratio for t>={FROM_EPOCH:g}: "
-        + ", ".join(
-            f"{m[:1].upper()}M {max(test[m]['loss_mean'][i] / max(test['unaligned']['loss_mean'][i], 1e-12) for i in checked):.2f}"
-            for m in METHODS
-        )
+        f"worst aligned_t / unaligned_end over seeds, splits, loss and error where unaligned_t > MC noise: "
+        + ", ".join(f"{m[:1].upper()}M {worst[m]:.3f}" for m in METHODS)
+        + f" (pass <= {HIGHLY_REDUCED_RATIO:.3f})"
     )
-    assert not failures, "P_end does not reduce the barrier far enough: " + "; ".join(failures)
+    measure.values["failures"] = failures
+    assert not failures, f"P_end does not reduce the barrier to 8/70 at {len(failures)} points: " + "; ".join(failures[:8])

@@ -553,9 +553,12 @@ def format_markdown(records: Sequence[Mapping[str, Any]], meta: Mapping[str, Any
     lines += ["", "| Claim | Setting | Verdict | Key numbers | Wall time |", "|---|---|---|---|---|"]
     for r in recs:
         verdict = r.get("verdict", "?")
+        shown = "**" + verdict + "**" if verdict in ("FAIL", "ERROR") else verdict
+        if r.get("known_finding"):
+            shown += " (known finding)"
         lines.append(
             f"| {_md_cell(r.get('claim'))} | {_md_cell(r.get('setting'))} | "
-            f"{'**' + verdict + '**' if verdict in ('FAIL', 'ERROR') else verdict} | "
+            f"{shown} | "
             f"{_md_cell(r.get('summary') or r.get('reason') or '')} | {fmt_seconds(r.get('wall_time_s'))} |"
         )
     bad = [r for r in recs if r.get("verdict") in ("FAIL", "ERROR", "XPASS")]
@@ -563,6 +566,8 @@ def format_markdown(records: Sequence[Mapping[str, Any]], meta: Mapping[str, Any
         lines += ["", "## Failures", ""]
         for r in bad:
             lines += [f"### {r.get('claim')} / {r.get('setting')}: {r.get('verdict')}", "", f"`{r.get('nodeid', '')}`", ""]
+            if r.get("known_finding"):
+                lines += [f"Known finding (strict xfail): {_md_cell(r.get('reason'))}", ""]
             lines += ["```", str(r.get("failure") or "(no message)").rstrip(), "```", ""]
     skipped = [r for r in recs if r.get("verdict") == "SKIP"]
     if skipped:
@@ -638,7 +643,7 @@ def format_table(records: Sequence[Mapping[str, Any]]) -> str:
             (
                 str(r.get("claim", "")),
                 str(r.get("setting", "")),
-                str(r.get("verdict", "?")),
+                str(r.get("verdict", "?")) + (" (finding)" if r.get("known_finding") else ""),
                 str(r.get("summary") or r.get("reason") or "").replace("\n", " "),
             )
         )

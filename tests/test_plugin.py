@@ -381,3 +381,51 @@ def test_error_and_skip_verdicts(pytester: pytest.Pytester) -> None:
     assert err["verdict"] == "ERROR" and "RuntimeError: fixture exploded" in err["failure"]
     assert err["values"] == {"before": 1}
     assert skip["verdict"] == "SKIP" and skip["reason"] == "dataset not available"
+
+
+FINDING_CLAIM = """
+import pytest
+
+@pytest.mark.claim("S95")
+@pytest.mark.xfail(strict=True, reason="finding: barrier 9.0% at t=1 (measured)")
+def test_finding(measure):
+    measure.summary = "barrier 9.0%"
+    assert 0.09 <= 0.05, "aligned barrier 9.0% above 5.0%"
+"""
+
+
+def test_a_strict_xfail_claim_is_reported_as_a_failing_finding(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    pytester.makepyfile(test_finding=FINDING_CLAIM)
+    result = pytester.runpytest("-p", "no:cacheprovider", f"--lmc-report={tmp_path}")
+    result.assert_outcomes(xfailed=1)  # the run passes ...
+    rec = json.loads((tmp_path / "claims.json").read_text())["records"][0]
+    # ... and the report shows FAIL with the numbers and the reason
+    assert (rec["verdict"], rec["known_finding"]) == ("FAIL", True)
+    assert "9.0% above 5.0%" in rec["failure"] and "measured" in rec["reason"]
+    md = (tmp_path / "claims.md").read_text()
+    assert "| **FAIL** (known finding) |" in md and "Known finding (strict xfail)" in md
+    result.stdout.fnmatch_lines(["*S95*FAIL (finding)*barrier 9.0%*"])
+
+
+GROUPED = """
+import pytest
+
+@pytest.mark.parametrize("s", [pytest.param(i, marks=pytest.mark.xdist_group("setting-a")) for i in range(3)]
+                         + [pytest.param(9, marks=pytest.mark.xdist_group("setting-b"))])
+def test_grouped(s):
+    pass
+"""
+
+
+def test_xdist_loadgroup_keeps_a_setting_on_one_worker(pytester: pytest.Pytester) -> None:
+    """The claims' per-setting xdist groups only work if loadgroup does (it silently broke with pytest 9.2)."""
+    pytester.makepyfile(test_grouped=GROUPED)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "-n", "2", "--dist", "loadgroup", "-v",
+                                           "--lmc-no-report")
+    result.assert_outcomes(passed=4)
+    workers = {}
+    for line in result.outlines:
+        if "PASSED" in line and "test_grouped" in line:
+            workers.setdefault(line.split("@")[-1].split()[0], set()).add(line.split("]")[0])
+    assert set(workers) == {"setting-a", "setting-b"}, result.outlines
+    assert len(workers["setting-a"]) == 1  # all three on one worker
