@@ -208,8 +208,14 @@ def _check_bijection(group: str, p: torch.Tensor) -> torch.Tensor:
         raise ValueError(f"permutation of group {group!r} must hold integers, got {p.dtype}")
     p = p.to(torch.long)
     n = p.numel()
-    if n and (int(p.min()) < 0 or int(p.max()) >= n or torch.unique(p).numel() != n):
-        seen = torch.bincount(p.clamp(0, n - 1), minlength=n)
+    if n and (int(p.min()) < 0 or int(p.max()) >= n):
+        value = int(p.min()) if int(p.min()) < 0 else int(p.max())
+        raise ValueError(
+            f"permutation of group {group!r} is not a bijection of 0..{n - 1}: value {value} is outside that "
+            "range; every index must appear exactly once (was it built for a wider or narrower network?)"
+        )
+    if n and torch.unique(p).numel() != n:
+        seen = torch.bincount(p, minlength=n)
         bad = int(torch.nonzero(seen != 1)[0]) if bool((seen != 1).any()) else -1
         raise ValueError(
             f"permutation of group {group!r} is not a bijection of 0..{n - 1} "
