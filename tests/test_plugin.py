@@ -332,7 +332,7 @@ _REAL_ENTRY_POINTS = importlib.metadata.entry_points
         ((), True, True, "['lmccheck']"),
         (("-p", "lmccheck.pytest_plugin"), True, True, "['lmccheck.pytest_plugin']"),
         (("-p", "lmccheck"), True, True, "['lmccheck']"),
-        ((), False, True, "['lmccheck']"),
+        ((), False, True, "['lmccheck.pytest_plugin']"),
         ((), False, False, "['lmccheck.pytest_plugin']"),
     ],
     ids=["entry-point", "p-module", "p-entry-point", "no-autoload", "source-tree"],
