@@ -365,7 +365,7 @@ def _build_matching(product: Product, builder: Builder) -> tuple[dict[str, torch
     run_a = builder.get(ra.product)
     sa, sb = builder.state(ra), builder.state(rb)
     ds = builder.dataset(run_a.config.dataset)
-    model = build_model(run_a.config, ds)
+    model = _arch_model(builder, run_a.config)  # copied by the matcher, never modified
     if p["method"] == "weight":
         perm = weight_matching(model.permutation_spec(), sa, sb, seed=p["seed"], **p["options"])
     else:
@@ -444,7 +444,7 @@ def _build_barrier(product: Product, builder: Builder) -> tuple[dict[str, torch.
     sb = _permuted_state(builder, product, "b", "perm")
     ds = builder.dataset(p["dataset"])
     kwargs = _eval_kwargs(product, builder)
-    res = barrier(build_model(run_a.config, ds), sa, sb, ds.split(p["split"]), alphas=p["options"]["alphas"],
+    res = barrier(_arch_model(builder, run_a.config), sa, sb, ds.split(p["split"]), alphas=p["options"]["alphas"],
                   bn_data=ds.train, split=p["split"], **kwargs)
     return {}, {"result": res.as_dict()}
 
@@ -499,7 +499,7 @@ def _build_simplex(product: Product, builder: Builder) -> tuple[dict[str, torch.
     run0 = builder.get(nets[0].product)  # type: ignore[index]
     ds = builder.dataset(p["dataset"])
     kwargs = _eval_kwargs(product, builder)
-    res = simplex_barrier(build_model(run0.config, ds), states, ds.split(p["split"]), resolution=p["resolution"],
+    res = simplex_barrier(_arch_model(builder, run0.config), states, ds.split(p["split"]), resolution=p["resolution"],
                           bn_data=ds.train, split=p["split"], **kwargs)
     return {}, {"result": res.as_dict()}
 
