@@ -12,6 +12,7 @@ diff).  The summary also goes to ``mutation/<module>.txt``.
     .venv/bin/python tools/mutation.py permutation --timeout 60
     .venv/bin/python tools/mutation.py permutation --resume   # finish an interrupted run
     .venv/bin/python tools/mutation.py permutation --report   # re-print the last results
+    .venv/bin/python tools/mutation.py matching --sample 150  # a seeded random sample of the mutants
 
 How it works, per module:
 
@@ -32,6 +33,11 @@ How it works, per module:
 5. The score is killed / (killed + survived); timeouts count as killed and are
    shown separately; incompetent mutants (ones that could not be run) and
    skipped ones are not counted.
+
+``--sample N`` runs a uniform random sample of N of the mutants (seeded by
+``--sample-seed``; the others are marked "not in the sample" and not scored),
+for modules whose full run takes hours.  The score is then an estimate of the
+full run's, printed with its 95% Wilson interval.
 
 The score is information, not a gate: the command exits 0 whenever the runs
 completed.  Not part of ``make test`` or CI (it takes minutes to hours).
@@ -57,7 +63,9 @@ WORK_DIR = OUT_DIR / "work"
 
 #: module of lmccheck -> the unit test files that cover it (missing files are left out)
 TESTS: dict[str, list[str]] = {
-    "permutation": ["tests/test_permutation.py", "tests/test_permutation_matrices.py"],
+    "permutation": [
+        "tests/test_permutation.py", "tests/test_permutation_matrices.py", "tests/test_permutation_errors.py",
+    ],
     "matching": ["tests/test_matching.py", "tests/test_activation_modules.py"],
     "interpolation": ["tests/test_interpolation.py"],
     "pruning": ["tests/test_pruning.py", "tests/test_masks.py"],
@@ -67,6 +75,7 @@ PYTEST_ARGS = ["-x", "-q", "-p", "no:cacheprovider"]
 MIN_TIMEOUT_S = 30.0
 TIMEOUT_FACTOR = 10.0
 SKIP_ANNOTATION = "mutant inside a type annotation (never evaluated: from __future__ import annotations)"
+SKIP_UNSAMPLED = "not in the random sample (--sample)"
 
 
 # --------------------------------------------------------------------------- helpers
@@ -238,6 +247,33 @@ def _skip_annotation_mutants(session: Path, source: str) -> int:
     return len(skipped)
 
 
+def _skip_unsampled(session: Path, n: int, seed: int) -> int:
+    """Keep a uniform random sample of ``n`` pending mutants; mark the rest skipped."""
+    import random
+
+    from cosmic_ray.work_db import WorkDB, use_db
+    from cosmic_ray.work_item import WorkerOutcome, WorkResult
+
+    with use_db(str(session), WorkDB.Mode.open) as db:
+        pending = sorted(item.job_id for item in db.pending_work_items)
+        if n >= len(pending):
+            return 0
+        keep = set(random.Random(seed).sample(pending, n))
+        rest = [j for j in pending if j not in keep]
+        db.set_multiple_results(rest, WorkResult(worker_outcome=WorkerOutcome.SKIPPED, output=SKIP_UNSAMPLED))
+    return len(rest)
+
+
+def wilson_interval(k: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval of a binomial proportion k/n (the sampled score's uncertainty)."""
+    if n == 0:
+        return float("nan"), float("nan")
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * ((p * (1 - p) / n + z * z / (4 * n * n)) ** 0.5) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
 # --------------------------------------------------------------------------- running
 
 
@@ -282,7 +318,7 @@ class Mutant:
     operator: str
     occurrence: int
     definition: str | None
-    outcome: str  # killed / timeout / survived / incompetent / skipped / pending
+    outcome: str  # killed / timeout / survived / incompetent / skipped / unsampled / pending
     diff: str = ""
     output: str = ""
 
@@ -325,7 +361,7 @@ def _collect(name: str, session: Path) -> Summary:
                 mutant.diff = result.diff or ""
                 mutant.output = result.output or ""
                 if result.worker_outcome == WorkerOutcome.SKIPPED:
-                    mutant.outcome = "skipped"
+                    mutant.outcome = "unsampled" if mutant.output == SKIP_UNSAMPLED else "skipped"
                 elif result.test_outcome == TestOutcome.SURVIVED:
                     mutant.outcome = "survived"
                 elif result.test_outcome == TestOutcome.KILLED:
@@ -345,9 +381,18 @@ def _format(summary: Summary, header: list[str]) -> str:
         f"score: {s.count('killed') + s.count('timeout')}/{s.scored} killed = {100 * s.score:.1f}%"
         f"  ({s.count('killed')} by a failing test, {s.count('timeout')} by timeout; {s.count('survived')} survived)"
     )
+    unsampled = s.count("unsampled")
+    if unsampled:
+        killed = s.count("killed") + s.count("timeout")
+        lo, hi = wilson_interval(killed, s.scored)
+        lines.append(
+            f"sampled: {s.scored} scored mutants of a uniform random sample; the full run's score is "
+            f"{100 * lo:.1f}-{100 * hi:.1f}% with 95% confidence (Wilson interval)"
+        )
     lines.append(
         f"mutants: {len(s.mutants)} in all; not scored: {s.count('skipped')} skipped (inside type annotations), "
-        f"{s.count('incompetent')} incompetent, {s.count('pending')} not run yet"
+        + (f"{unsampled} not in the sample, " if unsampled else "")
+        + f"{s.count('incompetent')} incompetent, {s.count('pending')} not run yet"
     )
     survivors = s.survivors()
     lines.append("")
@@ -371,7 +416,9 @@ def _format(summary: Summary, header: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def run_module(name: str, *, timeout: float | None, resume: bool, report_only: bool) -> Summary:
+def run_module(
+    name: str, *, timeout: float | None, resume: bool, report_only: bool, sample: int | None = None, sample_seed: int = 0
+) -> Summary:
     mod_path = _module_path(name)
     if not (ROOT / mod_path).is_file():
         raise SystemExit(f"no such module: {mod_path}")
@@ -414,6 +461,7 @@ def run_module(name: str, *, timeout: float | None, resume: bool, report_only: b
         if r.returncode != 0:
             raise SystemExit(f"cosmic-ray init failed for {name}:\n{r.stdout}\n{r.stderr}")
         n_skipped = _skip_annotation_mutants(session, (repo / mod_path).read_text("utf-8"))
+        n_unsampled = _skip_unsampled(session, sample, sample_seed) if sample is not None else 0
         commit = _git("rev-parse", "--short", "HEAD") or "unknown"
         dirty = " (with uncommitted changes)" if _git("status", "--porcelain", "--", mod_path, *tests) else ""
         meta_file.write_text(
@@ -422,14 +470,16 @@ def run_module(name: str, *, timeout: float | None, resume: bool, report_only: b
             f"started: {_dt.datetime.now().isoformat(timespec='seconds')}\n"
             f"tests: {' '.join(tests)}\n"
             f"test command: python -m pytest {' '.join(PYTEST_ARGS)} {' '.join(tests)}\n"
-            f"baseline: {baseline:.1f} s; per-mutant timeout: {per_mutant:.0f} s\n",
+            f"baseline: {baseline:.1f} s; per-mutant timeout: {per_mutant:.0f} s\n"
+            + (f"sample: {sample} mutants (seed {sample_seed})\n" if sample is not None else ""),
             "utf-8",
         )
         from cosmic_ray.work_db import WorkDB, use_db
 
         with use_db(str(session), WorkDB.Mode.open) as db:
             total = db.num_work_items
-        _log(f"{name}: {total} mutants, {n_skipped} of them inside type annotations (skipped); "
+        _log(f"{name}: {total} mutants, {n_skipped} of them inside type annotations (skipped), "
+             f"{n_unsampled} not in the sample; "
              f"baseline {baseline:.1f} s, timeout {per_mutant:.0f} s per mutant")
 
     if not report_only:
@@ -470,13 +520,22 @@ def main(argv: list[str] | None = None) -> int:
                     help=f"seconds per mutant (default: {TIMEOUT_FACTOR:g}x the baseline run, at least {MIN_TIMEOUT_S:g})")
     ap.add_argument("--resume", action="store_true", help="run only the mutants an interrupted run left over")
     ap.add_argument("--report", action="store_true", help="only print the summary of the last run")
+    ap.add_argument("--sample", type=int, default=None, metavar="N",
+                    help="run a uniform random sample of N mutants (an estimate, with its 95%% interval)")
+    ap.add_argument("--sample-seed", type=int, default=0, help="seed of the --sample draw (default 0)")
     args = ap.parse_args(argv)
     try:
         import cosmic_ray  # noqa: F401
     except ImportError:
         raise SystemExit("cosmic-ray is not installed: .venv/bin/pip install -e '.[test,mutation]'") from None
     names = [_module_name(m) for arg in args.modules for m in arg.split()] or list(TESTS)
-    summaries = [run_module(n, timeout=args.timeout, resume=args.resume, report_only=args.report) for n in names]
+    if args.sample is not None and args.sample < 1:
+        raise SystemExit(f"--sample must be at least 1, got {args.sample}")
+    summaries = [
+        run_module(n, timeout=args.timeout, resume=args.resume, report_only=args.report,
+                   sample=args.sample, sample_seed=args.sample_seed)
+        for n in names
+    ]
     if len(summaries) > 1:
         print("module          score")
         for s in summaries:
