@@ -54,6 +54,7 @@ from .training import Run, TrainConfig, build_model, spawn, train
 
 __all__ = [
     "MATCHING_METHODS",
+    "arch_spec",
     "barrier_product",
     "config_of",
     "derived_seed",
@@ -325,7 +326,8 @@ def _build_hybrid(product: Product, builder: Builder) -> tuple[dict[str, torch.T
     return run.to_record()
 
 
-register(Kind("hybrid", 1, _build_hybrid, _decode_run, network=True, phase="other",
+# a hybrid is a dictionary merge of two stored checkpoints: derived on demand, never stored
+register(Kind("hybrid", 1, _build_hybrid, _decode_run, network=True, phase="other", stored=False,
               describe=lambda p: f"{len(p.params['early_keys'])} entries rewound"))
 
 
@@ -336,7 +338,8 @@ def _arch_model(builder: Builder, config: TrainConfig) -> torch.nn.Module:
     return builder.fact(f"model:{arch}", lambda: build_model(config, builder.dataset(config.dataset)))
 
 
-def _spec(builder: Builder, config: TrainConfig) -> PermutationSpec:
+def arch_spec(builder: Builder, config: TrainConfig) -> PermutationSpec:
+    """The permutation spec of ``config``'s architecture (one cached instance per architecture)."""
     return _arch_model(builder, config).permutation_spec()
 
 
@@ -375,7 +378,7 @@ def _build_matching(product: Product, builder: Builder) -> tuple[dict[str, torch
 
 
 def _decode_matching(product: Product, entry: Entry, builder: Builder) -> Permutation:
-    perm = Permutation(_spec(builder, config_of(_ref(product, "a").product)), entry.tensors)
+    perm = Permutation(arch_spec(builder, config_of(_ref(product, "a").product)), entry.tensors)
     perm.stats = dict(entry.meta.get("stats", {}))
     return perm
 

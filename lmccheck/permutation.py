@@ -55,6 +55,11 @@ class PermutationSpec:
 
     axes: Mapping[str, tuple[str | None, ...]]
     activations: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    layers: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    """Weight layers in forward order: a name (the conv or linear module) -> its state-dict
+    keys (weight, bias, and those of the norm applied to its output). A projection shortcut
+    joins the layer whose output it is added to. Used by partial rewinding
+    (:mod:`lmccheck.rewinding`); empty for hand-built specs."""
 
     @cached_property
     def groups(self) -> dict[str, tuple[tuple[str, int], ...]]:

@@ -212,6 +212,9 @@ class Kind:
     describe: Callable[[Product], str] = lambda p: ""
     network: bool = False
     phase: str = "other"
+    stored: bool = True
+    """False for products cheaper to derive from their inputs than to store (a hybrid state):
+    built on demand, kept in memory for the session, never written to the store."""
 
 
 _KINDS: dict[str, Kind] = {}
@@ -378,7 +381,12 @@ class Builder:
                 # inputs first, outside this product's store lock: its build time is its own
                 for ref in product.refs():
                     self.get(ref.product)
-            entry = self.store.get_or_create(product.kind, product.recipe, build, rebuild=rebuild)
+            if kind.stored:
+                entry = self.store.get_or_create(product.kind, product.recipe, build, rebuild=rebuild)
+            else:
+                tensors, meta = build()
+                entry = Entry(product.key, tensors, {**meta, "kind": product.kind, "recipe": product.recipe},
+                              built=True)
             self._rebuilt.add(product.key)
             obj = kind.decode(product, entry, self)
         finally:
@@ -430,8 +438,8 @@ class Builder:
         return tuple(self.resolve(v) for v in value)
 
     def stored(self, product: Product) -> bool:
-        """Whether the store holds ``product`` (cheap: no verification, no build)."""
-        return self.store.contains(product.key)
+        """Whether the store holds ``product`` (cheap: no verification, no build); False for unstored kinds."""
+        return _KINDS[product.kind].stored and self.store.contains(product.key)
 
     def plan(self, products: Iterable[Product]) -> list[PlanItem]:
         """Every product needed for ``products``, inputs first, and whether each is stored.

@@ -51,20 +51,39 @@ class SpecBuilder:
     def __init__(self) -> None:
         self.axes: dict[str, tuple[str | None, ...]] = {}
         self.activations: dict[str, list[str]] = {}
+        self.layers: dict[str, list[str]] = {}
+        self._layer: str | None = None
 
-    def dense(self, name: str, module: nn.Module, out_g: str | None, in_g: str | None) -> None:
-        """A Linear or Conv layer: weight (out, in, ...), bias (out)."""
+    def dense(self, name: str, module: nn.Module, out_g: str | None, in_g: str | None, *,
+              joins: str | None = None) -> None:
+        """A Linear or Conv layer: weight (out, in, ...), bias (out).
+
+        Call in forward order: each call starts a new weight layer named ``name``, unless
+        ``joins`` names an earlier layer whose output this one is added to (a projection
+        shortcut joins the block's second conv).
+        """
         w = module.weight
         self.axes[f"{name}.weight"] = (out_g, in_g) + (None,) * (w.dim() - 2)
+        keys = [f"{name}.weight"]
         if getattr(module, "bias", None) is not None:
             self.axes[f"{name}.bias"] = (out_g,)
+            keys.append(f"{name}.bias")
+        layer = name if joins is None else joins
+        if joins is not None and joins not in self.layers:
+            raise ValueError(f"{name} joins {joins!r}, which is not an earlier layer")
+        self.layers.setdefault(layer, []).extend(keys)
+        self._layer = layer
 
     def norm(self, name: str, module: nn.Module, g: str) -> None:
-        """Norm parameters and running statistics follow their layer's group."""
+        """Norm parameters and running statistics follow their layer's group (and join its weight layer)."""
+        if self._layer is None:
+            raise ValueError(f"norm {name} comes before any weight layer")
         for pname, _ in module.named_parameters(recurse=False):
             self.axes[f"{name}.{pname}"] = (g,)
+            self.layers[self._layer].append(f"{name}.{pname}")
         for bname, buf in module.named_buffers(recurse=False):
             self.axes[f"{name}.{bname}"] = (g,) if buf.dim() == 1 else (None,) * buf.dim()
+            self.layers[self._layer].append(f"{name}.{bname}")
 
     def activation(self, g: str, module_name: str) -> None:
         """Record a module whose output carries group ``g``'s units.
@@ -80,4 +99,5 @@ class SpecBuilder:
         state_keys = list(model.state_dict().keys())
         ordered = {k: self.axes[k] for k in state_keys if k in self.axes}
         ordered.update({k: v for k, v in self.axes.items() if k not in ordered})
-        return PermutationSpec(ordered, {g: tuple(v) for g, v in self.activations.items()})
+        return PermutationSpec(ordered, {g: tuple(v) for g, v in self.activations.items()},
+                               {name: tuple(keys) for name, keys in self.layers.items()})

@@ -99,7 +99,7 @@ class ResNet20(nn.Module):
                 b.dense(f"{p}.conv2", block.conv2, out, inner)
                 b.norm(f"{p}.norm2", block.norm2, out)
                 if isinstance(block.shortcut, nn.Sequential):
-                    b.dense(f"{p}.shortcut.0", block.shortcut[0], out, stream)
+                    b.dense(f"{p}.shortcut.0", block.shortcut[0], out, stream, joins=f"{p}.conv2")
                     b.norm(f"{p}.shortcut.1", block.shortcut[1], out)
                 # every block output writes the stream, in forward order: the last
                 # one (the stage's last block) is what activation matching reads
