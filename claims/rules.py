@@ -24,3 +24,22 @@ def mean_std(xs: Sequence[float]) -> tuple[float, float]:
     """Mean and sample standard deviation (0 for a single value)."""
     xs = list(xs)
     return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
+
+
+def outside_band(value: float, a: float, b: float, tol: float) -> bool:
+    """Whether ``value`` lies outside the interval spanned by ``a`` and ``b``, widened by ``tol`` on both sides."""
+    lo, hi = min(a, b), max(a, b)
+    return not lo - tol <= value <= hi + tol
+
+
+def decreasing_steps(values: Sequence[float], tol: float) -> list[int]:
+    """Indices ``i`` where ``values[i + 1]`` falls below ``values[i]`` by more than ``tol``."""
+    return [i for i in range(len(values) - 1) if values[i + 1] < values[i] - tol]
+
+
+def first_time_within(times: Sequence[float], values: Sequence[float], target: float) -> float | None:
+    """The first time from which ``values`` stay at or below ``target`` for every later time (None: never)."""
+    for i in range(len(times)):
+        if all(v <= target for v in values[i:]):
+            return times[i]
+    return None

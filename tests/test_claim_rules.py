@@ -1,0 +1,54 @@
+"""The statistical rules the claim checks share (claims/rules.py), on made-up numbers."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from claims.rules import (
+    MC_NOISE_STDERRS,
+    connected_threshold,
+    decreasing_steps,
+    first_time_within,
+    mean_std,
+    outside_band,
+)
+
+
+def test_connected_threshold_is_two_standard_errors_of_the_error_estimate() -> None:
+    # 10% error on 10k examples: sd of the estimate 0.003, two of them 0.006
+    assert connected_threshold(0.1, 10_000) == pytest.approx(MC_NOISE_STDERRS * 0.003)
+    assert connected_threshold(0.1, 2_500) == pytest.approx(2 * connected_threshold(0.1, 10_000))
+
+
+def test_mean_std() -> None:
+    assert mean_std([1.0, 3.0]) == (2.0, pytest.approx(math.sqrt(2)))
+    assert mean_std([5.0]) == (5.0, 0.0)
+
+
+@pytest.mark.parametrize(("value", "a", "b", "tol", "outside"), [
+    (0.5, 0.4, 0.6, 0.0, False),
+    (0.5, 0.6, 0.4, 0.0, False),   # either order of the two bounds
+    (0.39, 0.4, 0.6, 0.0, True),
+    (0.39, 0.4, 0.6, 0.02, False),  # widened by the tolerance on both sides
+    (0.63, 0.4, 0.6, 0.02, True),
+    (0.4, 0.4, 0.4, 0.0, False),   # a degenerate band holds its one value
+])
+def test_outside_band(value: float, a: float, b: float, tol: float, outside: bool) -> None:
+    assert outside_band(value, a, b, tol) is outside
+
+
+def test_decreasing_steps_flags_only_drops_beyond_the_tolerance() -> None:
+    assert decreasing_steps([0.1, 0.3, 0.5], 0.01) == []
+    assert decreasing_steps([0.1, 0.1, 0.1], 0.0) == []  # flat is not a decrease
+    assert decreasing_steps([0.3, 0.1, 0.5, 0.49], 0.02) == [0]  # 0.5 -> 0.49 is within the tolerance
+    assert decreasing_steps([0.3, 0.1, 0.5, 0.40], 0.02) == [0, 2]
+
+
+def test_first_time_within_needs_every_later_time_within() -> None:
+    times = [0.5, 1.0, 2.0, 5.0]
+    assert first_time_within(times, [0.5, 0.1, 0.3, 0.1], 0.2) == 5.0  # 1.0 dips in, then out again
+    assert first_time_within(times, [0.5, 0.1, 0.1, 0.1], 0.2) == 1.0
+    assert first_time_within(times, [0.1, 0.1, 0.1, 0.1], 0.2) == 0.5
+    assert first_time_within(times, [0.5, 0.5, 0.5, 0.5], 0.2) is None
