@@ -21,12 +21,12 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import re
-import tempfile
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from .fileio import atomic_write_bytes
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
     from matplotlib.figure import Figure
@@ -660,19 +660,9 @@ def format_table(records: Sequence[Mapping[str, Any]]) -> str:
 # Files
 # --------------------------------------------------------------------------- #
 def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temp file in the same directory + os.replace."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    """Write ``data`` to ``path`` atomically, with the permissions of the umask (readable by others
+    where the umask allows, so a report published from CI can be read)."""
+    atomic_write_bytes(path, data)
 
 
 def _write_md_and_figures(records: Sequence[Mapping[str, Any]], meta: Mapping[str, Any], out_dir: Path) -> Path:

@@ -56,6 +56,8 @@ import safetensors
 import safetensors.torch
 import torch
 
+from .fileio import apply_umask
+
 __all__ = [
     "CODE_VERSION",
     "DEFAULT_CODE_VERSION",
@@ -776,6 +778,7 @@ class Store:
         dest = self.path(key)
         tmp = Path(tempfile.mkdtemp(prefix=f"{key[:12]}-", suffix=".partial", dir=self.tmp_dir))
         try:
+            apply_umask(tmp)  # mkdtemp makes it 0700: a store shared by a group must stay readable
             _write_file(tmp / TENSORS_FILE, data)
             _write_file(tmp / META_FILE, meta_bytes)  # meta.json last
             _fsync_dir(tmp)
