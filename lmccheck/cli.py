@@ -538,6 +538,11 @@ def cmd_claims(pytest_args: Sequence[str]) -> int:
 
     if importlib.util.find_spec("pytest") is None:
         raise CliError("pytest is not installed; install lmccheck with its test extras: pip install 'lmccheck[test]'")
+    ids = []  # leading claim ids: `lmccheck claims S2 S5 -x` runs the S2 and S5 checks
+    while args and re.fullmatch(r"[SsZz]\d+(,[SsZz]\d+)*", args[0]):
+        ids.append(args.pop(0))
+    if ids:
+        args = ["--lmc-claim", ",".join(ids), *args]
     targets = [] if any(_names_claims_path(a, claims) for a in args) else ["claims"]
     cmd = [sys.executable, "-m", "pytest", *targets, *args]
     return subprocess.call(cmd)
@@ -702,9 +707,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     sub.add_parser(
         "claims",
-        usage=f"{PROG} claims [PYTEST ARGS ...]",
-        help="run the claim checks (python -m pytest claims [ARGS])",
-        description="Run `python -m pytest claims [ARGS]` from the source tree; every argument goes to pytest "
+        usage=f"{PROG} claims [CLAIM ID ...] [PYTEST ARGS ...]",
+        help="run the claim checks (python -m pytest claims [ARGS]); leading ids select claims: claims S2 S5",
+        description="Run `python -m pytest claims [ARGS]` from the source tree. Leading claim ids (S2 S5, or "
+        "S2,S5) select those claims (--lmc-claim); every other argument goes to pytest "
         "(use `lmccheck claims -- --help` for pytest's help).",
     )
 

@@ -58,6 +58,7 @@ __all__ = [
     "barrier_product",
     "config_of",
     "derived_seed",
+    "describe_networks",
     "hybrid_product",
     "imp_level_product",
     "matching_product",
@@ -101,6 +102,21 @@ def _ref(product: Product, name: str) -> Ref:
     if not isinstance(value, Ref):
         raise ValueError(f"{product.kind} product {product.short} has no network input {name!r}")
     return value
+
+
+def describe_networks(product: Product) -> str:
+    """The networks a product is made from, by their seeds and checkpoint: ``"1000/2000@0.25 vs 1001/2001@5"``
+    (init seed / SGD seed @ epoch; a network other than a training run names its kind). Empty for a
+    training run, which names its own seeds."""
+    parts = []
+    for ref in product.refs():
+        p = ref.product
+        if p.kind not in NETWORK_KINDS:
+            continue
+        cfg = config_of(p)
+        at = "" if ref.at is None else f"@{ref.at:g}"
+        parts.append(f"{cfg.init_seed}/{cfg.sgd_seed}{'' if p.kind == 'train' else ' ' + p.kind}{at}")
+    return " vs ".join(parts)
 
 
 def network_ref(product: Product, at: float | None = None) -> Ref:

@@ -31,7 +31,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import torch
 
@@ -300,9 +300,11 @@ class Builder:
     data_root: Path | None = None
     download: bool = False
     retrain: bool = False
-    progress: bool | None = None
+    progress: bool | TextIO | None = None
+    """Training bars: None (when stderr is a terminal), True, False, or a stream to draw them on."""
     max_networks: int = 8
     listeners: list[Listener] = field(default_factory=list)
+    start_listeners: list[Listener] = field(default_factory=list)
     _networks: OrderedDict[str, Any] = field(default_factory=OrderedDict)
     _memo: dict[str, Any] = field(default_factory=dict)
     _rebuilt: set[str] = field(default_factory=set)
@@ -338,8 +340,25 @@ class Builder:
 
         return unsubscribe
 
+    def subscribe_starts(self, listener: Listener) -> Callable[[], None]:
+        """Call ``listener`` when a product is about to be built (``source="start"``, after its inputs are
+        ready): for progress lines. Returns a function that unsubscribes."""
+        self.start_listeners.append(listener)
+
+        def unsubscribe() -> None:
+            if listener in self.start_listeners:
+                self.start_listeners.remove(listener)
+
+        return unsubscribe
+
     def _emit(self, event: ProductEvent) -> None:
         for listener in list(self.listeners):
+            listener(event)
+
+    def _emit_start(self, product: Product, kind: Kind) -> None:
+        event = ProductEvent(product.kind, product.key, "start", 0.0, product.describe(), kind.phase,
+                             len(self._child_seconds) - 1)
+        for listener in list(self.start_listeners):
             listener(event)
 
     # -- products -------------------------------------------------------------
@@ -381,6 +400,7 @@ class Builder:
                 # inputs first, outside this product's store lock: its build time is its own
                 for ref in product.refs():
                     self.get(ref.product)
+                self._emit_start(product, kind)
             if kind.stored:
                 entry = self.store.get_or_create(product.kind, product.recipe, build, rebuild=rebuild)
             else:

@@ -27,7 +27,7 @@ import math
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TextIO
 
 import torch
 from torch import nn
@@ -240,7 +240,7 @@ def retrain_with_mask(
     start_epoch: float,
     *,
     sgd_seed: int | None = None,
-    progress: bool | None = None,
+    progress: bool | TextIO | None = None,
     data: Dataset | None = None,
 ) -> Run:
     """Apply ``mask`` to ``init_state`` (the rewound weights) and train it from ``start_epoch`` to the end.
@@ -350,7 +350,7 @@ def imp(
     fraction: float = 0.2,
     sgd_seed: int | None = None,
     include_head: bool = False,
-    progress: bool | None = None,
+    progress: bool | TextIO | None = None,
     data: Dataset | None = None,
 ) -> ImpResult:
     """Iterative magnitude pruning with weight rewinding (Sharma et al. App. A; Frankle et al.).

@@ -20,7 +20,9 @@ lazily, so loading the plugin stays cheap.
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import io
 import json
 import os
 import platform
@@ -207,6 +209,16 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--lmc-report", metavar="DIR", default="report", help="report directory (default: report)")
     group.addoption("--lmc-retrain", action="store_true", default=False, help="ignore stored fixtures and retrain")
     group.addoption("--lmc-no-report", action="store_true", default=False, help="do not write report files")
+    group.addoption(
+        "--lmc-no-progress", action="store_true", default=False,
+        help="do not print a line per product built, nor training bars (they are on by default, through "
+        "pytest's output capture)",
+    )
+    group.addoption(
+        "--lmc-claim", metavar="IDS", action="append", default=[],
+        help="run only the checks of these claims, by the id of their claim marker (e.g. S2,S5; repeatable). "
+        "Unlike -k S2 it never selects S12 or a check that merely shares S2's file",
+    )
 
 
 def _abs(config: pytest.Config, path: str) -> Path:
@@ -353,6 +365,79 @@ def pytest_runtest_setup(item: pytest.Item) -> None:
 
 
 # --------------------------------------------------------------------------- #
+# Live progress, through pytest's output capture
+# --------------------------------------------------------------------------- #
+class Progress:
+    """Lines (and training bars) on the real terminal while a claim check runs.
+
+    pytest captures a test's output; these suspend the capture for the time of
+    one write, as ``capsys.disabled()`` does. On the controller a line goes
+    through the terminal reporter (it starts on a fresh line); on a
+    pytest-xdist worker it goes to the worker's stderr, which xdist leaves
+    attached to the terminal, prefixed with the worker id. Bars only where they
+    cannot interleave: on the controller, when stderr is a terminal.
+    """
+
+    def __init__(self, config: pytest.Config) -> None:
+        self.config = config
+        self.enabled = not config.getoption("lmc_no_progress", False)
+        self.worker = str(config.workerinput.get("workerid", "")) if _is_worker(config) else ""
+        self.prefix = f"[{self.worker}] " if self.worker else ""
+
+    def _uncaptured(self) -> Any:
+        capman = self.config.pluginmanager.getplugin("capturemanager")
+        return capman.global_and_fixture_disabled() if capman is not None else contextlib.nullcontext()
+
+    def line(self, text: str) -> None:
+        """Print one progress line (nothing with ``--lmc-no-progress``)."""
+        if not self.enabled:
+            return
+        with self._uncaptured():
+            reporter = None if self.worker else self.config.pluginmanager.getplugin("terminalreporter")
+            if reporter is not None:
+                # start on a fresh line (after "claims/test_x.py " or a test's "."), whatever wrote last
+                if getattr(getattr(reporter, "_tw", None), "width_of_current_line", 0):
+                    reporter.write("\n")
+                reporter.line(self.prefix + text)
+            else:
+                sys.stderr.write(self.prefix + text + "\n")
+                sys.stderr.flush()
+
+    def bar_stream(self) -> Any:
+        """A stream for tqdm training bars, or None where bars would interleave or there is no terminal."""
+        if not self.enabled or self.worker or not getattr(sys.__stderr__, "isatty", lambda: False)():
+            return None
+        return _UncapturedStream(self)
+
+
+class _UncapturedStream(io.TextIOBase):
+    """A text stream whose writes reach the real stderr, capture suspended (for tqdm)."""
+
+    def __init__(self, progress: Progress) -> None:
+        super().__init__()
+        self._progress = progress
+
+    def write(self, text: str) -> int:
+        with self._progress._uncaptured():
+            sys.stderr.write(text)
+            sys.stderr.flush()
+        return len(text)
+
+    def isatty(self) -> bool:
+        return True
+
+
+def progress(config: pytest.Config) -> Progress:
+    """The session's :class:`Progress` (one per process)."""
+    if _progress_key not in config.stash:
+        config.stash[_progress_key] = Progress(config)
+    return config.stash[_progress_key]
+
+
+_progress_key = pytest.StashKey[Progress]()
+
+
+# --------------------------------------------------------------------------- #
 # The measure fixture
 # --------------------------------------------------------------------------- #
 @dataclass
@@ -469,6 +554,42 @@ def _claim_id(item: pytest.Item) -> str | None:
     if len(args) != 1 or not isinstance(args[0], str) or not args[0]:
         raise pytest.UsageError(f"{item.nodeid}: use @pytest.mark.claim('S3') with exactly one claim id string")
     return args[0]
+
+
+#: the claims catalog of DESIGN.md: Sharma et al. S1-S12, Zhou et al. Z1-Z10
+CATALOG = tuple([f"S{i}" for i in range(1, 13)] + [f"Z{i}" for i in range(1, 11)])
+
+
+def parse_claim_ids(values: list[str]) -> list[str]:
+    """``["S2,S5", "z1"]`` -> ``["S2", "S5", "Z1"]``; a ``pytest.UsageError`` names an id outside the catalog."""
+    ids: list[str] = []
+    for value in values:
+        for part in value.replace(" ", ",").split(","):
+            if not part:
+                continue
+            cid = part.strip().upper()
+            if cid not in CATALOG:
+                raise pytest.UsageError(
+                    f"--lmc-claim: unknown claim id {part!r}; the catalog has S1-S12 and Z1-Z10 "
+                    "(e.g. --lmc-claim S2,S5)"
+                )
+            if cid not in ids:
+                ids.append(cid)
+    return ids
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """``--lmc-claim S2,S5``: keep the checks whose claim marker names one of the ids, deselect the rest."""
+    wanted = parse_claim_ids(config.getoption("lmc_claim") or [])
+    if not wanted:
+        return
+    keep, drop = [], []
+    for item in items:
+        (keep if _claim_id(item) in wanted else drop).append(item)
+    if drop:
+        config.hook.pytest_deselected(items=drop)
+        items[:] = keep
 
 
 def _default_setting(item: pytest.Item) -> str:

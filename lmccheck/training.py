@@ -49,7 +49,7 @@ import sys
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TextIO
 
 import torch
 from torch import nn
@@ -527,9 +527,11 @@ def _cpu_state(model: nn.Module) -> StateDict:
     }
 
 
-def _progress_enabled(progress: bool | None) -> bool:
+def _progress_enabled(progress: bool | TextIO | None) -> bool:
     if progress is None:
         return bool(getattr(sys.stderr, "isatty", lambda: False)())
+    if hasattr(progress, "write"):
+        return True
     return bool(progress)
 
 
@@ -559,7 +561,7 @@ def train(
     init_state: Mapping[str, torch.Tensor] | None = None,
     start_epoch: float = 0.0,
     mask: Mapping[str, torch.Tensor] | None = None,
-    progress: bool | None = None,
+    progress: bool | TextIO | None = None,
     data: Dataset | None = None,
 ) -> Run:
     """Train ``config`` and return the states and metrics at its checkpoint times.
@@ -571,7 +573,7 @@ def train(
     times after it. ``mask`` (parameter name -> bool tensor) zeroes the masked
     weights at the start and keeps them exactly zero (their gradients are zeroed
     before every step and the weights re-masked after it). ``progress``: a tqdm
-    bar on stderr (None: only when stderr is a terminal). ``data``: a loaded
+    bar on stderr (None: only when stderr is a terminal), or on the given stream. ``data``: a loaded
     dataset to use instead of ``load_dataset(config.dataset)`` (e.g. from a
     custom data root).
 
@@ -741,7 +743,7 @@ def train(
     )
 
 
-def _make_bar(config: TrainConfig, n_steps: int, progress: bool | None) -> Any:
+def _make_bar(config: TrainConfig, n_steps: int, progress: bool | TextIO | None) -> Any:
     if not _progress_enabled(progress):
         return None
     from tqdm.auto import tqdm
@@ -751,7 +753,7 @@ def _make_bar(config: TrainConfig, n_steps: int, progress: bool | None) -> Any:
         desc=f"train {config.arch} init={config.init_seed} sgd={config.sgd_seed}",
         unit="step",
         leave=False,
-        file=sys.stderr,
+        file=progress if hasattr(progress, "write") else sys.stderr,
     )
 
 
@@ -762,7 +764,7 @@ def spawn(
     at_epoch: float,
     sgd_seed: int,
     *,
-    progress: bool | None = None,
+    progress: bool | TextIO | None = None,
     data: Dataset | None = None,
 ) -> Run:
     """A child of ``parent`` spawned at ``at_epoch`` (Frankle et al.'s instability analysis).

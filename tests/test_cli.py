@@ -391,3 +391,19 @@ def test_claims_paths_inside_claims_replace_the_folder(tmp_path, monkeypatch):
     assert _names_claims_path("claims", resolved)
     assert not _names_claims_path("report", resolved)
     assert not _names_claims_path("-k", resolved) and not _names_claims_path("S3", resolved)
+
+
+def test_claims_leading_ids_select_claims(tmp_path, capfd, monkeypatch):
+    (tmp_path / "claims").mkdir()
+    (tmp_path / "claims" / "test_fake.py").write_text(
+        "import pytest\n\n"
+        "@pytest.mark.claim('S2')\ndef test_s2(measure):\n    pass\n\n"
+        "@pytest.mark.claim('S12')\ndef test_s12(measure):\n    pass\n\n"
+        "@pytest.mark.claim('S5')\ndef test_s5(measure):\n    assert False\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert main(["claims", "S2", "-q", "-p", "no:cacheprovider", "--lmc-no-report"]) == 0
+    assert "1 passed, 2 deselected" in capfd.readouterr().out
+    assert main(["claims", "s2,S5", "S12", "-q", "-p", "no:cacheprovider", "--lmc-no-report"]) == 1
+    assert "1 failed, 2 passed" in capfd.readouterr().out

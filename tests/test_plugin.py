@@ -429,3 +429,103 @@ def test_xdist_loadgroup_keeps_a_setting_on_one_worker(pytester: pytest.Pytester
             workers.setdefault(line.split("@")[-1].split()[0], set()).add(line.split("]")[0])
     assert set(workers) == {"setting-a", "setting-b"}, result.outlines
     assert len(workers["setting-a"]) == 1  # all three on one worker
+
+
+# --------------------------------------------------------------------------- claim selection by id
+SELECT_CLAIMS = """
+import pytest
+
+@pytest.mark.claim("S1")
+def test_invariance(measure):
+    measure.summary = "s1"
+
+@pytest.mark.claim("S2")
+def test_symmetry(measure):
+    measure.summary = "s2"
+
+@pytest.mark.claim("S12")
+def test_fixed_points_s2_in_the_name(measure):
+    measure.summary = "s12"
+
+def test_no_claim():
+    pass
+"""
+
+
+def test_lmc_claim_selects_by_marker_id_without_over_matching(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_s1_s2_s12=SELECT_CLAIMS)
+    result = pytester.runpytest("--lmc-claim", "S2", "--lmc-no-report", "-v")
+    result.assert_outcomes(passed=1, deselected=3)
+    result.stdout.fnmatch_lines(["*test_symmetry PASSED*"])
+    # the keyword -k S2 over-matches: the file's name mentions s2, so it picks every check in it
+    pytester.runpytest("-k", "S2", "--lmc-no-report").assert_outcomes(passed=4)
+
+
+def test_lmc_claim_takes_lists_repeats_and_any_case(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_s1_s2_s12=SELECT_CLAIMS)
+    pytester.runpytest("--lmc-claim", "s1,S12", "--lmc-no-report").assert_outcomes(passed=2, deselected=2)
+    pytester.runpytest("--lmc-claim", "S1", "--lmc-claim", "S2", "--lmc-no-report").assert_outcomes(
+        passed=2, deselected=2)
+
+
+def test_lmc_claim_rejects_an_id_outside_the_catalog(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_s1_s2_s12=SELECT_CLAIMS)
+    result = pytester.runpytest("--lmc-claim", "S13", "--lmc-no-report")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines(["*unknown claim id 'S13'*S1-S12 and Z1-Z10*"])
+
+
+# --------------------------------------------------------------------------- live progress
+PROGRESS_CONFTEST = f"""
+import sys
+sys.path.insert(0, {str(ROOT)!r})
+from fixtures.pytest_fixtures import lab, _account_products  # noqa: F401
+"""
+
+PROGRESS_CLAIM = """
+import pytest
+from lmccheck.training import TrainConfig
+
+CFG = TrainConfig(arch="mlp", model_kwargs={"width": 8, "depth": 2}, train_subset=256, epochs=1, batch_size=64,
+                  checkpoints=(0,), eval_examples=128, init_seed=7, sgd_seed=8)
+
+@pytest.mark.claim("S1")
+@pytest.mark.parametrize("setting", ["tiny"])
+def test_tiny(setting, lab, measure):
+    run = lab.run(CFG)
+    lab.barrier(run, run, time=0.0, n_examples=64, alphas=3)
+"""
+
+
+def _progress_project(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(PROGRESS_CONFTEST)
+    pytester.makepyfile(test_progress=PROGRESS_CLAIM)
+
+
+def test_progress_lines_name_each_build_then_count_loads(pytester: pytest.Pytester) -> None:
+    _progress_project(pytester)
+    # subprocesses: an in-process rerun would import torch's submodules a second time
+    args = ("-p", "no:cacheprovider", "--lmc-cache", "store", "--lmc-device", "cpu", "--lmc-no-report")
+    cold = pytester.runpytest_subprocess(*args)  # output capture on, as in a plain run
+    cold.assert_outcomes(passed=1)
+    cold.stdout.fnmatch_lines([
+        "S1 tiny: building train mlp(depth=2,width=8) fashion-mnist 1 ep, init_seed=7 sgd_seed=8 [[]*[]]",
+        "S1 tiny: built train [[]*[]] in *",
+        "S1 tiny: building barrier test, 3 alphas x * of 7/8@0 vs 7/8@0",
+        "S1 tiny: built barrier [[]*[]] in *",
+        "S1 tiny: 2 products built (*), 0 loaded from the store (*)",
+    ])
+    warm = pytester.runpytest_subprocess(*args)
+    warm.assert_outcomes(passed=1)
+    warm.stdout.fnmatch_lines(["S1 tiny: 0 products built (*), 2 loaded from the store (*)"])
+    assert "building" not in warm.stdout.str()  # loaded products are counted, not listed
+    quiet = pytester.runpytest_subprocess(*args, "--lmc-no-progress")
+    assert "S1 tiny:" not in quiet.stdout.str()
+
+
+def test_progress_lines_under_xdist_carry_the_worker_id(pytester: pytest.Pytester) -> None:
+    _progress_project(pytester)
+    result = pytester.runpytest_subprocess("-n", "1", "-p", "no:cacheprovider", "--lmc-cache", "store",
+                                           "--lmc-device", "cpu", "--lmc-no-report")
+    result.assert_outcomes(passed=1)
+    result.stderr.fnmatch_lines(["[[]gw0[]] S1 tiny: building train *", "[[]gw0[]] S1 tiny: built barrier *"])
