@@ -114,9 +114,17 @@ def describe_networks(product: Product) -> str:
         if p.kind not in NETWORK_KINDS:
             continue
         cfg = config_of(p)
-        at = "" if ref.at is None else f"@{ref.at:g}"
+        when = product.params["at_epoch"] if product.kind == "spawn" else ref.at  # a child starts at its spawn
+        at = "" if when is None else f"@{when:g}"
         parts.append(f"{cfg.init_seed}/{cfg.sgd_seed}{'' if p.kind == 'train' else ' ' + p.kind}{at}")
-    return " vs ".join(parts)
+    text = " vs ".join(parts)
+    perm = product.inputs.get("perm")
+    what = "the mask transported" if product.kind == "retrain" else "the second aligned"
+    if isinstance(perm, Ref) and perm.product.kind == "matching":
+        text += f", {what} by {perm.product.params['method']} matching"
+    elif perm is not None:
+        text += f", {what} by a given permutation"
+    return text
 
 
 def network_ref(product: Product, at: float | None = None) -> Ref:
@@ -477,7 +485,7 @@ def _decode_barrier(product: Product, entry: Entry, builder: Builder) -> Barrier
 
 register(Kind("barrier", 2, _build_barrier, _decode_barrier, phase="evaluation",
               describe=lambda p: f"{p.params['split']}, {len(p.params['options']['alphas'])} alphas x "
-                                 f"{p.params['options']['n_examples']}"))
+                                 f"{p.params['options']['n_examples']} examples"))
 
 
 def simplex_product(

@@ -511,7 +511,7 @@ def test_progress_lines_name_each_build_then_count_loads(pytester: pytest.Pytest
     cold.stdout.fnmatch_lines([
         "S1 tiny: building train mlp(depth=2,width=8) fashion-mnist 1 ep, init_seed=7 sgd_seed=8 [[]*[]]",
         "S1 tiny: built train [[]*[]] in *",
-        "S1 tiny: building barrier test, 3 alphas x * of 7/8@0 vs 7/8@0",
+        "S1 tiny: building barrier test, 3 alphas x 64 examples [[]*[]] of 7/8@0 vs 7/8@0",
         "S1 tiny: built barrier [[]*[]] in *",
         "S1 tiny: 2 products built (*), 0 loaded from the store (*)",
     ])

@@ -353,3 +353,22 @@ def test_record_lists_every_key_and_its_build_time(pytester: pytest.Pytester, tm
     assert sorted(kinds[k] for k in recs["S96"]["fixture_keys"]) == ["train", "train"]
     assert recs["S96"]["build_time_s"] == 0 and recs["S96"]["products"]["train"]["memo"] == 2
     assert data["time"]["kinds"]["train"]["built"] == 2
+
+
+def test_describe_networks_names_seeds_checkpoints_and_alignment(lab: Lab) -> None:
+    from lmccheck.kinds import describe_networks
+
+    pair = lab.pair(TINY, 0)
+    a, b = pair.a.config, pair.b.config
+    assert describe_networks(train_product(TINY)) == ""  # a training run names its own seeds
+    p = lab.match("weight", pair.a, pair.b, time=0.25)
+    plain = lab.barrier_product(pair.a, pair.b, time=0.25)
+    assert describe_networks(plain) == (f"{a.init_seed}/{a.sgd_seed}@0.25 vs {b.init_seed}/{b.sgd_seed}@0.25")
+    aligned = lab.barrier_product(pair.a, pair.b, perm=p)
+    end = TINY.epochs
+    assert describe_networks(aligned) == (f"{a.init_seed}/{a.sgd_seed}@{end:g} vs {b.init_seed}/{b.sgd_seed}@{end:g}"
+                                          ", the second aligned by weight matching")
+    given = lab.barrier_product(pair.a, pair.b, perm=Permutation.random(p.spec, pair.a.final, 3))
+    assert describe_networks(given).endswith(", the second aligned by a given permutation")
+    child = spawn_product(train_product(a), 0.5, 9)
+    assert describe_networks(child) == f"{a.init_seed}/{a.sgd_seed}@0.5"  # spawned at 0.5, not the parent's end
