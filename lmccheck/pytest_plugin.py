@@ -709,12 +709,39 @@ class _Controller:
         self.records: dict[str, dict[str, Any]] = {}
         self.report_path: Path | None = None
         self.error: str | None = None
+        self.expected: dict[str, tuple[str, str]] = {}
+        self.interrupted = False
+
+    def pytest_report_header(self, config: pytest.Config) -> list[str]:
+        """The store, device and seeds of the run."""
+        try:
+            cfg = build_config(config)
+        except pytest.UsageError:
+            return []
+        from lmccheck.plan import store_size
+        from lmccheck.store import Store
+
+        store = Store(cfg.cache)
+        size = store_size(store) if Path(cfg.cache).is_dir() else "empty: every product will be built"
+        return [f"lmccheck: store {cfg.cache} ({size}); device {cfg.device}; {cfg.seeds} seeds per setting"]
+
+    def _write_manifest(self, record: dict[str, Any]) -> None:
+        """Remember which stored products this check used (the plan of the next run reads it)."""
+        keys = record.get("fixture_keys") or []
+        if not keys or record.get("verdict") in ("SKIP", "NOT RUN"):
+            return
+        from lmccheck.plan import write_manifest
+        from lmccheck.store import Store
+
+        cfg = build_config(self.config)
+        write_manifest(Store(cfg.cache), record["nodeid"], cfg.seeds, cfg.device, keys)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """Take records from call reports (or setup reports that did not pass)."""
         record = _record_from(report)
         if record is not None:
             self.records[report.nodeid] = record
+            self._write_manifest(record)
         elif report.when == "teardown" and report.failed and report.nodeid in self.records:
             rec = self.records[report.nodeid]
             if rec.get("verdict") in ("PASS", "FAIL", "XFAIL", "XPASS"):
@@ -743,8 +770,59 @@ class _Controller:
             "end": _now(),
         }
 
+    def pytest_collection_finish(self, session: pytest.Session) -> None:
+        """Remember the selected claim checks, so that a check that never ran is reported as such.
+
+        (Under pytest-xdist the workers collect, not this process: there, only the checks that ran are known.)
+        """
+        for item in session.items:
+            if "measure" not in getattr(item, "fixturenames", ()):
+                continue
+            try:
+                claim = _claim_id(item)
+            except pytest.UsageError:
+                continue
+            if claim is not None:
+                self.expected[item.nodeid] = (claim, _default_setting(item))
+        if self.expected and not self.config.getoption("collectonly"):
+            self._print_plan()
+
+    def _print_plan(self) -> None:
+        """Before the first check: the products the selected checks need, how many are stored, the time."""
+        from lmccheck.plan import plan_run
+        from lmccheck.store import Store
+
+        cfg = build_config(self.config)
+        checks = [(nodeid, f"{claim} {setting}") for nodeid, (claim, setting) in self.expected.items()]
+        plan = plan_run(Store(cfg.cache), checks, cfg.seeds, cfg.device)
+        reporter = self.config.pluginmanager.getplugin("terminalreporter")
+        if reporter is None:
+            return
+        for line in plan.lines(_report.fmt_seconds):
+            reporter.write_line(f"lmccheck plan: {line}")
+
+    def _not_run(self, session: pytest.Session) -> None:
+        interrupted = session.shouldstop or session.shouldfail or getattr(session, "_lmc_interrupted", False)
+        for nodeid, (claim, setting) in self.expected.items():
+            if nodeid in self.records:
+                continue
+            reason = ("the run stopped before this check (interrupted, or -x after a failure); the next run "
+                      "reuses every product already stored" if interrupted or self.records
+                      else "did not run")
+            self.records[nodeid] = {"claim": claim, "setting": setting, "nodeid": nodeid, "verdict": "NOT RUN",
+                                    "reason": reason, "summary": "", "values": {}, "thresholds": {}, "seeds": [],
+                                    "fixture_keys": [], "figures": [], "tables": [], "wall_time_s": None}
+
+    def pytest_keyboard_interrupt(self, excinfo: Any) -> None:
+        """Ctrl-C: the report written at the end lists the checks that did not run."""
+        self.interrupted = True
+
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         """Write the report (unless --lmc-no-report or there are no records)."""
+        if self.records or self.interrupted:
+            if self.interrupted:
+                session._lmc_interrupted = True  # type: ignore[attr-defined]
+            self._not_run(session)
         if not self.records or self.config.getoption("lmc_no_report"):
             return
         out_dir = _abs(self.config, self.config.getoption("lmc_report"))
@@ -761,6 +839,11 @@ class _Controller:
         tr.write_sep("=", "lmccheck claims")
         for line in _report.format_table(list(self.records.values())).splitlines():
             tr.write_line(line)
+        timing = _report.format_time_table(list(self.records.values()))
+        if timing:
+            tr.write_sep("-", "where the time went")
+            for line in timing.splitlines():
+                tr.write_line(line)
         if self.error:
             tr.write_line(self.error, red=True)
         elif self.report_path is not None:

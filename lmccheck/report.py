@@ -43,6 +43,7 @@ __all__ = [
     "fmt_num",
     "fmt_seconds",
     "format_markdown",
+    "format_time_table",
     "format_table",
     "load_report",
     "bar_panel",
@@ -64,7 +65,7 @@ JSON_NAME = "claims.json"
 MD_NAME = "claims.md"
 FIGURES_DIR = "figures"
 #: Verdicts a record can carry.
-VERDICTS = ("PASS", "FAIL", "ERROR", "SKIP", "XFAIL", "XPASS")
+VERDICTS = ("PASS", "FAIL", "ERROR", "SKIP", "XFAIL", "XPASS", "NOT RUN")
 _SCALES = ("linear", "log")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -573,6 +574,10 @@ def format_markdown(records: Sequence[Mapping[str, Any]], meta: Mapping[str, Any
     if skipped:
         lines += ["## Skipped", ""] if lines[-1] == "" else ["", "## Skipped", ""]
         lines += [f"- {r.get('claim')} / {r.get('setting')}: {r.get('reason') or ''}" for r in skipped]
+    not_run = [r for r in recs if r.get("verdict") == "NOT RUN"]
+    if not_run:
+        lines += ["## Not run", ""] if lines[-1] == "" else ["", "## Not run", ""]
+        lines += [f"- {r.get('claim')} / {r.get('setting')}: {r.get('reason') or ''}" for r in not_run]
     tables = [(r, t) for r in recs for t in (r.get("tables") or [])]
     if tables:
         lines += ["", "## Tables"]
@@ -633,6 +638,31 @@ def time_accounting(records: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
             for f in acc:
                 acc[f] += k.get(f, 0)
     return {"claims": claims, "kinds": kinds}
+
+
+def format_time_table(records: Sequence[Mapping[str, Any]]) -> str:
+    """Plain-text time accounting for the terminal: per check (wall, building, loading, measuring) and
+    per product kind (built and loaded, with their time)."""
+    timing = time_accounting(records)
+    if not timing["claims"]:
+        return ""
+    rows = [("check", "wall", "building", "loading", "measuring")]
+    rows += [(f"{c['claim']} {c['setting']}", fmt_seconds(c["wall_time_s"]), fmt_seconds(c["build_time_s"]),
+              fmt_seconds(c["load_time_s"]), fmt_seconds(c["measure_time_s"])) for c in timing["claims"]]
+    out = _aligned(rows)
+    if timing["kinds"]:
+        kinds = [("product kind", "built", "build time", "loaded", "load time")]
+        kinds += [(kind, str(k["built"]), fmt_seconds(k["build_s"]), str(k["loaded"]), fmt_seconds(k["load_s"]))
+                  for kind, k in sorted(timing["kinds"].items())]
+        out += "\n\n" + _aligned(kinds)
+    return out
+
+
+def _aligned(rows: Sequence[Sequence[str]]) -> str:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
 
 
 def format_table(records: Sequence[Mapping[str, Any]]) -> str:

@@ -706,3 +706,38 @@ def test_cuda_tensors() -> None:
     bc = {k: v.cuda() for k, v in b.items()}
     assert weight_matching(spec, ac, bc) == q.inverse()
     assert activation_matching(model, ac, bc, _inputs("resnet20x2", 32).cuda()) == q.inverse()
+
+
+# --------------------------------------------------------------------------- surviving mutants (make mutation)
+def test_init_for_a_narrower_network_or_other_groups_is_refused() -> None:
+    _, spec, a, b, _ = _planted("resnet20x2")
+    narrow = _model("resnet20x1").state_dict()
+    with pytest.raises(ValueError, match="width"):  # fewer units than the networks have
+        weight_matching(spec, a, b, init=Permutation.identity(spec, spec.group_sizes(narrow)))
+    deeper = PermutationSpec({**spec.axes, "extra.weight": ("extra", None)})
+    sizes = {**spec.group_sizes(a), "extra": 3}
+    with pytest.raises(ValueError, match="different groups"):  # more groups than the spec
+        weight_matching(spec, a, b, init=Permutation.identity(deeper, sizes))
+
+
+def test_partial_permutation_refuses_permutations_of_another_spec() -> None:
+    _, spec, a, _, q = _planted("mlp")
+    deeper = PermutationSpec({**spec.axes, "extra.weight": ("extra", None)})
+    other = Permutation.identity(deeper, {**spec.group_sizes(a), "extra": 3})
+    with pytest.raises(ValueError, match="different groups"):
+        partial_permutation(spec, other, q, "bottom-up", 1)
+    with pytest.raises(ValueError, match="different groups"):
+        partial_permutation(spec, q, other, "bottom-up", 1)
+
+
+def test_activation_matching_validates_batches_and_reports_the_identity_objective() -> None:
+    model, spec, a, _, _ = _planted("mlp")
+    x = _inputs("mlp", 40)
+    for bad in (0, -1, 2.0):
+        with pytest.raises(ValueError, match="batches"):
+            activation_matching(model, a, a, x, batches=bad)  # type: ignore[arg-type]
+    p = activation_matching(model, a, a, x, batch_size=10)
+    # a network against itself: the identity is optimal, so its objective is the optimum, group by group
+    for g in spec.groups:
+        assert p.stats["identity_objective"][g] == pytest.approx(p.stats["objective"][g], rel=1e-9)
+        assert p.stats["identity_objective"][g] != float(int(p.stats["identity_objective"][g]))

@@ -17,6 +17,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from lmccheck import pytest_plugin as plugin
+from lmccheck.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -529,3 +530,93 @@ def test_progress_lines_under_xdist_carry_the_worker_id(pytester: pytest.Pyteste
                                            "--lmc-device", "cpu", "--lmc-no-report")
     result.assert_outcomes(passed=1)
     result.stderr.fnmatch_lines(["[[]gw0[]] S1 tiny: building train *", "[[]gw0[]] S1 tiny: built barrier *"])
+
+
+# --------------------------------------------------------------------------- interrupted runs
+INTERRUPTED_CLAIMS = """
+import os
+import pytest
+from lmccheck import products
+from lmccheck.training import TrainConfig
+
+CFG = TrainConfig(arch="mlp", model_kwargs={"width": 8, "depth": 2}, train_subset=256, epochs=1, batch_size=64,
+                  checkpoints=(0,), eval_examples=128, init_seed=7, sgd_seed=8)
+
+@pytest.mark.claim("S1")
+@pytest.mark.parametrize("setting", ["tiny"])
+def test_first(setting, lab, measure, monkeypatch):
+    run = lab.run(CFG)
+    if os.environ.get("INTERRUPT_BUILD"):
+        kind = products._KINDS["barrier"]
+        def ctrl_c(product, builder):
+            raise KeyboardInterrupt
+        monkeypatch.setitem(products._KINDS, "barrier", type(kind)(**{**kind.__dict__, "build": ctrl_c}))
+    lab.barrier(run, run, time=0.0, n_examples=64, alphas=3)
+
+@pytest.mark.claim("S2")
+@pytest.mark.parametrize("setting", ["tiny"])
+def test_second(setting, lab, measure):
+    lab.run(CFG)
+"""
+
+
+def test_an_interrupted_run_reports_what_did_not_run_and_the_next_run_resumes(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytester.makeconftest(PROGRESS_CONFTEST)
+    pytester.makepyfile(test_claims=INTERRUPTED_CLAIMS)
+    args = ("-p", "no:cacheprovider", "--lmc-cache", "store", "--lmc-device", "cpu", "--lmc-report", "out")
+    monkeypatch.setenv("INTERRUPT_BUILD", "1")
+    first = pytester.runpytest_subprocess(*args)
+    assert first.ret == pytest.ExitCode.INTERRUPTED
+    records = {r["claim"]: r for r in json.loads((pytester.path / "out" / "claims.json").read_text())["records"]}
+    assert records["S2"]["verdict"] == "NOT RUN"
+    assert "stopped before this check" in records["S2"]["reason"]
+    assert "## Not run" in (pytester.path / "out" / "claims.md").read_text()
+    store = pytester.path / "store"
+    assert not any((store / "tmp").iterdir())  # the interrupted build left nothing half-written
+    monkeypatch.delenv("INTERRUPT_BUILD")
+    second = pytester.runpytest_subprocess(*args)
+    second.assert_outcomes(passed=2)
+    second.stdout.fnmatch_lines(["S1 tiny: building barrier *", "S1 tiny: 1 products built (*), 1 loaded from the store (*)"])
+    records = {r["claim"]: r for r in json.loads((pytester.path / "out" / "claims.json").read_text())["records"]}
+    assert records["S1"]["verdict"] == records["S2"]["verdict"] == "PASS"
+
+
+def test_the_terminal_summary_says_where_the_time_went(pytester: pytest.Pytester) -> None:
+    _progress_project(pytester)
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--lmc-cache", "store", "--lmc-device", "cpu",
+                                           "--lmc-no-report")
+    result.stdout.fnmatch_lines([
+        "*where the time went*",
+        "check*wall*building*loading*measuring",
+        "S1 tiny*",
+        "product kind*built*build time*loaded*load time",
+        "barrier*1*",
+        "train*1*",
+    ])
+
+
+def test_the_plan_says_what_is_stored_cold_and_warm(pytester: pytest.Pytester) -> None:
+    _progress_project(pytester)
+    args = ("-p", "no:cacheprovider", "--lmc-cache", "store", "--lmc-device", "cpu", "--lmc-no-report")
+    cold = pytester.runpytest_subprocess(*args)
+    cold.stdout.fnmatch_lines([
+        "lmccheck: store */store (empty: every product will be built); device cpu; 3 seeds per setting",
+        "lmccheck plan: 1 check never ran on this store (S1 tiny): their products and time are unknown until they have",
+    ])
+    warm = pytester.runpytest_subprocess(*args)
+    warm.stdout.fnmatch_lines([
+        "lmccheck: store */store (2 entries, *); device cpu; 3 seeds per setting",
+        "lmccheck plan: 1 of 1 checks ran on this store before: they used 2 products, all stored",
+    ])
+    # remove the barrier: the plan knows it is missing and how long it took to build
+    store = Store(pytester.path / "store")
+    barrier = next(k for k in store.keys() if store.info(k, verify=False)["kind"] == "barrier")
+    store.clear("barrier")
+    assert not store.contains(barrier)
+    again = pytester.runpytest_subprocess(*args)
+    again.stdout.fnmatch_lines([
+        "lmccheck plan: 1 of 1 checks ran on this store before: they used 2 products, 1 stored, 1 to build: "
+        "about * to build them, from their last build times",
+    ])
