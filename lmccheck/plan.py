@@ -43,6 +43,13 @@ def manifest_path(store: Store, nodeid: str, seeds: int, device_type: str) -> Pa
     return Path(store.root) / PLANS_DIR / f"{digest[:24]}.json"
 
 
+def _contains(store: Store, key: str) -> bool:
+    try:
+        return store.contains(key)
+    except ValueError:
+        return False
+
+
 def _build_seconds(store: Store, key: str) -> float | None:
     try:
         meta = json.loads((store.path(key) / META_FILE).read_text("utf-8"))
@@ -53,11 +60,18 @@ def _build_seconds(store: Store, key: str) -> float | None:
 
 
 def write_manifest(store: Store, nodeid: str, seeds: int, device_type: str, keys: Iterable[str]) -> Path | None:
-    """Record the stored products a check used and their build times; None when the store is read-only."""
+    """Record the stored products a check used and their build times; None when there are none or the
+    store is read-only."""
     products = {}
     for key in keys:
-        if store.contains(key):  # products derived on demand (never stored) are left out
+        try:
+            stored = store.contains(key)
+        except ValueError:  # not a store key (a record may name other things)
+            continue
+        if stored:  # products derived on demand (never stored) are left out
             products[key] = _build_seconds(store, key)
+    if not products:
+        return None
     path = manifest_path(store, nodeid, seeds, device_type)
     try:
         atomic_write_text(path, json.dumps({**_identity(nodeid, seeds, device_type), "products": products},
@@ -126,7 +140,7 @@ def plan_run(store: Store, checks: Sequence[tuple[str, str]], seeds: int, device
         except (OSError, ValueError, KeyError, TypeError):
             plan.checks.append(item)
             continue
-        missing = [k for k in products if not store.contains(k)]
+        missing = [k for k in products if not _contains(store, k)]
         item.needed = len(products)
         item.stored = len(products) - len(missing)
         item.seconds_to_build = sum(float(products[k] or 0.0) for k in missing)

@@ -485,3 +485,36 @@ def test_simplex_of_three_networks_matches_reference(fmnist: Split, engine: str)
     heights = [loss - sum(wi * vi for wi, vi in zip(w, vertex)) for w, loss in zip(s.weights, s.loss)]
     assert s.loss_barrier == pytest.approx(max(heights), abs=1e-12)
     assert s.loss_argmax_weights == s.weights[heights.index(max(heights))]
+
+
+# ---------------------------------------------------------------- surviving mutants (make mutation)
+def test_lerp_into_is_exact_at_the_vertices_even_next_to_nan() -> None:
+    model, a, b = pair("mlp")
+    b = {k: (torch.full_like(v, float("nan")) if v.is_floating_point() else v) for k, v in b.items()}
+    lerp_into(model, a, b, 0.0)
+    for k, t in model.state_dict().items():
+        assert torch.equal(t, a[k]), k  # alpha = 0 is A bit for bit, whatever B holds
+    for k, t in lerp(a, b, 0.0).items():
+        assert torch.equal(t, a[k]), k
+
+
+def test_grid_edges_are_accepted_and_bad_orders_refused() -> None:
+    assert alpha_grid(2) == [0.0, 1.0]  # the two endpoints are the smallest grid
+    assert simplex_grid(2, 1) == [(1.0, 0.0), (0.0, 1.0)]  # resolution 1: the vertices
+    with pytest.raises(ValueError, match="increasing"):
+        barrier_from_curve([0.0, 0.6, 0.4, 1.0], [0.0, 1.0, 1.0, 0.0])
+
+
+def test_barrier_refuses_zero_examples_and_a_state_of_the_wrong_kind() -> None:
+    model, a, b = pair("mlp", "batchnorm")
+    data = small_split(16)
+    with pytest.raises(ValueError, match="n_examples must be positive"):
+        barrier(model, a, b, data, alphas=3, n_examples=0)
+    key = "norms.0.num_batches_tracked"
+    as_float = {**b, key: b[key].float()}  # an integer buffer given as floats
+    with pytest.raises(ValueError, match=key):
+        barrier(model, a, as_float, data, alphas=3)
+    float_key = "layers.0.weight"
+    as_int = {**b, float_key: b[float_key].long()}  # a float weight given as integers
+    with pytest.raises(ValueError, match=float_key):
+        barrier(model, a, as_int, data, alphas=3)
