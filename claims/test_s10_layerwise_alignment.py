@@ -154,7 +154,8 @@ def test_s10_weight_matching_aligns_lower_layers_earlier(setting: Setting, lab: 
             row_t.append(eb(pair, p_t))
             for m in MODES:
                 for k in ks[m]:
-                    p_hyb = lab.match("weight", lab.rewound(pair.a, t, m, k), lab.rewound(pair.b, t, m, k))
+                    p_hyb = lab.match("weight", lab.rewound_product(pair.a, t, m, k),
+                                      lab.rewound_product(pair.b, t, m, k))
                     partial[m][k][-1].append(eb(pair, p_hyb))
                     if spliced:
                         splice[m][k][-1].append(eb(pair, partial_permutation(spec, p_t, p_end, m, k)))

@@ -60,8 +60,8 @@ def _build_seconds(store: Store, key: str) -> float | None:
 
 
 def write_manifest(store: Store, nodeid: str, seeds: int, device_type: str, keys: Iterable[str]) -> Path | None:
-    """Record the stored products a check used and their build times; None when there are none or the
-    store is read-only."""
+    """Record the stored products a check used (possibly none) and their build times; None when the store
+    cannot be written (read-only)."""
     products = {}
     for key in keys:
         try:
@@ -70,8 +70,6 @@ def write_manifest(store: Store, nodeid: str, seeds: int, device_type: str, keys
             continue
         if stored:  # products derived on demand (never stored) are left out
             products[key] = _build_seconds(store, key)
-    if not products:
-        return None
     path = manifest_path(store, nodeid, seeds, device_type)
     try:
         atomic_write_text(path, json.dumps({**_identity(nodeid, seeds, device_type), "products": products},
@@ -124,8 +122,10 @@ class RunPlan:
                 out.append(f"{head}, {stored} stored, {needed - stored} to build: {estimate}")
         if unknown:
             names = ", ".join(c.label for c in unknown[:6]) + (", ..." if len(unknown) > 6 else "")
-            out.append(f"{len(unknown)} {'check' if len(unknown) == 1 else 'checks'} never ran on this store ({names}): "
-                       "their products and time are unknown until they have")
+            one = len(unknown) == 1
+            out.append(f"{len(unknown)} {'check' if one else 'checks'} never ran on this store ({names}): "
+                       f"{'its' if one else 'their'} products and time are unknown until "
+                       f"{'it has' if one else 'they have'}")
         return out
 
 

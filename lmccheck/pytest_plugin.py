@@ -728,13 +728,13 @@ class _Controller:
     def _write_manifest(self, record: dict[str, Any]) -> None:
         """Remember which stored products this check used (the plan of the next run reads it)."""
         keys = record.get("fixture_keys") or []
-        if not keys or record.get("verdict") in ("SKIP", "NOT RUN"):
+        if record.get("verdict") in ("SKIP", "NOT RUN", "ERROR"):
             return
         from lmccheck.plan import write_manifest
         from lmccheck.store import Store
 
         cfg = build_config(self.config)
-        write_manifest(Store(cfg.cache), record["nodeid"], cfg.seeds, cfg.device, keys)
+        write_manifest(Store(cfg.cache), record["nodeid"], cfg.seeds, cfg.device, keys)  # also "no products"
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """Take records from call reports (or setup reports that did not pass)."""

@@ -518,3 +518,12 @@ def test_barrier_refuses_zero_examples_and_a_state_of_the_wrong_kind() -> None:
     as_int = {**b, float_key: b[float_key].long()}  # a float weight given as integers
     with pytest.raises(ValueError, match=float_key):
         barrier(model, a, as_int, data, alphas=3)
+
+
+def test_barrier_options_validate_their_numbers() -> None:
+    from lmccheck.interpolation import BarrierOptions
+
+    assert BarrierOptions(n_examples=None, bn_batch_size=1, bn_batches=1).bn_batch_size == 1  # the smallest valid
+    for bad in ({"n_examples": 0}, {"bn_batch_size": 0}, {"bn_batches": 0}, {"precision": "fp16"}, {"engine": "x"}):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            BarrierOptions(**bad)

@@ -603,7 +603,7 @@ def test_the_plan_says_what_is_stored_cold_and_warm(pytester: pytest.Pytester) -
     cold = pytester.runpytest_subprocess(*args)
     cold.stdout.fnmatch_lines([
         "lmccheck: store */store (empty: every product will be built); device cpu; 3 seeds per setting",
-        "lmccheck plan: 1 check never ran on this store (S1 tiny): their products and time are unknown until they have",
+        "lmccheck plan: 1 check never ran on this store (S1 tiny): its products and time are unknown until it has",
     ])
     warm = pytester.runpytest_subprocess(*args)
     warm.stdout.fnmatch_lines([
