@@ -11,21 +11,19 @@ PYTEST_ARGS ?=
 CLAIMS_ARGS ?=
 # CLAIMS=S2,S5 runs only those claims (pytest --lmc-claim)
 CLAIMS ?=
-CLAIMS_SELECT := $(if $(CLAIMS),--lmc-claim $(CLAIMS))
+CLAIMS_SELECT := $(if $(CLAIMS),--lmc-claim '$(CLAIMS)')
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: test claims install data bench gpu-claims clean-report
 
 install: $(STAMP)
 
-# pip shows its own progress on a terminal and stays quiet in logs (CI)
-PIP_QUIET := $(shell [ -t 1 ] || echo --quiet)
-
 $(STAMP): pyproject.toml
 	@echo "lmccheck: creating $(VENV) and installing lmccheck with its test extras (torch, torchvision, scipy,"
 	@echo "lmccheck: pytest, ...); torch is the bulk: about 1 GB, plus about 3 GB of NVIDIA CUDA libraries on Linux x86-64"
 	$(PYTHON) -m venv $(VENV)
-	$(PY) -m pip install $(PIP_QUIET) -e '.[test]'
+	@# pip shows its own progress on a terminal and stays quiet in logs (CI)
+	$(PY) -m pip install $$([ -t 1 ] || echo --quiet) -e '.[test]'
 	touch $(STAMP)
 
 # The embedded dataset: Debian's dataset-fashion-mnist (skipped when LMCCHECK_DATA is set).

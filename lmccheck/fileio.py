@@ -12,10 +12,13 @@ from __future__ import annotations
 import contextlib
 import os
 import tempfile
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 __all__ = ["apply_umask", "atomic_path", "atomic_write_bytes", "atomic_write_text", "current_umask"]
+
+_UMASK_LOCK = threading.Lock()
 
 
 def current_umask() -> int:
@@ -27,15 +30,22 @@ def current_umask() -> int:
                     return int(line.split()[1], 8)
     except (OSError, ValueError, IndexError):
         pass
-    mask = os.umask(0o022)  # elsewhere: read it by setting it, and put it back at once
-    os.umask(mask)
+    with _UMASK_LOCK:  # elsewhere: read it by setting it and putting it back, one thread at a time
+        mask = os.umask(0o022)
+        os.umask(mask)
     return mask
 
 
 def apply_umask(path: str | os.PathLike[str]) -> None:
-    """Give ``path`` the mode a plain ``open()`` (file) or ``mkdir()`` (folder) would have given it."""
+    """Give ``path`` the mode a plain ``open()`` (file) or ``mkdir()`` (folder) would have given it.
+
+    Best effort: a file system that refuses ``chmod`` (some network and FUSE mounts) keeps the
+    temporary file's mode rather than losing the write."""
     base = 0o777 if os.path.isdir(path) else 0o666
-    os.chmod(path, base & ~current_umask())
+    try:
+        os.chmod(path, base & ~current_umask())
+    except OSError:
+        pass
 
 
 @contextlib.contextmanager

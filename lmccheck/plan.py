@@ -26,11 +26,19 @@ from pathlib import Path
 from typing import Any
 
 from .fileio import atomic_write_text
-from .store import META_FILE, Store, describe_size
+from .store import CODE_VERSION, META_FILE, Store, describe_size
 
 __all__ = ["CheckPlan", "RunPlan", "manifest_path", "plan_run", "store_size", "write_manifest"]
 
 PLANS_DIR = "plans"
+
+
+def _code_versions() -> dict[str, int]:
+    """Every product kind's code version (the kinds are registered first, in whichever process asks)."""
+    from .products import kinds
+
+    kinds()
+    return dict(CODE_VERSION)
 
 
 def _identity(nodeid: str, seeds: int, device_type: str) -> dict[str, Any]:
@@ -71,9 +79,9 @@ def write_manifest(store: Store, nodeid: str, seeds: int, device_type: str, keys
         if stored:  # products derived on demand (never stored) are left out
             products[key] = _build_seconds(store, key)
     path = manifest_path(store, nodeid, seeds, device_type)
+    payload = {**_identity(nodeid, seeds, device_type), "code_versions": _code_versions(), "products": products}
     try:
-        atomic_write_text(path, json.dumps({**_identity(nodeid, seeds, device_type), "products": products},
-                                           indent=1, sort_keys=True) + "\n")
+        atomic_write_text(path, json.dumps(payload, indent=1, sort_keys=True) + "\n")
     except OSError:
         return None
     return path
@@ -81,14 +89,13 @@ def write_manifest(store: Store, nodeid: str, seeds: int, device_type: str, keys
 
 @dataclass
 class CheckPlan:
-    """One selected check: its products per its last run here (None: it never ran on this store)."""
+    """One selected check: the products of its last run here with their build times (None: it never ran on
+    this store, or the code that keys its products changed since) and which of them are stored now."""
 
     nodeid: str
     label: str
-    needed: int | None = None
-    stored: int | None = None
-    seconds_to_build: float | None = None
-    unknown_times: int = 0
+    products: dict[str, float | None] | None = None
+    stored: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -97,21 +104,26 @@ class RunPlan:
 
     @property
     def known(self) -> list[CheckPlan]:
-        return [c for c in self.checks if c.needed is not None]
+        return [c for c in self.checks if c.products is not None]
 
     @property
     def unknown(self) -> list[CheckPlan]:
-        return [c for c in self.checks if c.needed is None]
+        return [c for c in self.checks if c.products is None]
 
     def lines(self, fmt_seconds: Any) -> list[str]:
-        """The plan in a few lines, for the header of the run."""
+        """The plan in a few lines, for the header of the run (a product several checks share counts once)."""
         known, unknown = self.known, self.unknown
         out = []
         if known:
-            needed = sum(c.needed or 0 for c in known)
-            stored = sum(c.stored or 0 for c in known)
-            seconds = sum(c.seconds_to_build or 0.0 for c in known)
-            missing_times = sum(c.unknown_times for c in known)
+            products: dict[str, float | None] = {}
+            stored_keys: set[str] = set()
+            for c in known:
+                products.update(c.products or {})
+                stored_keys |= c.stored
+            needed, stored = len(products), len(stored_keys & set(products))
+            missing = [k for k in products if k not in stored_keys]
+            seconds = sum(products[k] or 0.0 for k in missing)
+            missing_times = sum(products[k] is None for k in missing)
             head = f"{len(known)} of {len(self.checks)} checks ran on this store before: they used {needed} products"
             if stored == needed:
                 out.append(f"{head}, all stored")
@@ -123,7 +135,7 @@ class RunPlan:
         if unknown:
             names = ", ".join(c.label for c in unknown[:6]) + (", ..." if len(unknown) > 6 else "")
             one = len(unknown) == 1
-            out.append(f"{len(unknown)} {'check' if one else 'checks'} never ran on this store ({names}): "
+            out.append(f"{len(unknown)} {'check' if one else 'checks'} never ran on this store with this code ({names}): "
                        f"{'its' if one else 'their'} products and time are unknown until "
                        f"{'it has' if one else 'they have'}")
         return out
@@ -136,15 +148,14 @@ def plan_run(store: Store, checks: Sequence[tuple[str, str]], seeds: int, device
         item = CheckPlan(nodeid, label)
         try:
             data = json.loads(manifest_path(store, nodeid, seeds, device_type).read_text("utf-8"))
-            products = dict(data["products"])
-        except (OSError, ValueError, KeyError, TypeError):
-            plan.checks.append(item)
+            products = {str(k): (None if v is None else float(v)) for k, v in dict(data["products"]).items()}
+            current = data.get("code_versions") == _code_versions()
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            plan.checks.append(item)  # no manifest, or an unreadable one: unknown
             continue
-        missing = [k for k in products if not _contains(store, k)]
-        item.needed = len(products)
-        item.stored = len(products) - len(missing)
-        item.seconds_to_build = sum(float(products[k] or 0.0) for k in missing)
-        item.unknown_times = sum(products[k] is None for k in missing)
+        if current:  # a changed code version changes keys: the old list says nothing about the new ones
+            item.products = products
+            item.stored = {k for k in products if _contains(store, k)}
         plan.checks.append(item)
     return plan
 

@@ -322,6 +322,7 @@ def pytest_configure(config: pytest.Config) -> None:
     _setup_hypothesis(config)
     if config.getoption("lmc_device") == "cuda":
         build_config(config)  # fail fast with a UsageError when CUDA is missing
+    parse_claim_ids(config.getoption("lmc_claim", None) or [])  # a bad id is a usage error before any worker starts
     if not _is_worker(config) and not config.pluginmanager.has_plugin(_Controller.name):
         config.pluginmanager.register(_Controller(config), _Controller.name)
 
@@ -383,6 +384,7 @@ class Progress:
         self.enabled = not config.getoption("lmc_no_progress", False)
         self.worker = str(config.workerinput.get("workerid", "")) if _is_worker(config) else ""
         self.prefix = f"[{self.worker}] " if self.worker else ""
+        self._warned: set[str] = set()
 
     def _uncaptured(self) -> Any:
         capman = self.config.pluginmanager.getplugin("capturemanager")
@@ -405,9 +407,29 @@ class Progress:
 
     def bar_stream(self) -> Any:
         """A stream for tqdm training bars, or None where bars would interleave or there is no terminal."""
-        if not self.enabled or self.worker or not getattr(sys.__stderr__, "isatty", lambda: False)():
+        if not self.enabled or self.worker:
+            return None
+        with self._uncaptured():  # under fd capture, stderr is a temp file until the capture is suspended
+            tty = bool(getattr(sys.stderr, "isatty", lambda: False)())
+        if not tty:
+            return None
+        try:  # tqdm's monitor thread would refresh bars (and toggle pytest's capture) from another thread
+            import tqdm
+
+            tqdm.tqdm.monitor_interval = 0
+        except ImportError:  # pragma: no cover - tqdm is a dependency
             return None
         return _UncapturedStream(self)
+
+    def warn_once(self, what: str, exc: BaseException) -> None:
+        """Report a failure of the run's bookkeeping (plan, manifests, progress) once, never fail the run."""
+        if what in self._warned:
+            return
+        self._warned.add(what)
+        try:
+            self.line(f"lmccheck: {what} failed and is skipped for this run: {type(exc).__name__}: {exc}")
+        except Exception:  # noqa: BLE001 - never let reporting break a run
+            pass
 
 
 class _UncapturedStream(io.TextIOBase):
@@ -416,6 +438,8 @@ class _UncapturedStream(io.TextIOBase):
     def __init__(self, progress: Progress) -> None:
         super().__init__()
         self._progress = progress
+
+    encoding = "utf-8"
 
     def write(self, text: str) -> int:
         with self._progress._uncaptured():
@@ -712,29 +736,19 @@ class _Controller:
         self.expected: dict[str, tuple[str, str]] = {}
         self.interrupted = False
 
-    def pytest_report_header(self, config: pytest.Config) -> list[str]:
-        """The store, device and seeds of the run."""
-        try:
-            cfg = build_config(config)
-        except pytest.UsageError:
-            return []
-        from lmccheck.plan import store_size
-        from lmccheck.store import Store
-
-        store = Store(cfg.cache)
-        size = store_size(store) if Path(cfg.cache).is_dir() else "empty: every product will be built"
-        return [f"lmccheck: store {cfg.cache} ({size}); device {cfg.device}; {cfg.seeds} seeds per setting"]
-
     def _write_manifest(self, record: dict[str, Any]) -> None:
         """Remember which stored products this check used (the plan of the next run reads it)."""
         keys = record.get("fixture_keys") or []
-        if record.get("verdict") in ("SKIP", "NOT RUN", "ERROR"):
+        if record.get("verdict") in ("SKIP", "NOT RUN", "ERROR") or not record.get("nodeid"):
             return
-        from lmccheck.plan import write_manifest
-        from lmccheck.store import Store
+        try:
+            from lmccheck.plan import write_manifest
+            from lmccheck.store import Store
 
-        cfg = build_config(self.config)
-        write_manifest(Store(cfg.cache), record["nodeid"], cfg.seeds, cfg.device, keys)  # also "no products"
+            cfg = build_config(self.config)
+            write_manifest(Store(cfg.cache), record["nodeid"], cfg.seeds, cfg.device, keys)  # also "no products"
+        except Exception as exc:  # noqa: BLE001 - bookkeeping never breaks a claim run
+            progress(self.config).warn_once("recording the products of a check for the next plan", exc)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
         """Take records from call reports (or setup reports that did not pass)."""
@@ -785,30 +799,38 @@ class _Controller:
             if claim is not None:
                 self.expected[item.nodeid] = (claim, _default_setting(item))
         if self.expected and not self.config.getoption("collectonly"):
-            self._print_plan()
+            try:
+                self._print_plan()
+            except Exception as exc:  # noqa: BLE001 - the plan is information, never a reason to stop
+                progress(self.config).warn_once("the run's plan", exc)
 
     def _print_plan(self) -> None:
-        """Before the first check: the products the selected checks need, how many are stored, the time."""
-        from lmccheck.plan import plan_run
+        """Before the first check: the store, and the products the selected checks need, how many are
+        stored, how long the rest took to build (only when claim checks are selected)."""
+        from lmccheck.plan import plan_run, store_size
         from lmccheck.store import Store
 
-        cfg = build_config(self.config)
-        checks = [(nodeid, f"{claim} {setting}") for nodeid, (claim, setting) in self.expected.items()]
-        plan = plan_run(Store(cfg.cache), checks, cfg.seeds, cfg.device)
         reporter = self.config.pluginmanager.getplugin("terminalreporter")
         if reporter is None:
             return
-        for line in plan.lines(_report.fmt_seconds):
+        cfg = build_config(self.config)
+        exists = Path(cfg.cache).is_dir()
+        store = Store(cfg.cache)
+        size = store_size(store) if exists else "empty: every product will be built"
+        reporter.write_line(f"lmccheck: store {cfg.cache} ({size}); device {cfg.device}; {cfg.seeds} seeds per setting")
+        if cfg.retrain:
+            reporter.write_line("lmccheck plan: --lmc-retrain: every product the checks use is built again")
+            return
+        checks = [(nodeid, f"{claim} {setting}") for nodeid, (claim, setting) in self.expected.items()]
+        for line in plan_run(store, checks, cfg.seeds, cfg.device).lines(_report.fmt_seconds):
             reporter.write_line(f"lmccheck plan: {line}")
 
     def _not_run(self, session: pytest.Session) -> None:
-        interrupted = session.shouldstop or session.shouldfail or getattr(session, "_lmc_interrupted", False)
         for nodeid, (claim, setting) in self.expected.items():
             if nodeid in self.records:
                 continue
-            reason = ("the run stopped before this check (interrupted, or -x after a failure); the next run "
-                      "reuses every product already stored" if interrupted or self.records
-                      else "did not run")
+            reason = ("the run stopped before this check ran or finished (interrupted, or -x after a failure); "
+                      "the next run reuses every product already stored")
             self.records[nodeid] = {"claim": claim, "setting": setting, "nodeid": nodeid, "verdict": "NOT RUN",
                                     "reason": reason, "summary": "", "values": {}, "thresholds": {}, "seeds": [],
                                     "fixture_keys": [], "figures": [], "tables": [], "wall_time_s": None}
@@ -820,8 +842,6 @@ class _Controller:
     def pytest_sessionfinish(self, session: pytest.Session) -> None:
         """Write the report (unless --lmc-no-report or there are no records)."""
         if self.records or self.interrupted:
-            if self.interrupted:
-                session._lmc_interrupted = True  # type: ignore[attr-defined]
             self._not_run(session)
         if not self.records or self.config.getoption("lmc_no_report"):
             return

@@ -603,7 +603,7 @@ def test_the_plan_says_what_is_stored_cold_and_warm(pytester: pytest.Pytester) -
     cold = pytester.runpytest_subprocess(*args)
     cold.stdout.fnmatch_lines([
         "lmccheck: store */store (empty: every product will be built); device cpu; 3 seeds per setting",
-        "lmccheck plan: 1 check never ran on this store (S1 tiny): its products and time are unknown until it has",
+        "lmccheck plan: 1 check never ran on this store with this code (S1 tiny): its products and time are unknown until it has",
     ])
     warm = pytester.runpytest_subprocess(*args)
     warm.stdout.fnmatch_lines([
@@ -620,3 +620,26 @@ def test_the_plan_says_what_is_stored_cold_and_warm(pytester: pytest.Pytester) -
         "lmccheck plan: 1 of 1 checks ran on this store before: they used 2 products, 1 stored, 1 to build: "
         "about * to build them, from their last build times",
     ])
+
+
+def test_the_plan_counts_shared_products_once_and_forgets_other_code(tmp_path: Path) -> None:
+    from lmccheck import plan as plan_mod
+
+    store = Store(tmp_path / "store")
+    a = store.put("demo", {"n": 1}, {"x": torch.ones(2)}, {"wall_time_s": 3.0})
+    b = store.put("demo", {"n": 2}, {"x": torch.ones(2)}, {"wall_time_s": 5.0})
+    plan_mod.write_manifest(store, "t.py::one", 3, "cpu", [a.key, b.key])
+    plan_mod.write_manifest(store, "t.py::two", 3, "cpu", [a.key, "not-a-key"])
+    store.clear("demo")  # both entries gone
+    lines = plan_mod.plan_run(store, [("t.py::one", "one"), ("t.py::two", "two")], 3, "cpu").lines(str)
+    assert lines == ["2 of 2 checks ran on this store before: they used 2 products, 0 stored, 2 to build: "
+                     "about 8.0 to build them, from their last build times"]  # a.key once, not twice
+    other = plan_mod.plan_run(store, [("t.py::one", "one")], 5, "cpu")  # other seeds: another manifest
+    assert other.unknown and not other.known
+    path = plan_mod.manifest_path(store, "t.py::one", 3, "cpu")
+    data = json.loads(path.read_text())
+    data["code_versions"] = {**data["code_versions"], "barrier": -1}  # keys of that code differ from today's
+    path.write_text(json.dumps(data))
+    assert [c.label for c in plan_mod.plan_run(store, [("t.py::one", "one")], 3, "cpu").unknown] == ["one"]
+    path.write_text("{not json")  # a corrupt manifest is unknown, never an error
+    assert plan_mod.plan_run(store, [("t.py::one", "one")], 3, "cpu").unknown
