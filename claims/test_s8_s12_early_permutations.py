@@ -13,6 +13,8 @@ fraction of fixed points is highest in early layers."
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from fixtures import Lab
@@ -21,7 +23,7 @@ from lmccheck.matching import fixed_point_stats
 from lmccheck.permutation import Permutation
 from lmccheck.report import line_panel, pct
 
-from .rules import MC_NOISE_STDERRS, connected_threshold, mean_std
+from .rules import MC_NOISE_STDERRS, connected_threshold, first_time_within, mean_std
 from .settings import describe, params
 
 METHODS = ("weight", "activation")
@@ -136,7 +138,8 @@ def test_s8_weight_matching_fails_early(setting: Setting, lab: Lab, n_seeds: int
     target = min(end_err[m][0][i_end] for m in METHODS) + thr
 
     def low_from(m: str) -> float:
-        return next(times[i] for i in range(len(times)) if all(end_err[m][0][j] <= target for j in range(i, len(times))))
+        t = first_time_within(times, end_err[m][0], target)
+        return math.inf if t is None else t  # never low, not even at the end
 
     t_low = {m: low_from(m) for m in METHODS}
     if not (t_low["activation"] <= t_low["weight"] and t_low["activation"] < end):

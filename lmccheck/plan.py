@@ -161,16 +161,6 @@ def plan_run(store: Store, checks: Sequence[tuple[str, str]], seeds: int, device
 
 
 def store_size(store: Store) -> str:
-    """``"650 entries, 859.2 MB"`` for the header of a run."""
-    root = Path(store.root)
-    keys = store.keys()
-    total = 0
-    objects = root / "objects"
-    if objects.is_dir():
-        for p in objects.rglob("*"):
-            try:
-                if p.is_file():
-                    total += p.stat().st_size
-            except OSError:
-                pass
-    return f"{len(keys)} entries, {describe_size(total)}"
+    """``"650 entries, 859.2 MiB"`` for the header of a run."""
+    entries, size = store.usage()
+    return f"{entries} entries, {describe_size(size)}"

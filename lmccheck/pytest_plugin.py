@@ -734,7 +734,16 @@ class _Controller:
         self.report_path: Path | None = None
         self.error: str | None = None
         self.expected: dict[str, tuple[str, str]] = {}
+        self._store: Any = None
         self.interrupted = False
+
+    def store(self) -> Any:
+        """The run's fixture store (opened once: opening one tidies its stale temporary folders)."""
+        if self._store is None:
+            from lmccheck.store import Store
+
+            self._store = Store(build_config(self.config).cache)
+        return self._store
 
     def _write_manifest(self, record: dict[str, Any]) -> None:
         """Remember which stored products this check used (the plan of the next run reads it)."""
@@ -743,10 +752,9 @@ class _Controller:
             return
         try:
             from lmccheck.plan import write_manifest
-            from lmccheck.store import Store
 
             cfg = build_config(self.config)
-            write_manifest(Store(cfg.cache), record["nodeid"], cfg.seeds, cfg.device, keys)  # also "no products"
+            write_manifest(self.store(), record["nodeid"], cfg.seeds, cfg.device, keys)  # also "no products"
         except Exception as exc:  # noqa: BLE001 - bookkeeping never breaks a claim run
             progress(self.config).warn_once("recording the products of a check for the next plan", exc)
 
@@ -808,14 +816,13 @@ class _Controller:
         """Before the first check: the store, and the products the selected checks need, how many are
         stored, how long the rest took to build (only when claim checks are selected)."""
         from lmccheck.plan import plan_run, store_size
-        from lmccheck.store import Store
 
         reporter = self.config.pluginmanager.getplugin("terminalreporter")
         if reporter is None:
             return
         cfg = build_config(self.config)
         exists = Path(cfg.cache).is_dir()
-        store = Store(cfg.cache)
+        store = self.store()
         size = store_size(store) if exists else "empty: every product will be built"
         reporter.write_line(f"lmccheck: store {cfg.cache} ({size}); device {cfg.device}; {cfg.seeds} seeds per setting")
         if cfg.retrain:

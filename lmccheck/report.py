@@ -689,18 +689,12 @@ def format_table(records: Sequence[Mapping[str, Any]]) -> str:
 # --------------------------------------------------------------------------- #
 # Files
 # --------------------------------------------------------------------------- #
-def _atomic_write(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` atomically, with the permissions of the umask (readable by others
-    where the umask allows, so a report published from CI can be read)."""
-    atomic_write_bytes(path, data)
-
-
 def _write_md_and_figures(records: Sequence[Mapping[str, Any]], meta: Mapping[str, Any], out_dir: Path) -> Path:
     """Write ``claims.md`` and every figure PNG under ``out_dir``; returns the md path."""
     for _rec, spec, rel in figure_paths(records):
-        _atomic_write(out_dir / rel, _figure_png(spec))
+        atomic_write_bytes(out_dir / rel, _figure_png(spec))
     md_path = out_dir / MD_NAME
-    _atomic_write(md_path, format_markdown(records, meta).encode("utf-8"))
+    atomic_write_bytes(md_path, format_markdown(records, meta).encode("utf-8"))
     return md_path
 
 
@@ -712,7 +706,7 @@ def write_report(records: Sequence[Mapping[str, Any]], out_dir: Path | str, meta
     out = Path(out_dir)
     recs = [dict(r) for r in sort_records(records)]
     payload = {"meta": to_jsonable(dict(meta)), "records": to_jsonable(recs), "time": to_jsonable(time_accounting(recs))}
-    _atomic_write(out / JSON_NAME, (json.dumps(payload, indent=2) + "\n").encode("utf-8"))
+    atomic_write_bytes(out / JSON_NAME, (json.dumps(payload, indent=2) + "\n").encode("utf-8"))
     return _write_md_and_figures(payload["records"], payload["meta"], out)
 
 
@@ -751,5 +745,5 @@ def render(json_path: Path | str, out_dir: Path | str | None = None) -> Path:
     records, meta = load_report(src)
     out = Path(out_dir) if out_dir is not None else src.parent
     if (out / JSON_NAME).resolve() != src.resolve():
-        _atomic_write(out / JSON_NAME, src.read_bytes())
+        atomic_write_bytes(out / JSON_NAME, src.read_bytes())
     return _write_md_and_figures(records, meta, out)

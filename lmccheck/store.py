@@ -913,6 +913,10 @@ class Store:
             "path": str(self.path(key)),
         }
 
+    def usage(self) -> tuple[int, int]:
+        """(number of entries, bytes they hold on disk), without reading any entry."""
+        return len(self.keys()), _dir_size(self.objects_dir)
+
     def ls(self, *, verify: bool = False) -> list[dict[str, Any]]:
         """One summary dict per entry, oldest first.
 
