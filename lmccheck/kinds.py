@@ -40,12 +40,14 @@ from .matching import activation_matching, weight_matching
 from .permutation import Permutation, PermutationSpec
 from .products import Builder, Kind, Literal, Product, Ref, register, tensor_digest
 from .pruning import (
+    PRUNE_METHODS,
     apply_mask,
     dense_mask,
     magnitude_prune,
     one_shot_prune,
     permute_mask,
     prunable_keys,
+    prune_once,
     retrain_with_mask,
     sparsity,
 )
@@ -64,6 +66,7 @@ __all__ = [
     "matching_product",
     "network_ref",
     "permutation_input",
+    "pruned_product",
     "retrain_product",
     "simplex_product",
     "spawn_product",
@@ -71,7 +74,7 @@ __all__ = [
 ]
 
 MATCHING_METHODS = ("weight", "activation")
-NETWORK_KINDS = ("train", "spawn", "imp_level", "retrain", "hybrid")
+NETWORK_KINDS = ("train", "spawn", "imp_level", "retrain", "hybrid", "pruned")
 
 
 def derived_seed(base: int, *salt: Any) -> int:
@@ -94,7 +97,11 @@ def config_of(product: Product, device: str = "cpu") -> TrainConfig:
         return config_of(_ref(product, "init").product, device).replace(sgd_seed=int(p["sgd_seed"]))
     if product.kind == "hybrid":
         return config_of(_ref(product, "late").product, device)
-    raise ValueError(f"a {product.kind} product is not a network; pass a train/spawn/imp_level/retrain/hybrid product")
+    if product.kind == "pruned":
+        return config_of(_ref(product, "source").product, device)
+    raise ValueError(
+        f"a {product.kind} product is not a network; pass a train/spawn/imp_level/retrain/hybrid/pruned product"
+    )
 
 
 def _ref(product: Product, name: str) -> Ref:
@@ -133,7 +140,7 @@ def network_ref(product: Product, at: float | None = None) -> Ref:
     if product.kind not in NETWORK_KINDS:
         raise ValueError(
             f"a {product.kind} product is not a network; measurements take train, spawn, imp_level, "
-            "retrain or hybrid products"
+            "retrain, hybrid or pruned products"
         )
     return Ref(product, config_of(product).epochs if at is None else at)
 
@@ -353,6 +360,44 @@ def _build_hybrid(product: Product, builder: Builder) -> tuple[dict[str, torch.T
 # a hybrid is a dictionary merge of two stored checkpoints: derived on demand, never stored
 register(Kind("hybrid", 1, _build_hybrid, _decode_run, network=True, phase="other", stored=False,
               describe=lambda p: f"{len(p.params['early_keys'])} entries rewound"))
+
+
+# --------------------------------------------------------------------------- one-shot pruned copies
+def pruned_product(source: Ref, fraction: float, method: str = "magnitude", *, include_head: bool = True) -> Product:
+    """The network ``source`` (a checkpoint) with a ``fraction`` of its weights set to 0 in one step, globally.
+
+    Sharma et al. App. H.2: prune "a fraction p of the smallest weights in each model" (``magnitude``), or
+    the same number at random (``random``), "globally over the smallest magnitude weights from all layers"
+    (so the classifier head is included by default; biases and norm parameters are never pruned). The
+    random choice is seeded from the source network's SGD seed, the checkpoint and ``fraction``, and recorded.
+    """
+    if method not in PRUNE_METHODS:
+        raise ValueError(f"unknown pruning method {method!r}; use one of {', '.join(PRUNE_METHODS)}")
+    p = float(fraction)
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"sparsity (the fraction of weights pruned) must be in [0, 1), got {fraction!r}")
+    ref = network_ref(source.product, source.at)
+    seed = derived_seed(int(config_of(source.product).sgd_seed), "pruned", ref.at, p) if method == "random" else 0
+    return Product("pruned", {"fraction": p, "method": method, "seed": seed, "include_head": bool(include_head)},
+                   {"source": ref})
+
+
+def _build_pruned(product: Product, builder: Builder) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    p = product.params
+    ref = _ref(product, "source")
+    run = builder.get(ref.product)
+    state = builder.state(ref)
+    mask = prune_once(state, p["fraction"], method=p["method"], seed=p["seed"], include_head=p["include_head"])
+    pruned = apply_mask(state, mask)
+    t = run.config.epochs  # one state, filed at the end of training like a hybrid
+    out = Run(config=run.config, checkpoints={t: pruned}, metrics={t: {}}, wall_time_s=0.0, start_epoch=t, mask=mask)
+    out.info.update({"remaining": sparsity(mask).remaining, "pruned_from_epoch": ref.at})
+    return out.to_record()
+
+
+# a pruned copy is one masked checkpoint: derived on demand, never stored
+register(Kind("pruned", 1, _build_pruned, _decode_run, network=True, phase="other", stored=False,
+              describe=lambda p: f"{p.params['method']} p={p.params['fraction']:g}"))
 
 
 # --------------------------------------------------------------------------- matching

@@ -48,6 +48,7 @@ __all__ = [
     "one_shot_prune",
     "permute_mask",
     "prunable_keys",
+    "prune_once",
     "random_prune",
     "retrain_with_mask",
     "sparsity",
@@ -205,6 +206,40 @@ def one_shot_prune(
     total = sparsity(mask).total
     scores = {k: state[k].abs() for k in mask}
     return _prune_lowest(mask, scores, total - _round_half_up(s * total))
+
+
+PRUNE_METHODS = ("magnitude", "random")
+
+
+def prune_once(
+    state: StateDict,
+    fraction: float,
+    *,
+    method: str = "magnitude",
+    seed: int = 0,
+    include_head: bool = False,
+    keys: Sequence[str] | None = None,
+) -> Mask:
+    """Prune ``round(fraction * N)`` of the ``N`` prunable weights of a dense ``state`` in one step, globally.
+
+    ``method="magnitude"`` removes the smallest ``|w|``; ``"random"`` removes weights drawn uniformly with
+    ``seed`` (the same count, so both reach the same sparsity). ``fraction`` is the *sparsity*, the fraction
+    removed, in [0, 1) (Sharma et al. App. H.2's p). ``keys`` default to :func:`prunable_keys` of ``state``
+    (``include_head`` adds the classifier head: H.2 prunes "from all layers").
+    """
+    if method not in PRUNE_METHODS:
+        raise ValueError(f"unknown pruning method {method!r}; use one of {', '.join(PRUNE_METHODS)}")
+    p = float(fraction)
+    if not 0.0 <= p < 1.0:
+        raise ValueError(
+            f"sparsity (the fraction of weights pruned) must be in [0, 1), got {fraction!r}; "
+            "1 would remove every weight"
+        )
+    keys = prunable_keys(state, include_head=include_head) if keys is None else list(keys)
+    mask = dense_mask(state, keys)
+    if method == "magnitude":
+        return magnitude_prune(state, mask, p)
+    return random_prune(state, mask, p, seed=seed)
 
 
 def permute_mask(perm: Permutation, mask: Mapping[str, torch.Tensor]) -> Mask:

@@ -239,9 +239,11 @@ def line_panel(
     yerr: Mapping[str, Sequence[float]] | None = None,
     styles: Mapping[str, str] | None = None,
     hlines: Mapping[str, float] | None = None,
+    colors: Mapping[str, str] | None = None,
 ) -> dict[str, Any]:
     """A line panel: ``series`` maps a label to ``(xs, ys)``; ``styles`` maps a label to
-    solid/dashed/dotted/dashdot; ``hlines`` maps a label to a horizontal line's y."""
+    solid/dashed/dotted/dashdot; ``hlines`` maps a label to a horizontal line's y; ``colors`` maps a label
+    to a matplotlib colour (e.g. ``"C0"``), so that series drawn in two styles can share one."""
     spec = make_figure_spec("panel", series, title=title, xlabel=xlabel, ylabel=ylabel, xscale=xscale,
                             yscale=yscale, yerr=yerr)
     spec.pop("name")
@@ -251,6 +253,14 @@ def line_panel(
         if style not in _STYLES:
             raise ValueError(f"line panel: style must be one of {_STYLES}, got {style!r}")
         spec["series"][label]["style"] = style
+    for label, color in (colors or {}).items():
+        from matplotlib.colors import is_color_like  # noqa: PLC0415 - matplotlib only where colours are given
+
+        if label not in spec["series"]:
+            raise ValueError(f"line panel: colour for unknown series {label!r}")
+        if not is_color_like(color):
+            raise ValueError(f"line panel: {color!r} is not a matplotlib colour (e.g. 'C0', 'tab:blue', '#1f77b4')")
+        spec["series"][label]["color"] = str(color)
     spec["hlines"] = {str(k): float(v) for k, v in (hlines or {}).items()}
     return {"kind": "line", **spec}
 
@@ -438,11 +448,12 @@ def figure_paths(records: Sequence[Mapping[str, Any]]) -> list[tuple[Mapping[str
 def _draw_line(ax: Any, panel: Mapping[str, Any]) -> None:
     for label, sr in (panel.get("series") or {}).items():
         ls = {"solid": "-", "dashed": "--", "dotted": ":", "dashdot": "-."}[sr.get("style") or "solid"]
+        color = {"color": sr["color"]} if sr.get("color") else {}
         if sr.get("yerr") is not None:
             ax.errorbar(sr["x"], sr["y"], yerr=sr["yerr"], marker="o", markersize=4, capsize=3, label=label,
-                        linestyle=ls)
+                        linestyle=ls, **color)
         else:
-            ax.plot(sr["x"], sr["y"], marker="o", markersize=4, label=label, linestyle=ls)
+            ax.plot(sr["x"], sr["y"], marker="o", markersize=4, label=label, linestyle=ls, **color)
     for i, (label, y) in enumerate((panel.get("hlines") or {}).items()):
         ax.axhline(y, color=f"C{(len(panel.get('series') or {}) + i) % 10}", linestyle="--", label=label)
     ax.set_xscale(panel.get("xscale", "linear"))

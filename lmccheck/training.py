@@ -511,7 +511,10 @@ def check_mask(tensors: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Ten
         if m.dtype != torch.bool:
             raise ValueError(f"mask[{k!r}] must be a bool tensor, got {m.dtype}")
         if tuple(m.shape) != tuple(tensors[k].shape):
-            raise ValueError(f"mask[{k!r}] has shape {tuple(m.shape)} but the weight has {tuple(tensors[k].shape)}")
+            raise ValueError(
+                f"mask[{k!r}] has shape {tuple(m.shape)} but the weight has {tuple(tensors[k].shape)}: the mask "
+                "comes from another architecture or width; take it from a network of this one"
+            )
 
 
 def _check_mask(model: nn.Module, mask: Mapping[str, torch.Tensor]) -> dict[str, nn.Parameter]:

@@ -267,7 +267,8 @@ def test_cfg(lmc_config):
     print("CFG", json.dumps({k: str(v) for k, v in dataclasses.asdict(lmc_config).items()}))
 """
     )
-    args = ["--lmc-device", "cpu", "--lmc-seeds", "5", "--lmc-data-root", "data", "--lmc-download", "--lmc-retrain"]
+    args = ["--lmc-device", "cpu", "--lmc-seeds", "5", "--lmc-data-root", "data", "--lmc-download", "--lmc-retrain",
+            "--lmc-barrier-precision", "fp32"]
     result = pytester.runpytest("-s", *args, "--lmc-report", "rep")
     cfg = json.loads(result.outlines[_line_index(result.outlines, "CFG ")].split("CFG ", 1)[1])
     assert cfg == {
@@ -278,13 +279,16 @@ def test_cfg(lmc_config):
         "seeds": "5",
         "report_dir": str(pytester.path / "rep"),
         "retrain": "True",
+        "barrier_precision": "fp32",
     }
     result = pytester.runpytest("-s", "--lmc-cache", "c")
     cfg = json.loads(result.outlines[_line_index(result.outlines, "CFG ")].split("CFG ", 1)[1])
     assert cfg["cache"] == str(pytester.path / "c") and cfg["seeds"] == "3" and cfg["data_root"] == "None"
     assert cfg["report_dir"] == str(pytester.path / "report") and cfg["retrain"] == cfg["download"] == "False"
+    assert cfg["barrier_precision"] == "bf16"
     bad = pytester.runpytest("--lmc-seeds", "0")
     assert bad.ret == pytest.ExitCode.USAGE_ERROR
+    assert pytester.runpytest("--lmc-barrier-precision", "fp16").ret == pytest.ExitCode.USAGE_ERROR
 
 
 def test_hypothesis_profiles(pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -21,7 +21,7 @@ from lmccheck.kinds import (
 )
 from lmccheck.permutation import Permutation
 from lmccheck.products import Builder, Product, ProductEvent, Ref
-from lmccheck.pruning import sparsity
+from lmccheck.pruning import prunable_keys, sparsity
 from lmccheck.store import Store
 from lmccheck.training import TrainConfig
 
@@ -372,3 +372,62 @@ def test_describe_networks_names_seeds_checkpoints_and_alignment(lab: Lab) -> No
     assert describe_networks(given).endswith(", the second aligned by a given permutation")
     child = spawn_product(train_product(a), 0.5, 9)
     assert describe_networks(child) == f"{a.init_seed}/{a.sgd_seed}@0.5"  # spawned at 0.5, not the parent's end
+
+
+# --------------------------------------------------------------------------- pruned copies and mask transport
+@pytest.mark.parametrize("method", ["magnitude", "random"])
+def test_a_pruned_copy_zeroes_exactly_its_mask_and_is_derived_not_stored(lab: Lab, method: str) -> None:
+    run = lab.run(TINY)
+    product = lab.pruned_product(run, 0.5, 0.75, method)
+    n_entries = len(lab.store.keys())
+    pruned = lab.get(product)
+    assert len(lab.store.keys()) == n_entries  # derived on demand, like a hybrid
+    assert pruned.mask is not None and set(pruned.mask) == set(prunable_keys(run.final, include_head=True))
+    stats = sparsity(pruned.mask)
+    assert stats.total - stats.kept == int(0.75 * stats.total + 0.5)
+    source = run.state_at(0.5)
+    for k, v in pruned.final.items():
+        if k in pruned.mask:
+            assert torch.all(v[~pruned.mask[k]] == 0) and torch.equal(v[pruned.mask[k]], source[k][pruned.mask[k]])
+        else:
+            assert torch.equal(v, source[k])  # biases untouched
+    if method == "random":
+        assert product.params["seed"] != 0  # recorded in the recipe
+        assert lab.pruned_product(run, 0.5, 0.75, method).key == product.key
+        assert lab.pruned_product(run, 1.0, 0.75, method).params["seed"] != product.params["seed"]
+    # a matching of pruned copies is a stored product keyed by the pruning
+    other = lab.run(TINY.replace(init_seed=5, sgd_seed=5))
+    perm = lab.match("weight", product, lab.pruned_product(other, 0.5, 0.75, method))
+    assert perm.spec.group_names
+    assert lab.pruned_product(run, 0.5, 0.5, method).key != product.key
+
+
+def test_a_pruned_copy_refuses_bad_sparsity_and_method(lab: Lab) -> None:
+    run = lab.run(TINY)
+    with pytest.raises(ValueError, match=r"must be in \[0, 1\)"):
+        lab.pruned_product(run, 0.5, 1.0)
+    with pytest.raises(ValueError, match="unknown pruning method"):
+        lab.pruned_product(run, 0.5, 0.5, "largest")
+    with pytest.raises(KeyError):
+        lab.pruned_product(run, 0.3, 0.5)  # no checkpoint there
+
+
+def test_transported_applies_the_mask_to_the_permuted_network(lab: Lab) -> None:
+    """``transported(A_level, B, k, P)`` with P[B] ~ A: retraining P[B] under m_A, stored as B under P^-1[m_A]."""
+    level = lab.imp_level(TINY, 1, 0.5)
+    b = lab.run(TINY.replace(init_seed=4, sgd_seed=4))
+    perm = lab.match("weight", level, b)  # P[b] ~ level
+    moved = lab.transported(level, b, 0.5, perm, sgd_seed=11)
+    assert moved.mask is not None and moved.config.sgd_seed == 11
+    aligned = perm.apply(moved.final)
+    for k, m in level.mask.items():
+        # in A's coordinates the retrained network keeps exactly A's positions, and the pruned ones stay 0
+        assert torch.equal(perm.apply({**moved.final, **{kk: mm.float() for kk, mm in moved.mask.items()}})[k] > 0.5, m)
+        assert torch.all(aligned[k][~m] == 0)
+    assert any(not torch.equal(moved.mask[k], level.mask[k]) for k in level.mask)  # it did move in B's coordinates
+    # the control applies A's mask to B as it is
+    control = lab.transported(level, b, 0.5, None, sgd_seed=11)
+    assert all(torch.equal(control.mask[k], level.mask[k]) for k in level.mask)
+    # the transported network is keyed by the permutation's content: the same permutation rebuilt is the same
+    same = Permutation(perm.spec, {g: t.clone() for g, t in perm.perms.items()})
+    assert lab.transported(level, b, 0.5, same, sgd_seed=11).info["store_key"] == moved.info["store_key"]

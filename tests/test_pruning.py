@@ -22,6 +22,7 @@ from lmccheck.pruning import (
     one_shot_prune,
     permute_mask,
     prunable_keys,
+    prune_once,
     random_prune,
     retrain_with_mask,
     sparsity,
@@ -239,3 +240,76 @@ def test_retrain_with_transported_mask(data, optimizer):
         assert bool((run.state_at(0.25)[k][~m] == 0).all())
         assert bool((run.final[k][~m] == 0).all())
     assert run.mask is not None and all(torch.equal(run.mask[k], mask[k]) for k in mask)
+
+
+# --------------------------------------------------------------------------- one-step pruning (App. H.2)
+@pytest.mark.parametrize("p", [0.0, 0.2, 0.5, 0.9, 0.95])
+@pytest.mark.parametrize("method", ["magnitude", "random"])
+def test_prune_once_reaches_the_requested_sparsity(p: float, method: str) -> None:
+    state = mlp_state()
+    mask = prune_once(state, p, method=method, seed=3)
+    stats = sparsity(mask)
+    assert set(mask) == set(prunable_keys(state))
+    assert stats.total - stats.kept == int(p * stats.total + 0.5)  # exactly round(p * N) pruned
+
+
+def test_prune_once_by_magnitude_removes_the_smallest_and_random_ignores_magnitude() -> None:
+    state = mlp_state()
+    mag = prune_once(state, 0.6)
+    kept = torch.cat([state[k][mag[k]].abs() for k in mag])
+    gone = torch.cat([state[k][~mag[k]].abs() for k in mag])
+    assert gone.max() <= kept.min()
+    rnd = prune_once(state, 0.6, method="random", seed=1)
+    assert any(not torch.equal(rnd[k], mag[k]) for k in mag)
+    gone_rnd = torch.cat([state[k][~rnd[k]].abs() for k in rnd])
+    assert gone_rnd.max() > kept.min()  # random pruning removes some large weights
+    again = prune_once(state, 0.6, method="random", seed=1)
+    other = prune_once(state, 0.6, method="random", seed=2)
+    assert all(torch.equal(rnd[k], again[k]) for k in rnd)
+    assert any(not torch.equal(rnd[k], other[k]) for k in rnd)
+
+
+def test_prune_once_prunes_the_head_only_when_asked() -> None:
+    state = mlp_state()
+    head = prunable_keys(state, include_head=True)[-1]
+    assert head not in prune_once(state, 0.5)
+    with_head = prune_once(state, 0.5, include_head=True)
+    assert head in with_head and sparsity(with_head).total == sum(state[k].numel() for k in with_head)
+
+
+@pytest.mark.parametrize("p", [1.0, -0.1, 1.5, float("nan")])
+def test_prune_once_refuses_a_sparsity_outside_0_1(p: float) -> None:
+    with pytest.raises(ValueError, match=r"must be in \[0, 1\)"):
+        prune_once(mlp_state(), p)
+
+
+def test_prune_once_refuses_an_unknown_method() -> None:
+    with pytest.raises(ValueError, match="unknown pruning method 'smallest'"):
+        prune_once(mlp_state(), 0.5, method="smallest")
+
+
+@pytest.mark.parametrize("remaining", [1.0, 0.8, 0.8**5, 0.8**10, 0.01])
+def test_one_shot_mask_has_the_requested_sparsity(remaining: float) -> None:
+    state = mlp_state(width=24)
+    mask = one_shot_prune(state, remaining)
+    stats = sparsity(mask)
+    assert stats.kept == int(remaining * stats.total + 0.5)
+    with pytest.raises(ValueError, match="sparsity_remaining must be in"):
+        one_shot_prune(state, 1.2)
+
+
+def test_a_mask_from_another_architecture_is_refused_with_a_clear_error() -> None:
+    narrow, wide = mlp_state(width=16), mlp_state(width=24)
+    mask = magnitude_prune(narrow, None, 0.5)
+    with pytest.raises(ValueError, match="another architecture or width"):
+        apply_mask(wide, mask)
+    with pytest.raises(ValueError, match="another architecture or width"):
+        magnitude_prune(wide, mask, 0.2)
+    spec = get_model("mlp", width=24, depth=2).permutation_spec()
+    with pytest.raises(ValueError, match="group .* has 24 units"):
+        permute_mask(Permutation.random(spec, wide, seed=0), mask)
+    conv_mask = {"features.0.weight": torch.ones(3, 3, 3, 3, dtype=torch.bool)}
+    with pytest.raises(ValueError, match="wrong architecture"):
+        apply_mask(wide, conv_mask)
+    with pytest.raises(ValueError, match="wrong architecture"):
+        permute_mask(Permutation.random(spec, wide, seed=0), conv_mask)

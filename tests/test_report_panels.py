@@ -46,6 +46,11 @@ def test_bar_and_heatmap_panels_validate_shapes() -> None:
         rp.heatmap_panel([[1, 2, 3]], xlabels=["a", "b", "c"], ylabels=["r1", "r2"])
     with pytest.raises(ValueError, match="style must be"):
         rp.line_panel({"a": ([0, 1], [0, 1])}, styles={"a": "wavy"})
+    with pytest.raises(ValueError, match="colour for unknown series 'b'"):
+        rp.line_panel({"a": ([0, 1], [0, 1])}, colors={"b": "C0"})
+    with pytest.raises(ValueError, match="'C0x' is not a matplotlib colour"):
+        rp.line_panel({"a": ([0, 1], [0, 1])}, colors={"a": "C0x"})
+    assert rp.line_panel({"a": ([0, 1], [0, 1])}, colors={"a": "C2"})["series"]["a"]["color"] == "C2"
     with pytest.raises(ValueError, match="each panel must come from"):
         rp.make_panels_figure("f", [{"kind": "pie"}])
 
@@ -62,7 +67,8 @@ def test_every_panel_kind_and_a_table_render_to_png_and_markdown(tmp_path: Path)
 
     fig = rp.make_panels_figure("all_kinds", [
         rp.line_panel({"direct": ([1, 2, 4], [0.3, 0.2, 0.1]), "indirect": ([1, 2, 4], [0.5, 0.4, 0.3])},
-                      styles={"indirect": "dashed"}, hlines={"parents": 0.05}, xscale="log", title="width"),
+                      styles={"indirect": "dashed"}, hlines={"parents": 0.05}, xscale="log", title="width",
+                      colors={"direct": "C3", "indirect": "C3"}),
         rp.bar_panel(["fc1", "fc2", "fc3"], {"LMC": [0.1, 0.2, 0.3], "not LMC": [0.9, 0.8, 0.7]}, title="layers"),
         rp.hist_panel({"LMC": [0.1, 0.2, 0.2], "indep": [0.8, 0.9]}, bins=5, title="dist"),
         rp.heatmap_panel([[0.1, 0.2], [0.3, 0.4]], xlabels=["k=1", "k=2"], ylabels=["t=0", "t=1"], title="h"),
