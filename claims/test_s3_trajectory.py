@@ -35,7 +35,7 @@ KINDS = ("loss", "error")
     findings={"mlp512-fmnist": (
         "at t = 0.25 epoch (5% of training) the aligned LOSS barrier is 11.5-13.3% of the converged unaligned one "
         "(e.g. WM test, seed 1: 0.170 vs 1.276), above 8/70 = 11.4%; error barriers pass at every checkpoint and seed "
-        "(end: 22.4% -> 1.0% WM, 1.1% AM). Measured with `make claims`, 3 seeds."
+        "(end: 22.3% -> 1.0% WM, 1.1% AM). Measured with `make claims`, 3 seeds, barriers in bf16."
     )},
 ))
 def test_s3_end_permutation_aligns_trajectory(setting: Setting, lab: Lab, n_seeds: int, measure) -> None:

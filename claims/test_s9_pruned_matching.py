@@ -15,11 +15,13 @@ plotted), on means over seeds, at every checkpoint t:
   whereas barriers generally do not increase when the smallest weights are pruned": at high sparsity
   (:data:`HIGH_SPARSITY`), random pruning raises the barrier clearly more than magnitude pruning, i.e.
   the random barrier exceeds the magnitude barrier by more than MC noise;
-* "barriers generally do not increase when the smallest weights are pruned": magnitude pruning keeps the
-  barrier within MC noise of its p = 0 value up to a moderate sparsity (:data:`MODERATE_SPARSITY`).
+* "barriers generally do not increase when the smallest weights are pruned": magnitude pruning raises the
+  barrier by at most MC noise over its p = 0 value up to a moderate sparsity (:data:`MODERATE_SPARSITY`).
 
 "a larger fraction can be pruned from later checkpoints before affecting barriers" is recorded (the
-largest p up to which magnitude pruning stays within noise, per t), not asserted: the paper hedges it.
+largest p up to which magnitude pruning raises the barrier by at most noise, per t), not asserted: the
+paper hedges it. H.2's step 2 reads as the barrier of the pruned checkpoints A'_t and P[B'_t]; Fig. 16's
+caption and lmccheck measure the networks after training, which is what the permutation is for.
 So is the spread of weight matching itself: the p = 0 barrier when the matching is re-solved with another
 sweep order (context for the verdict, not a tolerance).
 """
@@ -36,11 +38,11 @@ from .rules import MC_NOISE_STDERRS, connected_threshold, mean_std
 from .settings import describe, params
 
 #: H.2 step 1's p: "Use p from 0 to at least 0.9"
-SPARSITIES = (0.0, 0.2, 0.4, 0.6, 0.8, 0.9, 0.95)
+SPARSITIES = (0.0, 0.2, 0.4, 0.5, 0.6, 0.8, 0.9, 0.95)
 #: "at high sparsity": p from this value on
 HIGH_SPARSITY = 0.9
-#: "up to a moderate p": magnitude pruning leaves the barrier within MC noise of p = 0 for p up to this value
-#: (half the weights)
+#: "up to a moderate p": magnitude pruning raises the barrier by at most MC noise over its p = 0 value for p up
+#: to this value (half the weights); one-sided, as the paper's "barriers generally do not increase"
 MODERATE_SPARSITY = 0.5
 #: checkpoints t as fractions of training: early (10%, the end of H.1's "around epoch 10" of 100), middle
 #: (40%) and the end
@@ -60,6 +62,14 @@ def checkpoint_times(setting: Setting) -> list[float]:
 @pytest.mark.claim("S9")
 @pytest.mark.parametrize("setting", params(
     ["mlp128-fmnist"], ["vgg16-ln-cifar10", "resnet20x4-ln-cifar10", "vgg16-ln-fmnist", "resnet20x4-ln-fmnist"],
+    findings={"mlp128-fmnist": (
+        "at the early checkpoint (t = 0.5 epoch, 10% of training) magnitude pruning raises the end-of-training "
+        "error barrier from 5.7% to 6.4% (p = 0.2) and 6.6% (p = 0.4), more than MC noise (0.6%); weight matching "
+        "itself moves that p = 0 barrier by up to 1.9% when re-solved with another sweep order there. At t = 2 and "
+        "5 epochs the claim holds: magnitude pruning stays within noise up to p = 0.8 / 0.9 (1.4% -> 1.9%, 1.3% -> "
+        "1.6%) and at p = 0.9-0.95 random pruning leaves 21-32% against 1.9-2.9%; at t = 0.5 random reaches 42-46% "
+        "against 10.5-13.1%. Measured with `make claims`, 3 seeds."
+    )},
 ))
 def test_s9_weight_matching_relies_on_large_weights(setting: Setting, lab: Lab, n_seeds: int, measure) -> None:
     """Weight matching of magnitude-pruned checkpoints keeps the end-of-training barrier near its p = 0 value up
@@ -102,10 +112,10 @@ def test_s9_weight_matching_relies_on_large_weights(setting: Setting, lab: Lab, 
             if p >= HIGH_SPARSITY and not rnd[j] - mag[j] > thr:
                 failures.append(f"t={t:g}, p={p:g}: random pruning {pct(rnd[j])} is not clearly above magnitude "
                                 f"pruning {pct(mag[j])} (MC noise {pct(thr)})")
-            if p <= MODERATE_SPARSITY and abs(mag[j] - mag[0]) > thr:
-                failures.append(f"t={t:g}, p={p:g}: magnitude pruning moves the barrier from {pct(mag[0])} to "
-                                f"{pct(mag[j])}, more than MC noise {pct(thr)}")
-        close = [p for j, p in enumerate(SPARSITIES) if all(abs(mag[i] - mag[0]) <= thr for i in range(j + 1))]
+            if p <= MODERATE_SPARSITY and mag[j] - mag[0] > thr:
+                failures.append(f"t={t:g}, p={p:g}: magnitude pruning raises the barrier from {pct(mag[0])} to "
+                                f"{pct(mag[j])}, by more than MC noise {pct(thr)}")
+        close = [p for j, p in enumerate(SPARSITIES) if all(mag[i] - mag[0] <= thr for i in range(j + 1))]
         stays_close_to[f"{t:g}"] = max(close) if close else None
     measure.values.update({
         "setting": describe(setting),

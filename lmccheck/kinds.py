@@ -14,6 +14,10 @@ with ``Ref(product, at=t)``):
   transport), or one-shot pruned from another network's final weights.
 * ``hybrid``: a state that takes some entries from one checkpoint and the
   rest from another (partial rewinding).
+* ``pruned``: a checkpoint with a fraction of its weights pruned in one step, by
+  magnitude or at random (App. H.2).
+* ``masked``: a checkpoint under another network's (optionally permuted) or a
+  one-shot mask, without training (App. F 5(a)).
 
 Measurements:
 
@@ -63,6 +67,7 @@ __all__ = [
     "describe_networks",
     "hybrid_product",
     "imp_level_product",
+    "masked_product",
     "matching_product",
     "network_ref",
     "permutation_input",
@@ -74,7 +79,7 @@ __all__ = [
 ]
 
 MATCHING_METHODS = ("weight", "activation")
-NETWORK_KINDS = ("train", "spawn", "imp_level", "retrain", "hybrid", "pruned")
+NETWORK_KINDS = ("train", "spawn", "imp_level", "retrain", "hybrid", "pruned", "masked")
 
 
 def derived_seed(base: int, *salt: Any) -> int:
@@ -99,8 +104,10 @@ def config_of(product: Product, device: str = "cpu") -> TrainConfig:
         return config_of(_ref(product, "late").product, device)
     if product.kind == "pruned":
         return config_of(_ref(product, "source").product, device)
+    if product.kind == "masked":
+        return config_of(_ref(product, "net").product, device)
     raise ValueError(
-        f"a {product.kind} product is not a network; pass a train/spawn/imp_level/retrain/hybrid/pruned product"
+        f"a {product.kind} product is not a network; pass a train/spawn/imp_level/retrain/hybrid/pruned/masked product"
     )
 
 
@@ -126,7 +133,7 @@ def describe_networks(product: Product) -> str:
         parts.append(f"{cfg.init_seed}/{cfg.sgd_seed}{'' if p.kind == 'train' else ' ' + p.kind}{at}")
     text = " vs ".join(parts)
     perm = product.inputs.get("perm")
-    what = "the mask transported" if product.kind == "retrain" else "the second aligned"
+    what = "the mask transported" if product.kind in ("retrain", "masked") else "the second aligned"
     if isinstance(perm, Ref) and perm.product.kind == "matching":
         text += f", {what} by {perm.product.params['method']} matching"
     elif perm is not None:
@@ -140,7 +147,7 @@ def network_ref(product: Product, at: float | None = None) -> Ref:
     if product.kind not in NETWORK_KINDS:
         raise ValueError(
             f"a {product.kind} product is not a network; measurements take train, spawn, imp_level, "
-            "retrain, hybrid or pruned products"
+            "retrain, hybrid, pruned or masked products"
         )
     return Ref(product, config_of(product).epochs if at is None else at)
 
@@ -247,7 +254,11 @@ def _build_imp_level(product: Product, builder: Builder) -> tuple[dict[str, torc
     rewind = float(p["rewind_epoch"])
     rewind_state = dense.state_at(rewind)  # a clear KeyError naming the available times
     final = prev.final
-    mask = prev.mask if prev.mask is not None else dense_mask(final, prunable_keys(final, include_head=p["include_head"]))
+    # the spec names the head: a state read back from the store has its names sorted, so "the last weight"
+    # would be the wrong layer (imp_level and retrain versions 1 pruned by that order)
+    spec = arch_spec(builder, dense.config)
+    mask = prev.mask if prev.mask is not None else dense_mask(final, prunable_keys(final, spec,
+                                                                                   include_head=p["include_head"]))
     mask = magnitude_prune(final, mask, p["fraction"])
     run = retrain_with_mask(dense.config, apply_mask(rewind_state, mask), mask, rewind, sgd_seed=p["sgd_seed"],
                             progress=builder.progress, data=_data(builder, dense.config))
@@ -255,7 +266,7 @@ def _build_imp_level(product: Product, builder: Builder) -> tuple[dict[str, torc
     return run.to_record()
 
 
-register(Kind("imp_level", 1, _build_imp_level, _decode_run, network=True, phase="training",
+register(Kind("imp_level", 2, _build_imp_level, _decode_run, network=True, phase="training",
               describe=lambda p: f"level {p.params['level']}, rewind to {p.params['rewind_epoch']:g} ep"))
 
 
@@ -305,13 +316,13 @@ def retrain_product(
     )
 
 
-def _build_retrain(product: Product, builder: Builder) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def _resolve_mask(product: Product, builder: Builder) -> dict[str, torch.Tensor]:
+    """The mask a ``retrain`` or ``masked`` product applies: ``mask_from``'s own mask or its one-shot magnitude
+    mask, permuted by the ``perm`` input when there is one."""
     p = product.params
-    init_ref = _ref(product, "init")
-    init_run = builder.get(init_ref.product)
     source = builder.get(_ref(product, "mask_from").product)
     if p["mask"] == "oneshot":
-        mask = one_shot_prune(source.final, p["oneshot_remaining"])
+        mask = one_shot_prune(source.final, p["oneshot_remaining"], spec=arch_spec(builder, source.config))
     else:
         if source.mask is None:
             raise ValueError(
@@ -320,16 +331,64 @@ def _build_retrain(product: Product, builder: Builder) -> tuple[dict[str, torch.
             )
         mask = source.mask
     perm = builder.resolve(product.inputs.get("perm"))
-    if perm is not None:
-        mask = permute_mask(perm, mask)
+    return permute_mask(perm, mask) if perm is not None else mask
+
+
+def _build_retrain(product: Product, builder: Builder) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    p = product.params
+    init_ref = _ref(product, "init")
+    init_run = builder.get(init_ref.product)
+    mask = _resolve_mask(product, builder)
     run = retrain_with_mask(init_run.config, builder.state(init_ref), mask, p["start_epoch"], sgd_seed=p["sgd_seed"],
                             progress=builder.progress, data=_data(builder, init_run.config))
-    run.info.update({"remaining": sparsity(mask).remaining, "mask": p["mask"], "permuted_mask": perm is not None})
+    run.info.update({"remaining": sparsity(mask).remaining, "mask": p["mask"],
+                     "permuted_mask": product.inputs.get("perm") is not None})
     return run.to_record()
 
 
-register(Kind("retrain", 1, _build_retrain, _decode_run, network=True, phase="training",
+register(Kind("retrain", 2, _build_retrain, _decode_run, network=True, phase="training",
               describe=lambda p: f"from {p.params['start_epoch']:g} ep, mask {p.params['mask']}"))
+
+
+def masked_product(
+    net: Ref,
+    mask_from: Product,
+    *,
+    perm: Permutation | Product | None = None,
+    oneshot_remaining: float | None = None,
+) -> Product:
+    """The checkpoint ``net`` under a mask, without any training: Sharma et al. App. F 5(a)'s ``P B ⊗ M_A``.
+
+    The mask is chosen as by :func:`retrain_product` (``mask_from``'s own mask permuted by ``perm``, or the
+    one-shot magnitude mask of ``mask_from``'s final weights keeping ``oneshot_remaining``). Derived on
+    demand, never stored.
+    """
+    if oneshot_remaining is not None and not 0.0 < oneshot_remaining <= 1.0:
+        raise ValueError(f"oneshot_remaining is the fraction of weights kept, in (0, 1]; got {oneshot_remaining}")
+    ref = network_ref(net.product, net.at)
+    _same_architecture("masked", ref, Ref(mask_from, 0.0))
+    return Product(
+        "masked",
+        {"mask": "oneshot" if oneshot_remaining is not None else "of_network",
+         "oneshot_remaining": None if oneshot_remaining is None else float(oneshot_remaining)},
+        {"net": ref, "mask_from": network_ref(mask_from), "perm": permutation_input(perm)},
+    )
+
+
+def _build_masked(product: Product, builder: Builder) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    ref = _ref(product, "net")
+    run = builder.get(ref.product)
+    mask = _resolve_mask(product, builder)
+    t = run.config.epochs  # one state, filed at the end of training like a hybrid
+    out = Run(config=run.config, checkpoints={t: apply_mask(builder.state(ref), mask)}, metrics={t: {}},
+              wall_time_s=0.0, start_epoch=t, mask=mask)
+    out.info.update({"remaining": sparsity(mask).remaining, "mask": product.params["mask"]})
+    return out.to_record()
+
+
+# a masked checkpoint is a stored state times a mask: derived on demand, never stored
+register(Kind("masked", 1, _build_masked, _decode_run, network=True, phase="other", stored=False,
+              describe=lambda p: f"mask {p.params['mask']}, not retrained"))
 
 
 # --------------------------------------------------------------------------- hybrids
@@ -387,7 +446,8 @@ def _build_pruned(product: Product, builder: Builder) -> tuple[dict[str, torch.T
     ref = _ref(product, "source")
     run = builder.get(ref.product)
     state = builder.state(ref)
-    mask = prune_once(state, p["fraction"], method=p["method"], seed=p["seed"], include_head=p["include_head"])
+    mask = prune_once(state, p["fraction"], method=p["method"], seed=p["seed"], include_head=p["include_head"],
+                      spec=arch_spec(builder, run.config))
     pruned = apply_mask(state, mask)
     t = run.config.epochs  # one state, filed at the end of training like a hybrid
     out = Run(config=run.config, checkpoints={t: pruned}, metrics={t: {}}, wall_time_s=0.0, start_epoch=t, mask=mask)

@@ -32,9 +32,9 @@ from typing import Any, TextIO
 import torch
 from torch import nn
 
-from .data import Dataset
+from .data import Dataset, load_dataset
 from .permutation import Permutation, PermutationSpec, state_of
-from .training import Run, TrainConfig, check_mask, train
+from .training import Run, TrainConfig, build_model, check_mask, train
 
 __all__ = [
     "ImpLevel",
@@ -70,7 +70,10 @@ def prunable_keys(
     Conv and linear weights (``*.weight`` with ``dim >= 2``). The classifier
     head is excluded unless ``include_head``: with a spec (given, or taken from
     an lmccheck model) the head is the weight whose output axis is not
-    permuted; without one, it is the last such weight in the state dict.
+    permuted; without one, it is the last such weight in the state dict's
+    order. That order is the model's for ``model.state_dict()``, but not for a
+    state read back from a file (safetensors sorts the names, putting
+    ``head.weight`` first): pass ``spec`` for any state that was stored.
     """
     if spec is None and isinstance(model_or_state, nn.Module) and hasattr(model_or_state, "permutation_spec"):
         spec = model_or_state.permutation_spec()
@@ -194,15 +197,19 @@ def random_prune(
 
 
 def one_shot_prune(
-    state: StateDict, sparsity_remaining: float, keys: Sequence[str] | None = None
+    state: StateDict,
+    sparsity_remaining: float,
+    keys: Sequence[str] | None = None,
+    *,
+    spec: PermutationSpec | None = None,
 ) -> Mask:
     """Keep the ``round(sparsity_remaining * N)`` largest-magnitude prunable weights, in one step.
 
-    ``N`` is the number of prunable weights (``keys``, default :func:`prunable_keys`).
+    ``N`` is the number of prunable weights (``keys``, default :func:`prunable_keys` with ``spec``).
     E.g. ``sparsity_remaining=0.8**L`` matches IMP level ``L``.
     """
     s = _check_fraction("sparsity_remaining", sparsity_remaining)
-    mask = dense_mask(state, keys)
+    mask = dense_mask(state, prunable_keys(state, spec) if keys is None else keys)
     total = sparsity(mask).total
     scores = {k: state[k].abs() for k in mask}
     return _prune_lowest(mask, scores, total - _round_half_up(s * total))
@@ -219,13 +226,14 @@ def prune_once(
     seed: int = 0,
     include_head: bool = False,
     keys: Sequence[str] | None = None,
+    spec: PermutationSpec | None = None,
 ) -> Mask:
     """Prune ``round(fraction * N)`` of the ``N`` prunable weights of a dense ``state`` in one step, globally.
 
     ``method="magnitude"`` removes the smallest ``|w|``; ``"random"`` removes weights drawn uniformly with
     ``seed`` (the same count, so both reach the same sparsity). ``fraction`` is the *sparsity*, the fraction
     removed, in [0, 1) (Sharma et al. App. H.2's p). ``keys`` default to :func:`prunable_keys` of ``state``
-    (``include_head`` adds the classifier head: H.2 prunes "from all layers").
+    and ``spec`` (``include_head`` adds the classifier head: H.2 prunes "from all layers").
     """
     if method not in PRUNE_METHODS:
         raise ValueError(f"unknown pruning method {method!r}; use one of {', '.join(PRUNE_METHODS)}")
@@ -235,7 +243,7 @@ def prune_once(
             f"sparsity (the fraction of weights pruned) must be in [0, 1), got {fraction!r}; "
             "1 would remove every weight"
         )
-    keys = prunable_keys(state, include_head=include_head) if keys is None else list(keys)
+    keys = prunable_keys(state, spec, include_head=include_head) if keys is None else list(keys)
     mask = dense_mask(state, keys)
     if method == "magnitude":
         return magnitude_prune(state, mask, p)
@@ -419,7 +427,8 @@ def imp(
         )
     rewind_state = dense_run.state_at(rewind_epoch)
     final = dense_run.final
-    keys = prunable_keys(final, include_head=include_head)
+    spec = build_model(config, data if data is not None else load_dataset(config.dataset)).permutation_spec()
+    keys = prunable_keys(final, spec, include_head=include_head)
     mask = dense_mask(final, keys)
     out = [
         ImpLevel(0, mask, {k: v.clone() for k, v in rewind_state.items()}, final,

@@ -21,7 +21,7 @@ from lmccheck.kinds import (
 )
 from lmccheck.permutation import Permutation
 from lmccheck.products import Builder, Product, ProductEvent, Ref
-from lmccheck.pruning import prunable_keys, sparsity
+from lmccheck.pruning import apply_mask, one_shot_prune, prunable_keys, sparsity
 from lmccheck.store import Store
 from lmccheck.training import TrainConfig
 
@@ -431,3 +431,49 @@ def test_transported_applies_the_mask_to_the_permuted_network(lab: Lab) -> None:
     # the transported network is keyed by the permutation's content: the same permutation rebuilt is the same
     same = Permutation(perm.spec, {g: t.clone() for g, t in perm.perms.items()})
     assert lab.transported(level, b, 0.5, same, sgd_seed=11).info["store_key"] == moved.info["store_key"]
+
+
+def test_masked_applies_the_transported_mask_to_the_trained_network_without_training(lab: Lab) -> None:
+    """App. F 5(a)'s ``P B ⊗ M_A``: B's trained weights under A's mask in A's coordinates, nothing retrained."""
+    level = lab.imp_level(TINY, 1, 0.5)
+    b = lab.run(TINY.replace(init_seed=4, sgd_seed=4))
+    perm = lab.match("weight", level, b)  # P[b] ~ level
+    n_entries = len(lab.store.keys())
+    net = lab.masked(level, b, perm)
+    assert len(lab.store.keys()) == n_entries  # derived, never stored
+    expected = apply_mask(perm.apply(b.final), level.mask)  # P B ⊗ M_A
+    aligned = perm.apply(net.final)
+    assert all(torch.equal(aligned[k], expected[k]) for k in expected)
+    control = lab.masked(level, b, None)  # B ⊗ M_A
+    assert all(torch.equal(control.final[k], apply_mask(b.final, level.mask)[k]) for k in b.final)
+    oneshot = lab.masked(b, b, None, oneshot_remaining=0.3)
+    stats = sparsity(oneshot.mask)
+    assert stats.kept == int(0.3 * stats.total + 0.5)
+    assert all(torch.equal(oneshot.final[k], apply_mask(b.final, one_shot_prune(b.final, 0.3))[k]) for k in b.final)
+    early = lab.masked(level, b, None, at=0.5)
+    assert all(torch.equal(early.final[k], apply_mask(b.state_at(0.5), level.mask)[k]) for k in b.final)
+    with pytest.raises(ValueError, match="pass perm=None with oneshot_remaining"):
+        lab.masked(b, b, perm, oneshot_remaining=0.3)
+    with pytest.raises(ValueError, match="has no mask"):
+        lab.masked(b, level, None)
+    wide = lab.run(tiny_config(model_kwargs={"width": 48, "depth": 2}))
+    with pytest.raises(ValueError, match="model_kwargs"):
+        lab.masked(level, wide, None)
+
+
+def test_imp_and_one_shot_masks_do_not_depend_on_whether_the_dense_run_was_loaded(tmp_path: Path) -> None:
+    """A state read back from the store has sorted names (``head.weight`` first): the head is found by the spec,
+    so an IMP level and a one-shot mask are the same whether the dense run was trained in this process or not."""
+    fresh = Lab(store=Store(tmp_path / "a"), progress=False)
+    in_process = fresh.imp_level(TINY, 1, 0.5)
+    Lab(store=Store(tmp_path / "b"), progress=False).run(TINY)
+    loaded_lab = Lab(store=Store(tmp_path / "b"), progress=False)  # the dense run comes from disk
+    assert list(loaded_lab.run(TINY).final)[0].startswith("head")  # the order that used to mislead
+    loaded = loaded_lab.imp_level(TINY, 1, 0.5)
+    for level in (in_process, loaded):
+        assert set(level.mask) == {"layers.0.weight", "layers.1.weight"}  # the head is never pruned
+    assert all(torch.equal(in_process.mask[k], loaded.mask[k]) for k in in_process.mask)
+    dense = loaded_lab.run(TINY)
+    oneshot = loaded_lab.masked(dense, dense, None, oneshot_remaining=0.5)
+    assert set(oneshot.mask) == {"layers.0.weight", "layers.1.weight"}
+    assert set(loaded_lab.imp(TINY, 1, 0.5)[0].mask) == {"layers.0.weight", "layers.1.weight"}
