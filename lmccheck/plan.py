@@ -13,7 +13,12 @@ of a new run reads the manifests of the selected checks:
   the machine that built them.
 
 A check that has never run on this store has no manifest: the plan says its
-products and time are unknown, rather than guessing.
+products and time on this machine are unknown, rather than guessing. When
+lmccheck ships the manifests of every such check (``reference_times.json``: the
+products each check used in a cold ``make claims`` on the machine it names and
+their build times there, for the same seeds, kind of device and code versions),
+the plan adds how many products that is, how many this store holds, and how long
+the others took to build on that machine, naming it.
 """
 
 from __future__ import annotations
@@ -26,11 +31,24 @@ from pathlib import Path
 from typing import Any
 
 from .fileio import atomic_write_text
+from .nodeids import base_nodeid
 from .store import CODE_VERSION, META_FILE, Store, describe_size
 
-__all__ = ["CheckPlan", "RunPlan", "manifest_path", "plan_run", "store_size", "write_manifest"]
+__all__ = [
+    "CheckPlan",
+    "RunPlan",
+    "manifest_path",
+    "plan_run",
+    "reference_estimate",
+    "store_size",
+    "write_manifest",
+    "write_reference",
+]
 
 PLANS_DIR = "plans"
+
+#: cold wall times of the shipped claim checks, measured on one machine (``tools/reference_times.py``)
+REFERENCE_FILE = Path(__file__).with_name("reference_times.json")
 
 
 def _code_versions() -> dict[str, int]:
@@ -101,6 +119,9 @@ class CheckPlan:
 @dataclass
 class RunPlan:
     checks: list[CheckPlan] = field(default_factory=list)
+    reference: tuple[float, int, int, str] | None = None
+    """For the unknown checks, from the reference machine (:func:`reference_estimate`): seconds to build what
+    this store lacks, products needed, products stored here, the machine. None: not known for all of them."""
 
     @property
     def known(self) -> list[CheckPlan]:
@@ -135,9 +156,18 @@ class RunPlan:
         if unknown:
             names = ", ".join(c.label for c in unknown[:6]) + (", ..." if len(unknown) > 6 else "")
             one = len(unknown) == 1
-            out.append(f"{len(unknown)} {'check' if one else 'checks'} never ran on this store with this code ({names}): "
-                       f"{'its' if one else 'their'} products and time are unknown until "
-                       f"{'it has' if one else 'they have'}")
+            line = (f"{len(unknown)} {'check' if one else 'checks'} never ran on this store with this code ({names}): "
+                    f"{'its' if one else 'their'} products and time on this machine are unknown until "
+                    f"{'it has' if one else 'they have'}")
+            if self.reference is not None:
+                seconds, needed, stored, machine = self.reference
+                they = "it" if one else "they"
+                if needed:
+                    line += (f"; on the reference machine ({machine}) {they} used {needed} products ({stored} stored "
+                             f"here), and the others took about {fmt_seconds(seconds)} to build there")
+                else:
+                    line += f"; on the reference machine ({machine}) {they} used no stored products"
+            out.append(line)
         return out
 
 
@@ -157,7 +187,60 @@ def plan_run(store: Store, checks: Sequence[tuple[str, str]], seeds: int, device
             item.products = products
             item.stored = {k for k in products if _contains(store, k)}
         plan.checks.append(item)
+    if plan.unknown:
+        plan.reference = reference_estimate(store, [c.nodeid for c in plan.unknown], seeds, device_type)
     return plan
+
+
+def reference_estimate(
+    store: Store | None, nodeids: Sequence[str], seeds: int, device_type: str, path: Path | None = None
+) -> tuple[float, int, int, str] | None:
+    """For checks this store has no manifest of: ``(seconds, needed, stored, machine)`` from the reference
+    file: the products those checks used on the reference machine (a product several share counts once), how
+    many of them ``store`` holds already, and how long the others took to build there. None unless the file
+    has every one of ``nodeids``, for these seeds, this kind of device and the current code versions."""
+    try:
+        data = json.loads((REFERENCE_FILE if path is None else path).read_text("utf-8"))
+        if (data["seeds"], data["device_type"], data["code_versions"]) != (int(seeds), device_type,
+                                                                         _code_versions()):
+            return None
+        checks = {str(n): {str(k): (None if v is None else float(v)) for k, v in dict(p).items()}
+                  for n, p in dict(data["checks"]).items()}
+        machine = str(data["machine"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return None
+    if not nodeids or any(n not in checks for n in nodeids):
+        return None
+    products: dict[str, float | None] = {}
+    for n in nodeids:
+        products.update(checks[n])
+    stored = {k for k in products if store is not None and _contains(store, k)}
+    seconds = sum(v or 0.0 for k, v in products.items() if k not in stored)
+    return seconds, len(products), len(stored), machine
+
+
+def write_reference(store: Store, seeds: int, device_type: str, machine: str, path: Path | None = None) -> Path:
+    """Write the reference file from the manifests of a store filled by a cold claim run on ``machine``: every
+    check's products with the time each took to build, for these seeds and this kind of device."""
+    current = _code_versions()
+    checks: dict[str, dict[str, float | None]] = {}
+    for manifest in sorted((Path(store.root) / PLANS_DIR).glob("*.json")):
+        try:
+            data = json.loads(manifest.read_text("utf-8"))
+            if (data["seeds"], data["device_type"], data["code_versions"]) != (int(seeds), device_type, current):
+                continue
+            checks[base_nodeid(str(data["nodeid"]))] = {str(k): (None if v is None else round(float(v), 2))
+                                           for k, v in sorted(dict(data["products"]).items())}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            continue
+    if not checks:
+        raise ValueError(f"{store.root} has no manifest for {seeds} seeds on {device_type} with the current code; "
+                         "run the claims on it first")
+    payload = {"machine": machine, "seeds": int(seeds), "device_type": device_type, "code_versions": current,
+               "checks": dict(sorted(checks.items()))}
+    target = REFERENCE_FILE if path is None else path
+    atomic_write_text(target, json.dumps(payload, indent=0, sort_keys=True) + "\n")
+    return target
 
 
 def store_size(store: Store) -> str:

@@ -26,6 +26,7 @@ import io
 import json
 import os
 import platform
+import re
 import shutil
 import subprocess
 import sys
@@ -39,6 +40,7 @@ import pytest
 
 from lmccheck import report as _report
 from lmccheck.argtypes import positive_int
+from lmccheck.nodeids import base_nodeid
 
 __all__ = [
     "ENTRY_POINT_NAME",
@@ -625,6 +627,22 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = keep
 
 
+_NAMED_CLAIM = re.compile(r"test_([sz][0-9]+)_", re.IGNORECASE)
+
+
+def claim_from_nodeid(nodeid: str) -> tuple[str, str] | None:
+    """``(claim, setting)`` read from a claim check's node id alone, for a process that never sees the items
+    (the controller under pytest-xdist): the function is named ``test_<claim id>_...`` (every check of
+    ``claims/`` is; tests/test_claim_names.py keeps it so) and the setting is its parametrize id. None for a
+    node id that does not name a catalog claim."""
+    name = base_nodeid(nodeid).rsplit("::", 1)[-1]
+    func, _, param = name.partition("[")
+    m = _NAMED_CLAIM.match(func)
+    if m is None or m.group(1).upper() not in CATALOG:
+        return None
+    return m.group(1).upper(), (param[:-1] if param.endswith("]") else param) or "default"
+
+
 def _default_setting(item: pytest.Item) -> str:
     """The item's parametrize id, or ``"default"``."""
     callspec = getattr(item, "callspec", None)
@@ -643,7 +661,8 @@ def measure(request: pytest.FixtureRequest, lmc_config: LmcConfig) -> Measuremen
             pytrace=False,
         )
     m = Measurement(
-        claim=claim, setting=_default_setting(item), nodeid=item.nodeid, device=describe_device(lmc_config.device)
+        claim=claim, setting=_default_setting(item), nodeid=base_nodeid(item.nodeid),
+        device=describe_device(lmc_config.device)
     )
     item.stash[_measure_key] = m
     return m
@@ -684,7 +703,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]) ->
                 {
                     "claim": str(item.stash[_measure_key].claim) if _measure_key in item.stash else "?",
                     "setting": _default_setting(item),
-                    "nodeid": item.nodeid,
+                    "nodeid": base_nodeid(item.nodeid),
                     "verdict": "ERROR",
                     "failure": f"lmccheck could not serialize the record: {exc!r}",
                 }
@@ -706,7 +725,7 @@ def _make_record(item: pytest.Item, report: pytest.TestReport, call: pytest.Call
             claim = None
         if claim is None:
             return None
-        m = Measurement(claim=claim, setting=_default_setting(item), nodeid=item.nodeid)
+        m = Measurement(claim=claim, setting=_default_setting(item), nodeid=base_nodeid(item.nodeid))
     record = m.to_record()
     call_time = report.duration if report.when == "call" else 0.0
     wall = item.stash.get(_setup_duration_key, 0.0) + call_time
@@ -745,6 +764,7 @@ class _Controller:
         self.expected: dict[str, tuple[str, str]] = {}
         self._store: Any = None
         self.interrupted = False
+        self._xdist_collected = False
 
     def store(self) -> Any:
         """The run's fixture store (opened once: opening one tidies its stale temporary folders)."""
@@ -771,10 +791,10 @@ class _Controller:
         """Take records from call reports (or setup reports that did not pass)."""
         record = _record_from(report)
         if record is not None:
-            self.records[report.nodeid] = record
+            self.records[base_nodeid(report.nodeid)] = record
             self._write_manifest(record)
-        elif report.when == "teardown" and report.failed and report.nodeid in self.records:
-            rec = self.records[report.nodeid]
+        elif report.when == "teardown" and report.failed and base_nodeid(report.nodeid) in self.records:
+            rec = self.records[base_nodeid(report.nodeid)]
             if rec.get("verdict") in ("PASS", "FAIL", "XFAIL", "XPASS"):
                 rec["verdict"] = "ERROR"
                 rec["failure"] = ((rec.get("failure") or "") + "\nteardown: " + str(report.longrepr))[-4000:]
@@ -802,10 +822,8 @@ class _Controller:
         }
 
     def pytest_collection_finish(self, session: pytest.Session) -> None:
-        """Remember the selected claim checks, so that a check that never ran is reported as such.
-
-        (Under pytest-xdist the workers collect, not this process: there, only the checks that ran are known.)
-        """
+        """Remember the selected claim checks, so that a check that never ran is reported as such, and print
+        the plan. (Under pytest-xdist the workers collect, not this process: see the hook below.)"""
         for item in session.items:
             if "measure" not in getattr(item, "fixturenames", ()):
                 continue
@@ -814,7 +832,24 @@ class _Controller:
             except pytest.UsageError:
                 continue
             if claim is not None:
-                self.expected[item.nodeid] = (claim, _default_setting(item))
+                self.expected[base_nodeid(item.nodeid)] = (claim, _default_setting(item))
+        self._announce_plan()
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_xdist_node_collection_finished(self, node: Any, ids: list[str]) -> None:
+        """Under pytest-xdist: the first worker to finish collecting sends the selected node ids (every worker
+        collects the same ones); the claim checks among them are read from their names
+        (:func:`claim_from_nodeid`), so the plan is printed and checks that never ran are reported."""
+        if self._xdist_collected:
+            return
+        self._xdist_collected = True
+        for nodeid in ids:
+            parsed = claim_from_nodeid(nodeid)
+            if parsed is not None:
+                self.expected[base_nodeid(nodeid)] = parsed
+        self._announce_plan()
+
+    def _announce_plan(self) -> None:
         if self.expected and not self.config.getoption("collectonly"):
             try:
                 self._print_plan()

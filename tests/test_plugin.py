@@ -607,7 +607,8 @@ def test_the_plan_says_what_is_stored_cold_and_warm(pytester: pytest.Pytester) -
     cold = pytester.runpytest_subprocess(*args)
     cold.stdout.fnmatch_lines([
         "lmccheck: store */store (empty: every product will be built); device cpu; 3 seeds per setting",
-        "lmccheck plan: 1 check never ran on this store with this code (S1 tiny): its products and time are unknown until it has",
+        "lmccheck plan: 1 check never ran on this store with this code (S1 tiny): its products and time on this "
+        "machine are unknown until it has",
     ])
     warm = pytester.runpytest_subprocess(*args)
     warm.stdout.fnmatch_lines([
@@ -647,3 +648,89 @@ def test_the_plan_counts_shared_products_once_and_forgets_other_code(tmp_path: P
     assert [c.label for c in plan_mod.plan_run(store, [("t.py::one", "one")], 3, "cpu").unknown] == ["one"]
     path.write_text("{not json")  # a corrupt manifest is unknown, never an error
     assert plan_mod.plan_run(store, [("t.py::one", "one")], 3, "cpu").unknown
+
+
+def test_claim_and_setting_are_read_from_a_node_id() -> None:
+    from lmccheck.pytest_plugin import base_nodeid, claim_from_nodeid
+
+    assert claim_from_nodeid("claims/test_s5_s6_imp.py::test_s5_dense_permutation[mlp128-fmnist]") == (
+        "S5", "mlp128-fmnist")
+    assert claim_from_nodeid("claims/x.py::test_z10_something") == ("Z10", "default")
+    assert claim_from_nodeid("claims/x.py::test_S12_upper[a-b]") == ("S12", "a-b")
+    # pytest-xdist's --dist loadgroup appends "@<group>" to the node id: one check keeps one id
+    assert claim_from_nodeid("claims/x.py::test_s2_slc[mlp512-fmnist]@mlp512-fmnist") == ("S2", "mlp512-fmnist")
+    assert base_nodeid("claims/x.py::test_s2_slc[mlp512-fmnist]@mlp512-fmnist") == "claims/x.py::test_s2_slc[mlp512-fmnist]"
+    assert base_nodeid("claims/x.py::test_plain@g") == "claims/x.py::test_plain"
+    assert base_nodeid("claims/x.py::test_s2[a@b]") == "claims/x.py::test_s2[a@b]"
+    for other in ("tests/test_lab.py::test_pair_seeds", "claims/x.py::test_s13_outside_catalog[a]",
+                  "claims/x.py::test_fake_claim[good]", "claims/x.py::test_s5only"):
+        assert claim_from_nodeid(other) is None
+
+
+XDIST_CLAIMS = PROGRESS_CLAIM.replace("def test_tiny(", "def test_s1_tiny(").replace('@pytest.mark.claim("S1")', """
+@pytest.mark.claim("S2")
+def test_s2_fails_first(measure):
+    assert False, "stop here"
+
+
+@pytest.mark.xdist_group("tiny")
+@pytest.mark.claim("S1")""")
+
+
+def test_under_xdist_the_plan_is_printed_and_checks_that_did_not_run_are_reported(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makeconftest(PROGRESS_CONFTEST)
+    pytester.makepyfile(test_claims=XDIST_CLAIMS)
+    args = ("-p", "no:cacheprovider", "-n", "1", "--lmc-cache", "store", "--lmc-device", "cpu", "--lmc-report", "out")
+    stopped = pytester.runpytest_subprocess(*args, "--maxfail=1", "--lmc-claim", "S2,S1")
+    stopped.stdout.fnmatch_lines([
+        "lmccheck: store */store (empty: every product will be built); device cpu; 3 seeds per setting",
+        "lmccheck plan: 2 checks never ran on this store with this code (*): their products and time on this "
+        "machine are unknown*",
+    ])
+    records = {r["claim"]: r for r in json.loads((pytester.path / "out" / "claims.json").read_text())["records"]}
+    assert records["S2"]["verdict"] == "FAIL"
+    assert records["S1"]["verdict"] == "NOT RUN" and records["S1"]["setting"] == "tiny"
+    done = pytester.runpytest_subprocess(*args, "--lmc-claim", "S1")
+    done.assert_outcomes(passed=1)
+    # --dist loadgroup appends "@tiny" to the node id: the check keeps its id, record and manifest
+    warm = pytester.runpytest_subprocess(*args, "--lmc-claim", "S1", "--dist", "loadgroup")
+    warm.stdout.fnmatch_lines(["lmccheck plan: 1 of 1 checks ran on this store before: they used 2 products, all stored"])
+    records = json.loads((pytester.path / "out" / "claims.json").read_text())["records"]
+    assert [r["nodeid"] for r in records] == ["test_claims.py::test_s1_tiny[tiny]"]
+
+
+def test_the_plan_adds_the_reference_machine_s_products_only_when_they_hold(tmp_path: Path) -> None:
+    from lmccheck import plan as plan_mod
+
+    store = Store(tmp_path / "store")
+    a = store.put("demo", {"n": 1}, {"x": torch.ones(2)}, {"wall_time_s": 3.0}).key
+    b = store.put("demo", {"n": 2}, {"x": torch.ones(2)}, {"wall_time_s": 5.0}).key
+    c = "c" * 64  # a product the reference machine built that this store lacks
+    plan_mod.write_manifest(store, "t.py::one", 3, "cpu", [a, b])
+    plan_mod.write_manifest(store, "t.py::five", 5, "cpu", [a])  # other seeds: not taken
+    ref = plan_mod.write_reference(store, 3, "cpu", "2-core test box", tmp_path / "ref.json")
+    data = json.loads(ref.read_text())
+    assert set(data["checks"]) == {"t.py::one"}
+    data["checks"]["t.py::two"] = {a: 3.0, c: 30.0}  # a product has one build time, whichever check used it
+    ref.write_text(json.dumps(data))
+    other = Store(tmp_path / "other")  # a fresh store holds nothing
+    one_two = plan_mod.reference_estimate(other, ["t.py::one", "t.py::two"], 3, "cpu", ref)
+    assert one_two is not None and one_two[1:] == (3, 0, "2-core test box")  # a counts once
+    assert one_two[0] == pytest.approx(30.0 + 3.0 + 5.0)
+    assert plan_mod.reference_estimate(store, ["t.py::two"], 3, "cpu", ref) == (30.0, 2, 1, "2-core test box")
+    assert plan_mod.reference_estimate(other, ["t.py::one", "t.py::three"], 3, "cpu", ref) is None  # not all known
+    assert plan_mod.reference_estimate(other, ["t.py::one"], 5, "cpu", ref) is None  # other seeds
+    assert plan_mod.reference_estimate(other, ["t.py::one"], 3, "cuda", ref) is None
+    data["code_versions"]["barrier"] = -1  # written by other code: its keys, and so its times, say nothing
+    (tmp_path / "old.json").write_text(json.dumps(data))
+    assert plan_mod.reference_estimate(other, ["t.py::one"], 3, "cpu", tmp_path / "old.json") is None
+    assert plan_mod.reference_estimate(other, ["t.py::one"], 3, "cpu", tmp_path / "missing.json") is None
+    run = plan_mod.RunPlan([plan_mod.CheckPlan("t.py::two", "two")], reference=(30.0, 2, 1, "2-core test box"))
+    assert run.lines(lambda s: f"{s:g} s") == [
+        "1 check never ran on this store with this code (two): its products and time on this machine are unknown "
+        "until it has; on the reference machine (2-core test box) it used 2 products (1 stored here), and the "
+        "others took about 30 s to build there"]
+    with pytest.raises(ValueError, match="has no manifest for 7 seeds"):
+        plan_mod.write_reference(store, 7, "cpu", "x", tmp_path / "none.json")
