@@ -12,6 +12,11 @@ import pytest
 from fixtures.recipes import CPU, GPU, Setting
 
 
+#: the GPU settings of the sparse-network claims (S5, S6, S9): Sharma et al.'s VGG-16 and ResNet-20x4 with
+#: LayerNorm on CIFAR-10, and their Fashion-MNIST variants that run offline
+SPARSE_GPU = ["vgg16-ln-cifar10", "resnet20x4-ln-cifar10", "vgg16-ln-fmnist", "resnet20x4-ln-fmnist"]
+
+
 def params(cpu: list[str], gpu: list[str], findings: dict[str, str] | None = None) -> list[object]:
     """``pytest.param`` objects for the named settings; GPU ones carry the ``gpu`` marker.
 

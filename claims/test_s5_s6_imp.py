@@ -59,7 +59,7 @@ from lmccheck.pruning import ImpResult
 from lmccheck.report import line_panel, pct
 
 from .rules import MC_NOISE_STDERRS, connected_threshold, mean_std
-from .settings import describe, params
+from .settings import SPARSE_GPU, describe, params
 
 #: App. A / App. F: "pruning 20% of weights" per level
 PRUNE_FRACTION = 0.2
@@ -152,7 +152,7 @@ def _seeds_note(setting: Setting, n: int) -> str:
 
 @pytest.mark.claim("S5")
 @pytest.mark.parametrize("setting", params(
-    ["mlp128-fmnist"], ["vgg16-ln-cifar10", "resnet20x4-ln-cifar10", "vgg16-ln-fmnist", "resnet20x4-ln-fmnist"],
+    ["mlp128-fmnist"], SPARSE_GPU,
     findings={"mlp128-fmnist": (
         "on the MLP, weight matching the sparse networks directly does not fail: at the sparsest levels (16.8%, "
         "13.4%, 10.7% of the weights) the sparse-sparse P(i) leaves 1.4%, 1.7%, 1.8% test error barrier, below "
@@ -267,7 +267,7 @@ def test_s5_dense_permutation_aligns_every_imp_level(setting: Setting, lab: Lab,
 
 @pytest.mark.claim("S6")
 @pytest.mark.parametrize("setting", params(
-    ["mlp128-fmnist"], ["vgg16-ln-cifar10", "resnet20x4-ln-cifar10", "vgg16-ln-fmnist", "resnet20x4-ln-fmnist"],
+    ["mlp128-fmnist"], SPARSE_GPU,
     findings={"mlp128-fmnist": (
         "on the MLP a mask is not specific to its network at moderate sparsity: A's mask on B *without* the "
         "permutation is matching at 64% of the weights (88.4% >= 88.2%) and the transported mask beats it by more "

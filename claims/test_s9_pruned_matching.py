@@ -35,7 +35,7 @@ from fixtures.recipes import Setting
 from lmccheck.report import line_panel, pct
 
 from .rules import MC_NOISE_STDERRS, connected_threshold, mean_std
-from .settings import describe, params
+from .settings import SPARSE_GPU, describe, params
 
 #: H.2 step 1's p: "Use p from 0 to at least 0.9"
 SPARSITIES = (0.0, 0.2, 0.4, 0.5, 0.6, 0.8, 0.9, 0.95)
@@ -61,7 +61,7 @@ def checkpoint_times(setting: Setting) -> list[float]:
 
 @pytest.mark.claim("S9")
 @pytest.mark.parametrize("setting", params(
-    ["mlp128-fmnist"], ["vgg16-ln-cifar10", "resnet20x4-ln-cifar10", "vgg16-ln-fmnist", "resnet20x4-ln-fmnist"],
+    ["mlp128-fmnist"], SPARSE_GPU,
     findings={"mlp128-fmnist": (
         "at the early checkpoint (t = 0.5 epoch, 10% of training) magnitude pruning raises the end-of-training "
         "error barrier from 5.7% to 6.4% (p = 0.2) and 6.6% (p = 0.4), more than MC noise (0.6%); weight matching "
