@@ -312,11 +312,11 @@ def test_s6_imp_masks_transport_modulo_permutation(setting: Setting, lab: Lab, n
             for s, net in nets.items():
                 acc[s][-1].append(net.final_metrics["test_acc"])
             untrained = {  # App. F 5(a): (network, the permutation that aligns it with A(i))
-                "P B x m_A (WM)": (lab.masked(a_i, pair.b, p_wm), p_wm),
-                "B x m_A (control)": (lab.masked(a_i, pair.b, None), None),
-                "B x m_one-shot (baseline)": (lab.masked(pair.b, pair.b, None, oneshot_remaining=imp_a[i].remaining),
-                                              None),
-                "P(i) B x m_A (previous work)": (lab.masked(a_i, pair.b, p_i), p_i),
+                "P B x m_A (WM)": (lab.masked_product(a_i, pair.b, p_wm), p_wm),
+                "B x m_A (control)": (lab.masked_product(a_i, pair.b, None), None),
+                "B x m_one-shot (baseline)": (lab.masked_product(pair.b, pair.b, None,
+                                                                 oneshot_remaining=imp_a[i].remaining), None),
+                "P(i) B x m_A (previous work)": (lab.masked_product(a_i, pair.b, p_i), p_i),
                 "P B(i) (gold standard)": (b_i, p_wm),
                 "retrained transported (WM)": (nets["transported (WM)"], p_wm),
             }

@@ -346,7 +346,9 @@ def test_record_lists_every_key_and_its_build_time(pytester: pytest.Pytester, tm
     assert (p["train"]["built"], p["matching"]["built"], p["barrier"]["built"]) == (2, 1, 1)
     # nested builds are charged once each: the total cannot exceed the wall time
     assert 0 < recs["S97"]["build_time_s"] <= recs["S97"]["wall_time_s"]
-    assert p["barrier"]["build_s"] < p["train"]["build_s"]  # the barrier's own time excludes the training
+    # the barrier's own time excludes the training it waited for: charged twice, the kinds' times would add up
+    # to more than the check's wall time
+    assert sum(p[k]["build_s"] for k in ("train", "matching", "barrier")) <= recs["S97"]["wall_time_s"]
     assert recs["S97"]["measure_time_s"] == pytest.approx(
         recs["S97"]["wall_time_s"] - recs["S97"]["build_time_s"] - recs["S97"]["load_time_s"], abs=1e-3)
     # S96 reused the runs from the session cache: keys listed, nothing built

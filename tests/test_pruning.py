@@ -313,3 +313,24 @@ def test_a_mask_from_another_architecture_is_refused_with_a_clear_error() -> Non
         apply_mask(wide, conv_mask)
     with pytest.raises(ValueError, match="wrong architecture"):
         permute_mask(Permutation.random(spec, wide, seed=0), conv_mask)
+
+
+def test_imp_adds_a_missing_rewind_checkpoint_and_accepts_the_recipe_s_ends(data):
+    """A rewind epoch the recipe does not checkpoint is added to the dense run; 0 (rewind to initialization)
+    and the recipe's end are valid rewind points, anything outside them is not."""
+    cfg = tiny(checkpoints=(0,))
+    res = imp(cfg, 1, rewind_epoch=0.5, data=data)
+    assert res.dense_run is not None and res.dense_run.times == [0.0, 0.5, 1.0]
+    assert [lv.level for lv in res.levels] == [0, 1]
+    assert res[1].wall_time_s > 0 and res[1].wall_time_s < 600  # seconds, measured (not a product of clocks)
+    at_init = imp(cfg, 1, rewind_epoch=0.0, data=data)
+    init = at_init.dense_run.state_at(0.0)
+    assert all(torch.equal(v, torch.where(at_init[1].mask[k], init[k], torch.zeros(())) if k in at_init[1].mask
+                           else init[k]) for k, v in at_init[1].rewound.items())
+    assert imp(cfg, 0, rewind_epoch=1.0, data=data).dense_run.times == [0.0, 1.0]
+    for bad in (-0.25, 1.25):
+        with pytest.raises(ValueError, match="outside the recipe's"):
+            imp(cfg, 1, rewind_epoch=bad, data=data)
+    for bad_levels in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="levels must be a non-negative int"):
+            imp(cfg, bad_levels, rewind_epoch=0.5, data=data)
