@@ -923,7 +923,9 @@ class BarrierOptions:
     ``bn_batch_size``, and ``precision``. *Speed* (never part of a key):
     ``engine``, ``batch_size``, ``first_layer_shortcut``, ``channels_last`` and
     ``vmap_chunk``. The CLI and the fixture lab both start from
-    ``BarrierOptions()``, so they agree on every default.
+    ``BarrierOptions()``, so they agree on every default but one: the claim
+    run's lab evaluates in the precision of ``--lmc-barrier-precision`` (bf16
+    autocast on every device by default).
 
     ``precision="auto"`` is bf16 autocast on CUDA and fp32 elsewhere; claims
     that compare barriers for exact equality ask for ``"fp32"``.
