@@ -26,6 +26,11 @@ def mean_std(xs: Sequence[float]) -> tuple[float, float]:
     return statistics.fmean(xs), (statistics.stdev(xs) if len(xs) > 1 else 0.0)
 
 
+def seed_means(rows: Sequence[Sequence[float]]) -> list[float]:
+    """Per column, the mean over the rows: ``rows[seed][point]`` -> the mean curve over seeds."""
+    return [mean_std([r[j] for r in rows])[0] for j in range(len(rows[0]))] if rows else []
+
+
 def outside_band(value: float, a: float, b: float, tol: float) -> bool:
     """Whether ``value`` lies outside the interval spanned by ``a`` and ``b``, widened by ``tol`` on both sides."""
     lo, hi = min(a, b), max(a, b)

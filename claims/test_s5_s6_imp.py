@@ -58,7 +58,7 @@ from fixtures.recipes import Setting
 from lmccheck.pruning import ImpResult
 from lmccheck.report import line_panel, pct
 
-from .rules import MC_NOISE_STDERRS, connected_threshold, mean_std
+from .rules import MC_NOISE_STDERRS, connected_threshold, mean_std, seed_means
 from .settings import SPARSE_GPU, describe, params
 
 #: App. A / App. F: "pruning 20% of weights" per level
@@ -198,11 +198,8 @@ def test_s5_dense_permutation_aligns_every_imp_level(setting: Setting, lab: Lab,
     dense_mean, dense_std, dense_accs = dense_accuracy(runs)
     floor = matching_from(dense_mean, dense_std)
 
-    def mean_over_seeds(rows: list[list[float]]) -> list[float]:
-        return [mean_std([r[i] for r in rows])[0] for i in levels]
-
-    acc_mean = mean_over_seeds(accs)
-    err = {s: mean_over_seeds(bars[s]["test"]["error"]) for s in S5_SERIES}
+    acc_mean = seed_means(accs)
+    err = {s: seed_means(bars[s]["test"]["error"]) for s in S5_SERIES}
     unperm, sparse = err["unpermuted"], err["sparse-sparse P(i)"]
     matching_levels = [i for i in levels if acc_mean[i] >= floor]
     sparsest = [i for i in levels if remaining[i] <= SPARSEST_REMAINING]
@@ -233,7 +230,7 @@ def test_s5_dense_permutation_aligns_every_imp_level(setting: Setting, lab: Lab,
         "level_test_acc_mean": acc_mean,
         "matching_levels": matching_levels,
         "sparsest_levels": sparsest,
-        "barriers": {s: {sp: {kind: {"mean": mean_over_seeds(v), "per_seed": v} for kind, v in d.items()}
+        "barriers": {s: {sp: {kind: {"mean": seed_means(v), "per_seed": v} for kind, v in d.items()}
                          for sp, d in bars[s].items()} for s in S5_SERIES},
         "connected_threshold": thr,
         "failures": failures,
@@ -245,7 +242,7 @@ def test_s5_dense_permutation_aligns_every_imp_level(setting: Setting, lab: Lab,
                     *(pct(err[s][i]) for s in S5_SERIES)] for i in levels])
 
     def panel(sp: str, kind: str) -> dict:
-        return line_panel({s: (remaining, mean_over_seeds(bars[s][sp][kind])) for s in S5_SERIES},
+        return line_panel({s: (remaining, seed_means(bars[s][sp][kind])) for s in S5_SERIES},
                           title=f"{sp} {kind}", xlabel="fraction of weights remaining", xscale="log",
                           ylabel=f"{sp} {kind} barrier",
                           styles={"unpermuted": "dotted", "dense permutation P (AM)": "dashed"})
@@ -328,10 +325,7 @@ def test_s6_imp_masks_transport_modulo_permutation(setting: Setting, lab: Lab, n
     dense_mean, dense_std, dense_accs = dense_accuracy(runs)
     floor = matching_from(dense_mean, dense_std)
 
-    def mean_over_seeds(rows: list[list[float]]) -> list[float]:
-        return [mean_std([r[j] for r in rows])[0] for j in range(len(levels))]
-
-    mean_acc = {s: mean_over_seeds(acc[s]) for s in S6_SERIES}
+    mean_acc = {s: seed_means(acc[s]) for s in S6_SERIES}
     upto = {s: matching_up_to(levels, mean_acc[s], floor) for s in S6_SERIES}
     wm, control, oneshot = (mean_acc[s] for s in ("transported (WM)", "unpermuted mask (control)",
                                                    "one-shot (baseline)"))
@@ -369,7 +363,7 @@ def test_s6_imp_masks_transport_modulo_permutation(setting: Setting, lab: Lab, n
         "matching_up_to_level": upto,
         "matching_note": "the paper's 'matching for IMP levels i <= 12' is VGG-16's number: the level reached is "
                          "recorded; asserted is that the transported mask is matching from the first level measured",
-        "barriers_5a": {s: {kind: {"mean": mean_over_seeds(v), "per_seed": v} for kind, v in d.items()}
+        "barriers_5a": {s: {kind: {"mean": seed_means(v), "per_seed": v} for kind, v in d.items()}
                         for s, d in barrier_5a.items()},
         "accuracy_mc_noise": acc_noise,
         "failures": failures,
@@ -385,7 +379,7 @@ def test_s6_imp_masks_transport_modulo_permutation(setting: Setting, lab: Lab, n
                        xlabel="fraction of weights remaining", ylabel="test accuracy", xscale="log",
                        styles={"IMP on B (gold standard)": "dotted", "transported (AM)": "dashed"},
                        hlines={"dense (matching accuracy)": dense_mean, "dense - 1 std": floor}),
-            line_panel({s: (remaining, mean_over_seeds(barrier_5a[s]["error"])) for s in S6_5A_SERIES},
+            line_panel({s: (remaining, seed_means(barrier_5a[s]["error"])) for s in S6_5A_SERIES},
                        title="App. F 5(a): error barrier with A(i), test", xlabel="fraction of weights remaining",
                        ylabel="test error barrier", xscale="log", styles={"retrained transported (WM)": "dashed"}),
         ],

@@ -34,7 +34,7 @@ from fixtures import Lab
 from fixtures.recipes import Setting
 from lmccheck.report import line_panel, pct
 
-from .rules import MC_NOISE_STDERRS, connected_threshold, mean_std
+from .rules import MC_NOISE_STDERRS, connected_threshold, seed_means
 from .settings import SPARSE_GPU, describe, params
 
 #: H.2 step 1's p: "Use p from 0 to at least 0.9"
@@ -100,10 +100,7 @@ def test_s9_weight_matching_relies_on_large_weights(setting: Setting, lab: Lab, 
         measure.seeds.append(pair.seeds)
     thr = max(thresholds)
 
-    def mean_over_seeds(rows: list[list[float]]) -> list[float]:
-        return [mean_std([r[j] for r in rows])[0] for j in range(len(SPARSITIES))]
-
-    err = {m: {t: mean_over_seeds(bars[m][t]["error"]) for t in times} for m in METHODS}
+    err = {m: {t: seed_means(bars[m][t]["error"]) for t in times} for m in METHODS}
     failures: list[str] = []
     stays_close_to: dict[str, float | None] = {}
     for t in times:
@@ -124,7 +121,7 @@ def test_s9_weight_matching_relies_on_large_weights(setting: Setting, lab: Lab, 
         "pruning_note": "global over every conv and linear weight, the head included (H.2: 'from all layers'); "
                         "biases and norm parameters kept",
         "seeds_note": f"{len(pairs)} seeds",
-        "barriers": {m: {f"{t:g}": {kind: {"mean": mean_over_seeds(v), "per_seed": v}
+        "barriers": {m: {f"{t:g}": {kind: {"mean": seed_means(v), "per_seed": v}
                                     for kind, v in bars[m][t].items()} for t in times} for m in METHODS},
         "magnitude_within_noise_up_to_p": stays_close_to,
         "wm_seed_spread_at_p0": {f"{t:g}": v for t, v in wm_spread.items()},
@@ -141,7 +138,7 @@ def test_s9_weight_matching_relies_on_large_weights(setting: Setting, lab: Lab, 
         for c, t in enumerate(times):
             for m in METHODS:
                 label = f"t={t:g} {m}"
-                series[label] = (list(SPARSITIES), mean_over_seeds(bars[m][t][kind]))
+                series[label] = (list(SPARSITIES), seed_means(bars[m][t][kind]))
                 styles[label] = "solid" if m == "magnitude" else "dashed"
                 colors[label] = f"C{c}"
         return line_panel(series, title=f"test {kind}", xlabel="sparsity p before weight matching",

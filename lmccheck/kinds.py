@@ -44,8 +44,8 @@ from .matching import activation_matching, weight_matching
 from .permutation import Permutation, PermutationSpec
 from .products import Builder, Kind, Literal, Product, Ref, register, tensor_digest
 from .pruning import (
-    PRUNE_METHODS,
     apply_mask,
+    check_prune_once,
     dense_mask,
     magnitude_prune,
     one_shot_prune,
@@ -176,6 +176,19 @@ def _data(builder: Builder, config: TrainConfig) -> Any:
     return builder.dataset(config.dataset)
 
 
+def _one_state_record(
+    config: TrainConfig,
+    state: dict[str, torch.Tensor],
+    mask: dict[str, torch.Tensor] | None,
+    info: dict[str, Any] | None = None,
+) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    """A derived network (hybrid, pruned, masked) as a run of one state, filed at the end of training."""
+    t = config.epochs
+    run = Run(config=config, checkpoints={t: state}, metrics={t: {}}, wall_time_s=0.0, start_epoch=t, mask=mask)
+    run.info.update(info or {})
+    return run.to_record()
+
+
 # --------------------------------------------------------------------------- train
 def train_product(config: TrainConfig) -> Product:
     """A full training run of ``config`` with its checkpoints (``config.device`` is not part of it)."""
@@ -302,18 +315,23 @@ def retrain_product(
     """
     if init.at is None:
         raise ValueError("retrain needs the checkpoint to start from: Ref(network, at=rewind_epoch)")
-    if oneshot_remaining is not None and not 0.0 < oneshot_remaining <= 1.0:
-        raise ValueError(f"oneshot_remaining is the fraction of weights kept, in (0, 1]; got {oneshot_remaining}")
+    mask_params = _mask_params(oneshot_remaining)
     _same_architecture("retrain", init, Ref(mask_from, 0.0))
     seed = int(config_of(init.product).sgd_seed if sgd_seed is None else sgd_seed)
     return Product(
         "retrain",
-        {"start_epoch": init.at, "sgd_seed": seed,
-         "mask": "oneshot" if oneshot_remaining is not None else "of_network",
-         "oneshot_remaining": None if oneshot_remaining is None else float(oneshot_remaining)},
+        {"start_epoch": init.at, "sgd_seed": seed, **mask_params},
         {"init": network_ref(init.product, init.at), "mask_from": network_ref(mask_from),
          "perm": permutation_input(perm)},
     )
+
+
+def _mask_params(oneshot_remaining: float | None) -> dict[str, Any]:
+    """The params that choose the mask of a ``retrain`` or ``masked`` product (checked)."""
+    if oneshot_remaining is not None and not 0.0 < oneshot_remaining <= 1.0:
+        raise ValueError(f"oneshot_remaining is the fraction of weights kept, in (0, 1]; got {oneshot_remaining}")
+    return {"mask": "oneshot" if oneshot_remaining is not None else "of_network",
+            "oneshot_remaining": None if oneshot_remaining is None else float(oneshot_remaining)}
 
 
 def _resolve_mask(product: Product, builder: Builder) -> dict[str, torch.Tensor]:
@@ -363,14 +381,12 @@ def masked_product(
     one-shot magnitude mask of ``mask_from``'s final weights keeping ``oneshot_remaining``). Derived on
     demand, never stored.
     """
-    if oneshot_remaining is not None and not 0.0 < oneshot_remaining <= 1.0:
-        raise ValueError(f"oneshot_remaining is the fraction of weights kept, in (0, 1]; got {oneshot_remaining}")
+    mask_params = _mask_params(oneshot_remaining)
     ref = network_ref(net.product, net.at)
     _same_architecture("masked", ref, Ref(mask_from, 0.0))
     return Product(
         "masked",
-        {"mask": "oneshot" if oneshot_remaining is not None else "of_network",
-         "oneshot_remaining": None if oneshot_remaining is None else float(oneshot_remaining)},
+        mask_params,
         {"net": ref, "mask_from": network_ref(mask_from), "perm": permutation_input(perm)},
     )
 
@@ -379,11 +395,8 @@ def _build_masked(product: Product, builder: Builder) -> tuple[dict[str, torch.T
     ref = _ref(product, "net")
     run = builder.get(ref.product)
     mask = _resolve_mask(product, builder)
-    t = run.config.epochs  # one state, filed at the end of training like a hybrid
-    out = Run(config=run.config, checkpoints={t: apply_mask(builder.state(ref), mask)}, metrics={t: {}},
-              wall_time_s=0.0, start_epoch=t, mask=mask)
-    out.info.update({"remaining": sparsity(mask).remaining, "mask": product.params["mask"]})
-    return out.to_record()
+    return _one_state_record(run.config, apply_mask(builder.state(ref), mask), mask,
+                             {"remaining": sparsity(mask).remaining, "mask": product.params["mask"]})
 
 
 # a masked checkpoint is a stored state times a mask: derived on demand, never stored
@@ -410,10 +423,7 @@ def _build_hybrid(product: Product, builder: Builder) -> tuple[dict[str, torch.T
     if unknown:
         raise ValueError(f"hybrid: {unknown[0]!r} is not a state-dict entry of the network")
     state = {k: (early[k] if k in product.params["early_keys"] else v).clone() for k, v in late.items()}
-    t = late_run.config.epochs  # a hybrid is one state, filed at the end of training
-    run = Run(config=late_run.config, checkpoints={t: state}, metrics={t: {}}, wall_time_s=0.0, start_epoch=t,
-              mask=late_run.mask)
-    return run.to_record()
+    return _one_state_record(late_run.config, state, late_run.mask)
 
 
 # a hybrid is a dictionary merge of two stored checkpoints: derived on demand, never stored
@@ -430,11 +440,7 @@ def pruned_product(source: Ref, fraction: float, method: str = "magnitude", *, i
     (so the classifier head is included by default; biases and norm parameters are never pruned). The
     random choice is seeded from the source network's SGD seed, the checkpoint and ``fraction``, and recorded.
     """
-    if method not in PRUNE_METHODS:
-        raise ValueError(f"unknown pruning method {method!r}; use one of {', '.join(PRUNE_METHODS)}")
-    p = float(fraction)
-    if not 0.0 <= p < 1.0:
-        raise ValueError(f"sparsity (the fraction of weights pruned) must be in [0, 1), got {fraction!r}")
+    p = check_prune_once(fraction, method)
     ref = network_ref(source.product, source.at)
     seed = derived_seed(int(config_of(source.product).sgd_seed), "pruned", ref.at, p) if method == "random" else 0
     return Product("pruned", {"fraction": p, "method": method, "seed": seed, "include_head": bool(include_head)},
@@ -448,11 +454,8 @@ def _build_pruned(product: Product, builder: Builder) -> tuple[dict[str, torch.T
     state = builder.state(ref)
     mask = prune_once(state, p["fraction"], method=p["method"], seed=p["seed"], include_head=p["include_head"],
                       spec=arch_spec(builder, run.config))
-    pruned = apply_mask(state, mask)
-    t = run.config.epochs  # one state, filed at the end of training like a hybrid
-    out = Run(config=run.config, checkpoints={t: pruned}, metrics={t: {}}, wall_time_s=0.0, start_epoch=t, mask=mask)
-    out.info.update({"remaining": sparsity(mask).remaining, "pruned_from_epoch": ref.at})
-    return out.to_record()
+    return _one_state_record(run.config, apply_mask(state, mask), mask,
+                             {"remaining": sparsity(mask).remaining, "pruned_from_epoch": ref.at})
 
 
 # a pruned copy is one masked checkpoint: derived on demand, never stored

@@ -42,6 +42,7 @@ __all__ = [
     "Mask",
     "MaskStats",
     "apply_mask",
+    "check_prune_once",
     "dense_mask",
     "imp",
     "magnitude_prune",
@@ -218,6 +219,19 @@ def one_shot_prune(
 PRUNE_METHODS = ("magnitude", "random")
 
 
+def check_prune_once(fraction: float, method: str) -> float:
+    """``fraction`` as a float, after checking it is a sparsity in [0, 1) and ``method`` a :data:`PRUNE_METHODS`."""
+    if method not in PRUNE_METHODS:
+        raise ValueError(f"unknown pruning method {method!r}; use one of {', '.join(PRUNE_METHODS)}")
+    p = float(fraction)
+    if not 0.0 <= p < 1.0:
+        raise ValueError(
+            f"sparsity (the fraction of weights pruned) must be in [0, 1), got {fraction!r}; "
+            "1 would remove every weight"
+        )
+    return p
+
+
 def prune_once(
     state: StateDict,
     fraction: float,
@@ -235,14 +249,7 @@ def prune_once(
     removed, in [0, 1) (Sharma et al. App. H.2's p). ``keys`` default to :func:`prunable_keys` of ``state``
     and ``spec`` (``include_head`` adds the classifier head: H.2 prunes "from all layers").
     """
-    if method not in PRUNE_METHODS:
-        raise ValueError(f"unknown pruning method {method!r}; use one of {', '.join(PRUNE_METHODS)}")
-    p = float(fraction)
-    if not 0.0 <= p < 1.0:
-        raise ValueError(
-            f"sparsity (the fraction of weights pruned) must be in [0, 1), got {fraction!r}; "
-            "1 would remove every weight"
-        )
+    p = check_prune_once(fraction, method)
     keys = prunable_keys(state, spec, include_head=include_head) if keys is None else list(keys)
     mask = dense_mask(state, keys)
     if method == "magnitude":

@@ -13,6 +13,7 @@ from claims.rules import (
     first_time_within,
     mean_std,
     outside_band,
+    seed_means,
 )
 
 
@@ -52,3 +53,9 @@ def test_first_time_within_needs_every_later_time_within() -> None:
     assert first_time_within(times, [0.5, 0.1, 0.1, 0.1], 0.2) == 1.0
     assert first_time_within(times, [0.1, 0.1, 0.1, 0.1], 0.2) == 0.5
     assert first_time_within(times, [0.5, 0.5, 0.5, 0.5], 0.2) is None
+
+
+def test_seed_means_average_each_point_over_the_seeds() -> None:
+    assert seed_means([[0.1, 0.4], [0.3, 0.2]]) == pytest.approx([0.2, 0.3])
+    assert seed_means([[0.5, 0.25, 0.0]]) == [0.5, 0.25, 0.0]
+    assert seed_means([]) == []
