@@ -11,6 +11,11 @@ import math
 import statistics
 from collections.abc import Sequence
 
+class MeasurementBug(RuntimeError):
+    """A measurement contradicted an identity that holds by construction: a bug in lmccheck, never a finding
+    (not an ``AssertionError``, so a setting marked as a known finding still fails on it)."""
+
+
 #: standard errors of the Monte Carlo noise that still count as "no barrier"
 MC_NOISE_STDERRS = 2.0
 

@@ -7,6 +7,8 @@ different settings spread over the workers.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import pytest
 
 from fixtures.recipes import CPU, GPU, Setting
@@ -17,8 +19,18 @@ from fixtures.recipes import CPU, GPU, Setting
 SPARSE_GPU = ["vgg16-ln-cifar10", "resnet20x4-ln-cifar10", "vgg16-ln-fmnist", "resnet20x4-ln-fmnist"]
 
 
-def params(cpu: list[str], gpu: list[str], findings: dict[str, str] | None = None) -> list[object]:
+def params(
+    cpu: list[str],
+    gpu: list[str],
+    findings: dict[str, str] | None = None,
+    *,
+    cpu_table: Mapping[str, object] = CPU,
+    gpu_table: Mapping[str, object] = GPU,
+) -> list[object]:
     """``pytest.param`` objects for the named settings; GPU ones carry the ``gpu`` marker.
+
+    The names come from ``cpu_table`` and ``gpu_table`` (the recipes' ``CPU`` and ``GPU`` settings by
+    default; a claim over several widths or regimes passes its own tables of families).
 
     ``findings`` maps a setting to the reason (with the measured numbers) why the claim does not
     reproduce there: that setting is marked ``xfail(strict=True)``, so the run passes while the report
@@ -32,11 +44,12 @@ def params(cpu: list[str], gpu: list[str], findings: dict[str, str] | None = Non
     def marks(name: str, gpu_: bool) -> list[pytest.MarkDecorator]:
         out = [pytest.mark.xdist_group(name)] + ([pytest.mark.gpu] if gpu_ else [])
         if name in findings:
-            out.append(pytest.mark.xfail(strict=True, reason=f"finding: {findings[name]}"))
+            # only a failed assertion is the finding: any other error (a crash, a measurement bug) still fails
+            out.append(pytest.mark.xfail(strict=True, raises=AssertionError, reason=f"finding: {findings[name]}"))
         return out
 
-    return [pytest.param(CPU[name], id=name, marks=marks(name, False)) for name in cpu] + [
-        pytest.param(GPU[name], id=name, marks=marks(name, True)) for name in gpu
+    return [pytest.param(cpu_table[name], id=name, marks=marks(name, False)) for name in cpu] + [
+        pytest.param(gpu_table[name], id=name, marks=marks(name, True)) for name in gpu
     ]
 
 

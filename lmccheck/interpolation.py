@@ -101,15 +101,16 @@ def _mix_into(out: torch.Tensor, tensors: Sequence[torch.Tensor], w: Sequence[fl
     """``out = sum_i w[i] * tensors[i]``, exact at the vertices.
 
     A weight of exactly 1 copies that tensor (so ``alpha = 0`` is A bit for
-    bit, even when B holds NaN); zero weights are skipped; two tensors use
-    ``torch.lerp`` (weight ``w[1]``).
+    bit, even when B holds NaN); zero weights are skipped; two nonzero weights
+    ``(1 - a, a)`` use ``torch.lerp`` with weight ``a``, so a point on an edge of
+    a simplex is computed exactly as the pairwise path along that edge.
     """
     for i, wi in enumerate(w):
         if wi == 1.0:
             return out.copy_(tensors[i])
-    if len(tensors) == 2:
-        return torch.lerp(tensors[0], tensors[1], float(w[1]), out=out)
     terms = [(t, float(wi)) for t, wi in zip(tensors, w) if wi != 0.0]
+    if len(terms) == 2:  # a point on an edge: the same arithmetic as the pairwise path along that edge
+        return torch.lerp(terms[0][0], terms[1][0], terms[1][1], out=out)
     torch.mul(terms[0][0], terms[0][1], out=out)
     for t, wi in terms[1:]:
         out.add_(t, alpha=wi)
@@ -328,14 +329,23 @@ def barrier_from_curve(alphas: Sequence[float], values: Sequence[float]) -> tupl
     return best, best_alpha
 
 
-def simplex_grid(n: int, resolution: int) -> list[tuple[float, ...]]:
+def simplex_grid(n: int, resolution: int, edge_resolution: int | None = None) -> list[tuple[float, ...]]:
     """Barycentric weights ``c / resolution`` for all ``c`` in N^n with ``sum(c) == resolution``.
 
     Ordered with the first weight descending, so for ``n = 2`` the points are
     ``(1 - k/r, k/r)`` for ``k = 0..r`` (the pairwise alpha grid).
+
+    With ``edge_resolution``, the points on the edges (at most two nonzero
+    weights, the vertices included) come from the grid of that resolution
+    instead, and only the rest (faces and interior) from ``resolution``: the
+    edges then carry the pairwise grid of ``edge_resolution + 1`` alphas, while
+    the interior, which costs one evaluation per point, stays coarse. Edge points
+    come first, then the others.
     """
     if n < 1 or resolution < 1:
         raise ValueError(f"need n >= 1 and resolution >= 1, got n={n}, resolution={resolution}")
+    if edge_resolution is not None and edge_resolution < 1:
+        raise ValueError(f"edge_resolution must be >= 1 (or None for resolution), got {edge_resolution}")
 
     def comps(k: int, r: int) -> Iterator[tuple[int, ...]]:
         if k == 1:
@@ -345,7 +355,13 @@ def simplex_grid(n: int, resolution: int) -> list[tuple[float, ...]]:
             for rest in comps(k - 1, r - first):
                 yield (first, *rest)
 
-    return [tuple(c / resolution for c in comp) for comp in comps(n, resolution)]
+    def grid(r: int) -> list[tuple[float, ...]]:
+        return [tuple(c / r for c in comp) for comp in comps(n, r)]
+
+    if edge_resolution is None:
+        return grid(resolution)
+    on_edge = [w for w in grid(edge_resolution) if sum(x != 0.0 for x in w) <= 2]
+    return on_edge + [w for w in grid(resolution) if sum(x != 0.0 for x in w) > 2]
 
 
 def barrier_from_simplex(
@@ -476,6 +492,25 @@ class SimplexResult:
     split: str | None = None
     bn_reset: bool = False
     engine: str | None = None
+    edge_resolution: int | None = None  # None: the edges are at ``resolution`` too
+
+    def edge(self, i: int, j: int) -> BarrierResult:
+        """The curve along the edge from vertex ``i`` (alpha = 0) to vertex ``j`` (alpha = 1), as a barrier.
+
+        Its points are the simplex's own evaluations with weight only on ``i`` and ``j``; with
+        ``edge_resolution = r`` they are the pairwise grid of ``r + 1`` alphas, evaluated exactly as
+        :func:`barrier` evaluates that pair, so the two results agree to the bit.
+        """
+        n = len(self.vertex_loss)
+        if not (0 <= i < n and 0 <= j < n) or i == j:
+            raise ValueError(f"an edge joins two different vertices among 0..{n - 1}, got ({i}, {j})")
+        pts = sorted(
+            (w[j], lo, er) for w, lo, er in zip(self.weights, self.loss, self.error)
+            if all(x == 0.0 for k, x in enumerate(w) if k not in (i, j))
+        )
+        return BarrierResult.from_curves([p[0] for p in pts], [p[1] for p in pts], [p[2] for p in pts],
+                                         n_examples=self.n_examples, split=self.split, bn_reset=self.bn_reset,
+                                         engine=self.engine)
 
     def as_dict(self) -> dict[str, Any]:
         """A JSON-serializable dict (lists for tuples)."""
@@ -1088,6 +1123,7 @@ def simplex_barrier(
     data: Split,
     *,
     resolution: int = 6,
+    edge_resolution: int | None = None,
     n_examples: int | None = DEFAULT_N_EXAMPLES,
     batch_size: int | None = None,
     bn_reset: bool | None = None,
@@ -1109,14 +1145,19 @@ def simplex_barrier(
     default resolution 6). The barrier is the maximum over points of the value
     minus the plane through the vertices' values, with the weights attaining
     it. With two states and ``resolution = r`` this is :func:`barrier` with
-    ``r + 1`` alphas. Other arguments as in :func:`barrier`.
+    ``r + 1`` alphas. ``edge_resolution`` evaluates the edges on a finer grid
+    than the interior (:func:`simplex_grid`): with ``edge_resolution = 24`` each
+    edge is the 25-alpha pairwise curve of Eq. (1), bit for bit
+    (:meth:`SimplexResult.edge`), so the simplex barrier is at least every edge's
+    barrier up to the rounding of the reference plane. Other arguments as in
+    :func:`barrier`.
     """
     states = list(states)
     if len(states) < 2:
         raise ValueError(f"need at least 2 networks for a simplex, got {len(states)}")
     if resolution < 1:
         raise ValueError(f"resolution must be >= 1, got {resolution}")
-    points = simplex_grid(len(states), resolution)
+    points = simplex_grid(len(states), resolution, edge_resolution)
     loss, error, n, do_bn, chosen = _run(
         model,
         states,
@@ -1155,6 +1196,7 @@ def simplex_barrier(
         split=split,
         bn_reset=do_bn,
         engine=chosen,
+        edge_resolution=edge_resolution,
     )
 
 

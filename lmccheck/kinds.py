@@ -602,6 +602,7 @@ def simplex_product(
     perms: Sequence[Permutation | Product | None] | None = None,
     split: str = "test",
     resolution: int = 6,
+    edge_resolution: int | None = None,
     options: BarrierOptions = BarrierOptions(),
     builder: Builder,
 ) -> Product:
@@ -616,7 +617,11 @@ def simplex_product(
     config = _same_architecture("simplex barrier", *nets)
     resolved = _resolved_options(config, options, builder)
     resolved.pop("alphas")
-    params = {"dataset": config.dataset, "split": split, "resolution": int(resolution), "options": resolved}
+    if resolution < 1 or (edge_resolution is not None and edge_resolution < 1):
+        raise ValueError(f"simplex resolutions must be >= 1, got resolution={resolution}, "
+                         f"edge_resolution={edge_resolution}")
+    params = {"dataset": config.dataset, "split": split, "resolution": int(resolution),
+              "edge_resolution": None if edge_resolution is None else int(edge_resolution), "options": resolved}
     return Product("simplex_barrier", params, {
         "nets": tuple(network_ref(r.product, r.at) for r in nets),
         "perms": tuple(permutation_input(p) for p in perms),
@@ -635,7 +640,7 @@ def _build_simplex(product: Product, builder: Builder) -> tuple[dict[str, torch.
     ds = builder.dataset(p["dataset"])
     kwargs = _eval_kwargs(product, builder)
     res = simplex_barrier(_arch_model(builder, run0.config), states, ds.split(p["split"]), resolution=p["resolution"],
-                          bn_data=ds.train, split=p["split"], **kwargs)
+                          edge_resolution=p["edge_resolution"], bn_data=ds.train, split=p["split"], **kwargs)
     return {}, {"result": res.as_dict()}
 
 
@@ -647,5 +652,5 @@ def _decode_simplex(product: Product, entry: Entry, builder: Builder) -> Simplex
     return SimplexResult(**d)
 
 
-register(Kind("simplex_barrier", 1, _build_simplex, _decode_simplex, phase="evaluation",
+register(Kind("simplex_barrier", 2, _build_simplex, _decode_simplex, phase="evaluation",
               describe=lambda p: f"{len(p.inputs['nets'])} networks, {p.params['split']}"))

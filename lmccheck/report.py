@@ -219,6 +219,8 @@ def make_figure_spec(
 
 
 _STYLES = ("solid", "dashed", "dotted", "dashdot")
+#: a log x axis is labelled at its measured values (e.g. widths) when there are at most this many
+_MAX_LOG_TICKS = 12
 PANEL_KINDS = ("line", "bar", "hist", "heatmap")
 
 
@@ -458,6 +460,10 @@ def _draw_line(ax: Any, panel: Mapping[str, Any]) -> None:
         ax.axhline(y, color=f"C{(len(panel.get('series') or {}) + i) % 10}", linestyle="--", label=label)
     ax.set_xscale(panel.get("xscale", "linear"))
     ax.set_yscale(panel.get("yscale", "linear"))
+    xs = sorted({float(x) for sr in (panel.get("series") or {}).values() for x in sr["x"]})
+    if panel.get("xscale") == "log" and 0 < len(xs) <= _MAX_LOG_TICKS and xs[0] > 0:
+        ax.set_xticks(xs, [f"{x:g}" for x in xs])  # the measured values (widths...), not powers of ten
+        ax.minorticks_off()
     if panel.get("series") or panel.get("hlines"):
         ax.legend(fontsize="small")
 

@@ -59,3 +59,16 @@ def test_seed_means_average_each_point_over_the_seeds() -> None:
     assert seed_means([[0.1, 0.4], [0.3, 0.2]]) == pytest.approx([0.2, 0.3])
     assert seed_means([[0.5, 0.25, 0.0]]) == [0.5, 0.25, 0.0]
     assert seed_means([]) == []
+
+
+def test_a_known_finding_covers_failed_assertions_only() -> None:
+    """A strict xfail for a finding must not hide a crash or a measurement bug at that setting."""
+    from claims.rules import MeasurementBug
+    from claims.settings import params
+
+    [param] = params(["mlp512-fmnist"], [], findings={"mlp512-fmnist": "measured numbers"})
+    mark = next(m for m in param.marks if m.name == "xfail")
+    assert mark.kwargs["raises"] is AssertionError and mark.kwargs["strict"] is True
+    assert issubclass(MeasurementBug, RuntimeError) and not issubclass(MeasurementBug, AssertionError)
+    with pytest.raises(ValueError, match="does not use"):
+        params(["mlp512-fmnist"], [], findings={"mlp128-fmnist": "x"})

@@ -487,6 +487,50 @@ def test_simplex_of_three_networks_matches_reference(fmnist: Split, engine: str)
     assert s.loss_argmax_weights == s.weights[heights.index(max(heights))]
 
 
+def test_simplex_grid_with_fine_edges_holds_the_pairwise_grid_on_every_edge() -> None:
+    g = simplex_grid(3, 6, edge_resolution=24)
+    assert len(g) == 3 * 24 + 10  # the triangle's boundary at 1/24, and the 10 interior points at 1/6
+    assert len(set(g)) == len(g) and all(abs(sum(w) - 1) < 1e-12 for w in g)
+    for i, j in ((0, 1), (0, 2), (1, 2)):
+        edge = sorted(w[j] for w in g if all(x == 0.0 for k, x in enumerate(w) if k not in (i, j)))
+        assert edge == alpha_grid(25)  # the same floats as the 25-alpha barrier grid
+    interior = [w for w in g if min(w) > 0]
+    assert interior == [w for w in simplex_grid(3, 6) if min(w) > 0]
+    assert (2 / 6, 2 / 6, 2 / 6) in g  # the centroid, on the resolution-6 interior grid
+    assert simplex_grid(2, 3, edge_resolution=5) == simplex_grid(2, 5)  # two networks: all of it is an edge
+    with pytest.raises(ValueError, match="edge_resolution"):
+        simplex_grid(3, 6, edge_resolution=0)
+
+
+@pytest.mark.parametrize("autocast", [False, True])
+def test_simplex_edges_are_the_pairwise_curves_bit_for_bit_and_bound_the_simplex_barrier(
+    fmnist: Split, autocast: bool
+) -> None:
+    """The consistency S7 asserts: the edges lie in the simplex, so its barrier is at least each edge's."""
+    model, a, b = pair("mlp")
+    _, c, _ = pair("mlp", seed=7)
+    data = fmnist.take(300)
+    s = simplex_barrier(model, [a, b, c], data, resolution=4, edge_resolution=8, autocast=autocast)
+    assert s.edge_resolution == 8 and len(s.weights) == 3 * 8 + 3
+    states = [a, b, c]
+    edge_barriers = []
+    for i, j in ((0, 1), (0, 2), (1, 2)):
+        pairwise = barrier(model, states[i], states[j], data, alphas=9, autocast=autocast)
+        edge = s.edge(i, j)
+        assert edge.alphas == pairwise.alphas
+        assert edge.loss == pairwise.loss and edge.error == pairwise.error  # exact, not approximate
+        assert edge.loss_barrier == pairwise.loss_barrier
+        edge_barriers.append(pairwise)
+    assert s.loss_barrier >= max(r.loss_barrier for r in edge_barriers) - 1e-12
+    assert s.error_barrier >= max(r.error_barrier for r in edge_barriers) - 1e-12
+    reverse = s.edge(1, 0)
+    assert reverse.alphas == alpha_grid(9) and reverse.loss == s.edge(0, 1).loss[::-1]
+    with pytest.raises(ValueError, match="two different vertices"):
+        s.edge(1, 1)
+    with pytest.raises(ValueError, match="two different vertices"):
+        s.edge(0, 3)
+
+
 # ---------------------------------------------------------------- surviving mutants (make mutation)
 def test_lerp_into_is_exact_at_the_vertices_even_next_to_nan() -> None:
     model, a, b = pair("mlp")

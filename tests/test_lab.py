@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from fixtures import Lab, pair_configs
+from fixtures import Lab, pair_configs, triple_configs
+from fixtures.recipes import CPU, GPU, REGIMES_GPU, WIDTHS_CPU, WIDTHS_GPU, Setting, WidthFamily
 from lmccheck.permutation import Permutation
 from lmccheck.store import Store
 from lmccheck.training import TrainConfig
@@ -78,3 +79,63 @@ def test_unknown_time_and_method_are_clear(lab: Lab) -> None:
         lab.barrier(pair.a, pair.b, time=0.75)
     with pytest.raises(ValueError, match="unknown matching method"):
         lab.match("telepathy", pair.a, pair.b)
+
+
+def test_triples_are_disjoint_and_reuse_the_pairs_after_them() -> None:
+    for n in (1, 2, 3, 5):
+        nets = [c for r in range(n) for c in triple_configs(TINY, r, n)]
+        seeds = [(c.init_seed, c.sgd_seed) for c in nets]
+        assert len(set(seeds)) == 3 * n  # every network its own run
+        assert len({s for s, _ in seeds}) == 3 * n and len({s for _, s in seeds}) == 3 * n
+        assert all(a != s for a, s in seeds) and {s - a for a, s in seeds} == {1000}  # init and SGD seeds apart
+        for r in range(n):
+            a, b, _ = triple_configs(TINY, r, n)
+            assert (a, b) == pair_configs(TINY, r)
+    # two triples take their references from pair 2: A2 and B2, which 3-seed claims train anyway
+    assert [triple_configs(TINY, r, 2)[2] for r in range(2)] == list(pair_configs(TINY, 2))
+    with pytest.raises(ValueError, match="not among the 2 triples"):
+        triple_configs(TINY, 2, 2)
+
+
+def test_width_families_reuse_the_named_settings_and_refuse_bad_shapes() -> None:
+    fam = WIDTHS_CPU["mlp-fmnist-widths"]
+    assert fam.widths[-1] / fam.widths[0] >= 8 and len(fam.widths) >= 4  # issue 13: >= 4 widths spanning >= 8x
+    by_width = {w: s.config for w, s in zip(fam.widths, fam.settings)}
+    assert by_width[128.0] == CPU["mlp128-fmnist"].config and by_width[512.0] == CPU["mlp512-fmnist"].config
+    assert [fam.seeds_at(i, 3) for i in range(4)] == [3, 3, 2, 2] and fam.seeds_at(0, 1) == 1
+    gpu = WIDTHS_GPU["resnet20-ln-cifar10-widths"]
+    assert gpu.gpu and all(s.gpu for s in gpu.settings) and gpu.seeds_at(5, 5) == 5 and gpu.widths[-1] == 32.0
+    assert all(s.config.warmup_epochs == 1.0 for f in WIDTHS_GPU.values() for s in f.settings)  # App. D
+    r1, r2 = REGIMES_GPU["vgg16-ln-cifar10"].settings
+    assert (r1.config.warmup_epochs, r1.config.lr, r1.config.weight_decay) == (0.0, 1e-3, 1e-4)  # App. H.4 (1)
+    assert (r2.config.warmup_epochs, r2.config.lr, r2.config.weight_decay) == (1.0, 0.1, 0.0)  # App. H.4 (2)
+    assert r2.config == GPU["vgg16-ln-cifar10-instability"].config
+    s = Setting("x", TINY)
+    with pytest.raises(ValueError, match="widths must increase"):
+        WidthFamily("f", (s, s), (2.0, 1.0))
+    with pytest.raises(ValueError, match="seed caps"):
+        WidthFamily("f", (s, s), (1.0, 2.0), seeds=(1,))
+    with pytest.raises(ValueError, match="one setting per width"):
+        WidthFamily("f", (s,), (1.0, 2.0))
+
+
+def test_lab_simplex_edges_are_the_lab_barriers(lab: Lab) -> None:
+    """The S7 measurement in small: the triangle aligned to C, its edges taken in its vertex order."""
+    t = lab.triples(TINY, 1)[0]
+    a, b, c = t.a, t.b, t.c
+    assert t.seeds == {"init_seed_a": 1000, "sgd_seed_a": 2000, "init_seed_b": 1001, "sgd_seed_b": 2001,
+                       "init_seed_c": 1002, "sgd_seed_c": 2002}
+    p_ac, p_bc = lab.match("weight", c, a), lab.match("weight", c, b)
+    kw = {"n_examples": 128}
+    sim = lab.simplex([a, b, c], perms=[p_ac, p_bc, None], resolution=2, edge_resolution=4, **kw)
+    edges = [lab.barrier(a, b, perm_a=p_ac, perm=p_bc, alphas=5, **kw), lab.barrier(a, c, perm_a=p_ac, alphas=5, **kw),
+             lab.barrier(b, c, perm_a=p_bc, alphas=5, **kw)]
+    for (i, j), e in zip(((0, 1), (0, 2), (1, 2)), edges):
+        assert sim.edge(i, j).loss == e.loss and sim.edge(i, j).error == e.error
+    assert sim.loss_barrier >= max(e.loss_barrier for e in edges) - 1e-12
+    assert len(sim.weights) == 3 * 4  # boundary at 1/4; resolution 2 has no interior point
+    n = len(lab.store.keys())
+    assert lab.simplex([a, b, c], perms=[p_ac, p_bc, None], resolution=2, edge_resolution=4, **kw) == sim
+    assert len(lab.store.keys()) == n  # stored once, loaded after
+    other = lab.simplex([a, b, c], perms=[p_ac, p_bc, None], resolution=2, edge_resolution=2, **kw)
+    assert len(other.weights) == 6 and len(lab.store.keys()) == n + 1  # the edge grid is part of the key
