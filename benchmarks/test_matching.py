@@ -198,3 +198,22 @@ def test_weight_matching(benchmark, pairs, objectives, case: str, impl: str) -> 
         del pairs[case]  # both ran: free the memory
         fast, naive = objectives[(case, "fast")], objectives[(case, "naive")]
         assert fast >= naive - 1e-6 * abs(naive), f"fast objective {fast} below naive {naive}"
+
+
+def test_commutativity_matching(benchmark) -> None:
+    """Commutativity matching (Zhou et al. Eq. 9, lmccheck.commutativity_matching) on the trained mlp 3x512 pair,
+    1000 Fashion-MNIST training examples, from activation matching's permutation (computed outside the timing)."""
+    from lmccheck.commutativity_matching import commutativity_matching
+    from lmccheck.data import load_dataset
+    from lmccheck.matching import activation_matching
+
+    spec, a, b = trained_pair("mlp512-trained")
+    model = get_model("mlp", width=512, depth=3, in_channels=1, input_size=28)
+    x = load_dataset().train.x[:1000]
+    init = activation_matching(model, a, b, x)
+    p = benchmark.pedantic(commutativity_matching, args=(model, a, b, x), kwargs={"init": init}, rounds=1,
+                           iterations=1)
+    hist = p.stats["objective"]
+    benchmark.extra_info.update(objective_init=hist[0], objective_final=hist[-1], accepted=p.stats["accepted"],
+                                sweeps=p.stats["sweeps"], pair=SOURCES.get("mlp512-trained", "planted"))
+    assert all(later <= earlier for earlier, later in zip(hist, hist[1:]))

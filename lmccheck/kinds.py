@@ -40,6 +40,9 @@ from typing import Any
 import torch
 
 from .interpolation import BarrierOptions, BarrierResult, SimplexResult, barrier, simplex_barrier
+from .llfc import DEFAULT_ALPHAS as LLFC_ALPHAS
+from .llfc import commutativity, llfc, llfc_decomposition, stitching_errors, weak_additivity
+from .commutativity_matching import commutativity_matching
 from .matching import activation_matching, weight_matching
 from .permutation import Permutation, PermutationSpec
 from .products import Builder, Kind, Literal, Product, Ref, register, tensor_digest
@@ -65,6 +68,7 @@ __all__ = [
     "config_of",
     "derived_seed",
     "describe_networks",
+    "feature_product",
     "hybrid_product",
     "imp_level_product",
     "masked_product",
@@ -78,7 +82,7 @@ __all__ = [
     "train_product",
 ]
 
-MATCHING_METHODS = ("weight", "activation")
+MATCHING_METHODS = ("weight", "activation", "commutativity")
 NETWORK_KINDS = ("train", "spawn", "imp_level", "retrain", "hybrid", "pruned", "masked")
 
 
@@ -485,13 +489,16 @@ def matching_product(
     keyword arguments of the matching function (e.g. ``{"stream": "sum"}``).
     """
     if method not in MATCHING_METHODS:
-        raise ValueError(f"unknown matching method {method!r}; use 'weight' or 'activation'")
+        raise ValueError(f"unknown matching method {method!r}; use 'weight', 'activation' or 'commutativity'")
     config = _same_architecture("matching", a, b)
     params: dict[str, Any] = {"method": method, "seed": int(seed), "options": dict(options or {})}
-    if method == "activation":
+    inputs: dict[str, Any] = {"a": network_ref(a.product, a.at), "b": network_ref(b.product, b.at)}
+    if method in ("activation", "commutativity"):
         params["data"] = {"dataset": config.dataset, "split": "train", "subset": config.train_subset}
         params["device_type"] = torch.device(device).type
-    return Product("matching", params, {"a": network_ref(a.product, a.at), "b": network_ref(b.product, b.at)})
+    if method == "commutativity":  # a local search from activation matching's permutation (its own product)
+        inputs["init"] = Ref(matching_product("activation", a, b, device=device))
+    return Product("matching", params, inputs)
 
 
 def _build_matching(product: Product, builder: Builder) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -503,9 +510,12 @@ def _build_matching(product: Product, builder: Builder) -> tuple[dict[str, torch
     model = _arch_model(builder, run_a.config)  # copied by the matcher, never modified
     if p["method"] == "weight":
         perm = weight_matching(model.permutation_spec(), sa, sb, seed=p["seed"], **p["options"])
-    else:
+    elif p["method"] == "activation":
         data = ds.train.take(p["data"]["subset"])
         perm = activation_matching(model, sa, sb, data, device=builder.device, **p["options"])
+    else:
+        init = builder.get(_ref(product, "init").product)
+        perm = commutativity_matching(model, sa, sb, ds.train.take(p["data"]["subset"]), init=init, **p["options"])
     return {g: t.to(torch.int64) for g, t in perm.perms.items()}, {"stats": perm.stats}
 
 
@@ -654,3 +664,69 @@ def _decode_simplex(product: Product, entry: Entry, builder: Builder) -> Simplex
 
 register(Kind("simplex_barrier", 2, _build_simplex, _decode_simplex, phase="evaluation",
               describe=lambda p: f"{len(p.inputs['nets'])} networks, {p.params['split']}"))
+
+
+# ---------------------------------------------------------------- feature statistics (Zhou et al.)
+#: the layerwise metrics of :mod:`lmccheck.llfc` a feature product can hold
+FEATURE_METRICS = {
+    "llfc": llfc,
+    "weak_additivity": weak_additivity,
+    "commutativity": commutativity,
+    "stitching": stitching_errors,
+    "decomposition": llfc_decomposition,
+}
+#: the metrics that take interpolation weights
+_ALPHA_METRICS = ("llfc", "decomposition")
+
+
+def feature_product(
+    metric: str,
+    a: Ref,
+    b: Ref,
+    *,
+    perm: Permutation | Product | None = None,
+    split: str = "test",
+    n_examples: int | None = 10_000,
+    alphas: Sequence[float] = LLFC_ALPHAS,
+    builder: Builder,
+) -> Product:
+    """A layerwise statistic of A and ``perm[B]`` (:mod:`lmccheck.llfc`: ``llfc``, ``weak_additivity``,
+    ``commutativity``, ``stitching`` or ``decomposition``, Theorem 1's for ReLU MLPs) on the first
+    ``n_examples`` of ``split``, stored as JSON.
+
+    Evaluated in float32 (float64 sums; the decomposition in float64) on the builder's device; ``alphas``
+    enter the key of ``llfc`` and ``decomposition`` only.
+    """
+    if metric not in FEATURE_METRICS:
+        raise ValueError(f"unknown feature metric {metric!r}; choose one of {', '.join(FEATURE_METRICS)}")
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if n_examples is not None and n_examples < 1:
+        raise ValueError(f"n_examples must be positive (or None for all), got {n_examples}")
+    config = _same_architecture(f"feature statistic {metric}", a, b)
+    params: dict[str, Any] = {"metric": metric, "dataset": config.dataset, "split": split, "n_examples": n_examples,
+                              "device_type": torch.device(builder.device).type}
+    if metric in _ALPHA_METRICS:
+        params["alphas"] = [float(x) for x in alphas]
+    return Product("feature_stats", params, {"a": network_ref(a.product, a.at), "b": network_ref(b.product, b.at),
+                                             "perm": permutation_input(perm)})
+
+
+def _build_features(product: Product, builder: Builder) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+    p = product.params
+    run_a = builder.get(_ref(product, "a").product)
+    sa = builder.state(_ref(product, "a"))
+    sb = _permuted_state(builder, product, "b", "perm")
+    ds = builder.dataset(p["dataset"])
+    extra = {"alphas": p["alphas"]} if p["metric"] in _ALPHA_METRICS else {}
+    out = FEATURE_METRICS[p["metric"]](_arch_model(builder, run_a.config), sa, sb, ds.split(p["split"]),
+                                       n_examples=p["n_examples"], device=builder.device, **extra)
+    return {}, {"result": out}
+
+
+def _decode_features(product: Product, entry: Entry, builder: Builder) -> dict[str, Any]:
+    return dict(entry.meta["result"])
+
+
+register(Kind("feature_stats", 1, _build_features, _decode_features, phase="evaluation",
+              describe=lambda p: f"{p.params['metric']}, {p.params['split']} x {p.params['n_examples']} examples"))
