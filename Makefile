@@ -12,6 +12,10 @@ CLAIMS_ARGS ?=
 # CLAIMS=S2,S5 runs only those claims (pytest --lmc-claim)
 CLAIMS ?=
 CLAIMS_SELECT := $(if $(CLAIMS),--lmc-claim '$(CLAIMS)')
+# make claims runs the CPU tier on this many pytest-xdist workers, each with an even share of the cores
+# (one setting's checks stay on one worker); CLAIMS_WORKERS=1 runs it in one process
+CLAIMS_WORKERS ?= 2
+CLAIMS_XDIST := $(if $(filter-out 0 1,$(CLAIMS_WORKERS)),-n $(CLAIMS_WORKERS) --dist loadgroup)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
 .PHONY: test claims install data bench gpu-claims clean-report
@@ -40,7 +44,7 @@ test: install data
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
 claims: install data
-	$(PY) -m pytest claims $(CLAIMS_SELECT) $(CLAIMS_ARGS)
+	$(PY) -m pytest claims $(CLAIMS_XDIST) $(CLAIMS_SELECT) $(CLAIMS_ARGS)
 
 gpu-claims: install data
 	$(PY) -m pytest claims -m gpu $(CLAIMS_SELECT) $(CLAIMS_ARGS)

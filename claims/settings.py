@@ -1,8 +1,9 @@
 """Settings the claim checks are parametrized over: CPU scale by default, GPU scale marked ``gpu``.
 
 Each setting is its own pytest-xdist group, so under ``-n N --dist loadgroup``
-the checks that share a setting (and so its networks) run on one worker, and
-different settings spread over the workers.
+(``make claims``) the checks that share a setting (and so its networks) run on
+one worker, and different settings spread over the workers; a check whose own
+products dominate its time can take a group of its own (``params(group=...)``).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ def params(
     *,
     cpu_table: Mapping[str, object] = CPU,
     gpu_table: Mapping[str, object] = GPU,
+    group: str = "",
 ) -> list[object]:
     """``pytest.param`` objects for the named settings; GPU ones carry the ``gpu`` marker.
 
@@ -35,6 +37,11 @@ def params(
     ``findings`` maps a setting to the reason (with the measured numbers) why the claim does not
     reproduce there: that setting is marked ``xfail(strict=True)``, so the run passes while the report
     shows FAIL with its numbers, and a fix that makes it pass is noticed (strict XPASS fails).
+
+    ``group`` names a pytest-xdist group of the claim's own beside the setting's (``<setting>.<group>``):
+    for a check that spends most of its time on products no other check uses (S4's children), so that
+    under ``--dist loadgroup`` it runs on another worker while its setting's other checks train the
+    networks they share (a worker that needs a network another one is building waits for it).
     """
     findings = dict(findings or {})
     unknown = set(findings) - set(cpu) - set(gpu)
@@ -42,7 +49,7 @@ def params(
         raise ValueError(f"findings for settings the claim does not use: {sorted(unknown)}")
 
     def marks(name: str, gpu_: bool) -> list[pytest.MarkDecorator]:
-        out = [pytest.mark.xdist_group(name)] + ([pytest.mark.gpu] if gpu_ else [])
+        out = [pytest.mark.xdist_group(f"{name}.{group}" if group else name)] + ([pytest.mark.gpu] if gpu_ else [])
         if name in findings:
             # only a failed assertion is the finding: any other error (a crash, a measurement bug) still fails
             out.append(pytest.mark.xfail(strict=True, raises=AssertionError, reason=f"finding: {findings[name]}"))

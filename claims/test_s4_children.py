@@ -51,6 +51,7 @@ CHILD_SGD_SEED_BASE = 3000
 @pytest.mark.parametrize("setting", params(
     ["mlp512-fmnist"],
     ["vgg16-ln-cifar10-instability", "resnet20x4-ln-cifar10-instability", "vgg16-ln-fmnist-instability"],
+    group="children",  # a third of the CPU tier's training: beside the setting's other checks under xdist
 ))
 def test_s4_end_permutation_aligns_children_after_onset(setting: Setting, lab: Lab, n_seeds: int, measure) -> None:
     """From the onset of LMC on, barrier(A_t^1, P_end[B_t^1]) and barrier(A, P_end[B_t^1]) stay close to

@@ -95,6 +95,12 @@ def _mean(values: list[float]) -> float:
     return mean_std(values)[0]
 
 
+def _spectrum_stable_rank(singular_values: list[float]) -> float:
+    """sum(s^2) / max(s)^2 of a spectrum: the stable rank of the matrix it belongs to."""
+    top = max(singular_values, default=0.0)
+    return sum(v * v for v in singular_values) / (top * top) if top > 0 else 0.0
+
+
 def _record_seeds(measure, pairs: dict[str, list[dict]]) -> None:
     measure.seeds.extend({"kind": k, **p["seeds"]} for k in KINDS for p in pairs[k])
 
@@ -407,15 +413,27 @@ def test_z9_trained_weights_have_lower_stable_rank_than_early_ones(setting: Sett
                 if not end[n] < early[n]]
     measure.values.update({"setting": describe(setting), "layers": layers, "epoch_1": early, "end": end,
                            "per_network": ranks, "failures": failures})
+    # Fig. 20 and 21: singular values of the weights and of the post-activations over the test set, of network
+    # A of the first replicate (an AM- and WM-aligned pair's), after 1 epoch and at the end (recorded, not asserted)
     a0 = pairs[0].a
-    spectra_panels = [line_panel({when: (list(range(1, len(sv) + 1)), sv) for when, sv in (
-        ("epoch 1", torch.linalg.svdvals(a0.state_at(EARLY_EPOCH)[f"{n}.weight"].double().flatten(1)).tolist()),
-        ("end", torch.linalg.svdvals(a0.final[f"{n}.weight"].double().flatten(1)).tolist()))},
-        title=f"singular values, {n} (A, seed 0)", xlabel="index", ylabel="singular value", yscale="log")
-        for n in layers]
-    measure.figure("stable_rank", title=f"Z9 {setting.name}: stable rank, epoch 1 vs end", panels=[
-        bar_panel(layers, {"epoch 1": [early[n] for n in layers], "end": [end[n] for n in layers]},
-                  xlabel="layer", ylabel="stable rank"), *spectra_panels])
+    spec_of = {when: lab.features("spectra", a0, a0, time=t) for when, t in (("epoch 1", EARLY_EPOCH), ("end", None))}
+    sites = list(spec_of["end"]["features"])
+    feature_rank = {when: {n: _spectrum_stable_rank(sp["features"][n]) for n in sites} for when, sp in spec_of.items()}
+    measure.values.update({"feature_sites": sites, "feature_stable_rank_seed0_a": feature_rank})
+
+    def spectrum_panel(what: str, n: str, title: str) -> dict:
+        return line_panel({when: (list(range(1, len(sp[what][n]) + 1)), sp[what][n]) for when, sp in (
+            (when, {"weights": {k: v["singular_values"] for k, v in sp["weights"].items()},
+                    "features": sp["features"]}) for when, sp in spec_of.items())},
+            title=title, xlabel="index", ylabel="singular value", yscale="log")
+
+    measure.figure("stable_rank", title=f"Z9 {setting.name}: stable rank, epoch 1 vs end; weight spectra (Fig. 20)",
+                   panels=[bar_panel(layers, {"epoch 1": [early[n] for n in layers], "end": [end[n] for n in layers]},
+                                     xlabel="layer", ylabel="stable rank"),
+                           *[spectrum_panel("weights", n, f"singular values of W, {n} (A, seed 0)") for n in layers]])
+    measure.figure("feature_spectra", title=f"Z9 {setting.name}: singular values of the post-activations over "
+                   f"{lab.barrier_options.n_examples} test examples (Fig. 21)",
+                   panels=[spectrum_panel("features", n, f"singular values of H, {n} (A, seed 0)") for n in sites])
     measure.summary = "; ".join(f"{n}: {early[n]:.1f} -> {end[n]:.1f}" for n in layers)
     assert not failures, "; ".join(failures)
 

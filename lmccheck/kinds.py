@@ -41,7 +41,7 @@ import torch
 
 from .interpolation import BarrierOptions, BarrierResult, SimplexResult, barrier, simplex_barrier
 from .llfc import DEFAULT_ALPHAS as LLFC_ALPHAS
-from .llfc import commutativity, llfc, llfc_decomposition, stitching_errors, weak_additivity
+from .llfc import commutativity, llfc, llfc_decomposition, spectra, stitching_errors, weak_additivity
 from .commutativity_matching import commutativity_matching
 from .matching import activation_matching, weight_matching
 from .permutation import Permutation, PermutationSpec
@@ -667,6 +667,11 @@ register(Kind("simplex_barrier", 2, _build_simplex, _decode_simplex, phase="eval
 
 
 # ---------------------------------------------------------------- feature statistics (Zhou et al.)
+def _spectra_of_a(model: Any, state_a: Any, state_b: Any, data: Any, **kwargs: Any) -> dict[str, Any]:
+    """The spectra of network A alone (B is A: see :func:`feature_product`)."""
+    return spectra(model, state_a, data, **kwargs)
+
+
 #: the layerwise metrics of :mod:`lmccheck.llfc` a feature product can hold
 FEATURE_METRICS = {
     "llfc": llfc,
@@ -674,7 +679,10 @@ FEATURE_METRICS = {
     "commutativity": commutativity,
     "stitching": stitching_errors,
     "decomposition": llfc_decomposition,
+    "spectra": _spectra_of_a,
 }
+#: the metrics of one network: A and B are the same network, without a permutation
+_SINGLE_METRICS = ("spectra",)
 #: the metrics that take interpolation weights
 _ALPHA_METRICS = ("llfc", "decomposition")
 
@@ -692,7 +700,8 @@ def feature_product(
 ) -> Product:
     """A layerwise statistic of A and ``perm[B]`` (:mod:`lmccheck.llfc`: ``llfc``, ``weak_additivity``,
     ``commutativity``, ``stitching`` or ``decomposition``, Theorem 1's for ReLU MLPs) on the first
-    ``n_examples`` of ``split``, stored as JSON.
+    ``n_examples`` of ``split``, stored as JSON; or ``spectra``, of network A alone (weights and
+    post-activations, Zhou et al. Fig. 20-22), where B must be A and ``perm`` None.
 
     Evaluated in float32 (float64 sums; the decomposition in float64) on the builder's device; ``alphas``
     enter the key of ``llfc`` and ``decomposition`` only.
@@ -703,6 +712,8 @@ def feature_product(
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     if n_examples is not None and n_examples < 1:
         raise ValueError(f"n_examples must be positive (or None for all), got {n_examples}")
+    if metric in _SINGLE_METRICS and (perm is not None or (a.product.key, a.at) != (b.product.key, b.at)):
+        raise ValueError(f"the feature metric {metric!r} is of one network: pass it as both a and b, without perm")
     config = _same_architecture(f"feature statistic {metric}", a, b)
     params: dict[str, Any] = {"metric": metric, "dataset": config.dataset, "split": split, "n_examples": n_examples,
                               "device_type": torch.device(builder.device).type}

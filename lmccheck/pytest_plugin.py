@@ -11,7 +11,8 @@ tree, through the repository's root ``conftest.py``). It provides:
   under pytest-xdist;
 * the markers ``claim(id)``, ``gpu`` and ``slow``;
 * Hypothesis profiles ``ci`` / ``dev``;
-* one GPU per xdist worker (``CUDA_VISIBLE_DEVICES``);
+* one GPU per xdist worker (``CUDA_VISIBLE_DEVICES``) and an even share of
+  the CPU cores (torch threads) per worker;
 * the report (``lmccheck.report.write_report``) and a terminal table.
 
 This is the only lmccheck module that imports pytest. torch is imported
@@ -51,6 +52,7 @@ __all__ = [
     "count_visible_gpus",
     "gpu_for_worker",
     "resolve_device",
+    "threads_per_worker",
 ]
 
 #: Name of the ``pytest11`` entry point (and the plugin's registration name).
@@ -326,10 +328,40 @@ def _pin_worker_gpu(config: pytest.Config) -> None:
     os.environ["CUDA_VISIBLE_DEVICES"] = chosen
 
 
+def threads_per_worker(cpus: int, workers: int) -> int:
+    """The torch CPU threads each of ``workers`` processes gets on ``cpus`` cores: an even share, at least 1.
+
+    One process per core beats one process with a thread per core here: the
+    CPU tier's small matrix products scale badly over threads (on 2 cores, two
+    1-thread workers train the 3x512 MLP 1.2x and the 3x128 one 1.7x faster
+    than one 2-thread process), and two 2-thread processes on 2 cores would
+    oversubscribe them.
+    """
+    return max(1, int(cpus) // max(1, int(workers)))
+
+
+def _available_cpus() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        return os.cpu_count() or 1
+
+
+def _share_cpu_threads(config: pytest.Config) -> None:
+    """On an xdist worker, give torch an even share of the cores, unless ``OMP_NUM_THREADS`` says otherwise."""
+    if not _is_worker(config) or os.environ.get("OMP_NUM_THREADS"):
+        return
+    workers = int(config.workerinput.get("workercount") or 1)
+    import torch
+
+    torch.set_num_threads(threads_per_worker(_available_cpus(), workers))
+
+
 def pytest_configure(config: pytest.Config) -> None:
-    """Markers, hypothesis profile, GPU pinning, device check, controller state."""
+    """Markers, hypothesis profile, GPU pinning, CPU threads, device check, controller state."""
     _register_markers(config)
     _pin_worker_gpu(config)
+    _share_cpu_threads(config)
     _setup_hypothesis(config)
     if config.getoption("lmc_device") == "cuda":
         build_config(config)  # fail fast with a UsageError when CUDA is missing
@@ -564,6 +596,7 @@ class Measurement:
             "setting": self.setting,
             "nodeid": self.nodeid,
             "device": self.device,
+            "cpu_threads": _torch_threads(),
             "values": _report.to_jsonable(self.values),
             "thresholds": _report.to_jsonable(self.thresholds),
             "seeds": _report.to_jsonable(self.seeds),
@@ -575,6 +608,12 @@ class Measurement:
             "build_time_s": round(self.build_time_s, 4),
             "load_time_s": round(self.load_time_s, 4),
         }
+
+
+def _torch_threads() -> int | None:
+    """torch's CPU threads in this process (None when torch was never imported)."""
+    torch = sys.modules.get("torch")
+    return int(torch.get_num_threads()) if torch is not None else None
 
 
 def _claim_id(item: pytest.Item) -> str | None:
@@ -791,6 +830,8 @@ class _Controller:
         """Take records from call reports (or setup reports that did not pass)."""
         record = _record_from(report)
         if record is not None:
+            # under pytest-xdist the report names the worker that ran the check
+            record["worker"] = getattr(getattr(getattr(report, "node", None), "gateway", None), "id", None)
             self.records[base_nodeid(report.nodeid)] = record
             self._write_manifest(record)
         elif report.when == "teardown" and report.failed and base_nodeid(report.nodeid) in self.records:
@@ -809,10 +850,14 @@ class _Controller:
                 devices = [describe_device(build_config(self.config).device)]
             except pytest.UsageError:
                 devices = ["unknown"]
+        threads = sorted({int(r["cpu_threads"]) for r in self.records.values() if r.get("cpu_threads")})
+        workers = len({r.get("worker") for r in self.records.values()}) or 1
         return {
             "lmccheck_version": lmccheck.__version__,
             "git_commit": _git_commit(Path(self.config.rootpath)),
             "device": ", ".join(devices),
+            "processes": f"{workers} worker{'s' if workers > 1 else ''}"
+            + (f", {'/'.join(map(str, threads))} CPU thread{'s' if threads != [1] else ''} each" if threads else ""),
             "torch": _dist_version("torch"),
             "python": platform.python_version(),
             "platform": platform.platform(),

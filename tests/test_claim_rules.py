@@ -72,3 +72,18 @@ def test_a_known_finding_covers_failed_assertions_only() -> None:
     assert issubclass(MeasurementBug, RuntimeError) and not issubclass(MeasurementBug, AssertionError)
     with pytest.raises(ValueError, match="does not use"):
         params(["mlp512-fmnist"], [], findings={"mlp128-fmnist": "x"})
+
+
+def test_a_check_can_take_an_xdist_group_of_its_own_that_node_ids_still_strip() -> None:
+    from claims.settings import params
+    from lmccheck.nodeids import base_nodeid
+
+    def group_of(param: object) -> str:
+        return next(m.args[0] for m in param.marks if m.name == "xdist_group")  # type: ignore[attr-defined]
+
+    [plain] = params(["mlp512-fmnist"], [])
+    [own, gpu] = params(["mlp512-fmnist"], ["vgg16-ln-cifar10"], group="children")
+    assert group_of(plain) == "mlp512-fmnist"
+    assert (group_of(own), group_of(gpu)) == ("mlp512-fmnist.children", "vgg16-ln-cifar10.children")
+    node = "claims/test_s4_children.py::test_s4[mlp512-fmnist]"
+    assert base_nodeid(f"{node}@{group_of(own)}") == node

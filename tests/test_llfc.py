@@ -90,6 +90,33 @@ def test_sites_of_the_three_architectures() -> None:
     assert len(r.stitch) == 1 + 9 and not any(n.endswith(".act1") for n in r.stitch)  # stem + block outputs
 
 
+@pytest.mark.parametrize(("arch", "width"), [("vgg11", 0.125), ("resnet20", 1.0)])
+def test_conv_sites_capture_what_torchvision_feature_extraction_reads(arch: str, width: float) -> None:
+    """The hooks' pre- and post-activations of every VGG / ResNet site equal the nodes that
+    torchvision's FX feature extractor returns: the ReLU's output, and the graph node feeding it (the
+    block's LayerNorm, or a ResNet block's residual sum)."""
+    from torchvision.models.feature_extraction import create_feature_extractor, get_graph_node_names
+
+    from lmccheck.llfc import _Net
+
+    torch.manual_seed(0)
+    model = get_model(arch, width=width, norm="layernorm", in_channels=1, input_size=28).eval()
+    sites = sites_of(model)
+    _, nodes = get_graph_node_names(model)
+    feeds = {n: nodes[nodes.index(n) - 1] for n in sites.features}
+    assert any(v.endswith(".add") for v in feeds.values()) == (arch == "resnet20")
+    reference = create_feature_extractor(model, return_nodes=[*sites.features, *feeds.values(), "head"])
+    x = torch.randn(3, 1, 28, 28)
+    net = _Net(model, state(model), sites, torch.device("cpu"), keep_pre=True)
+    logits = net(x)
+    with torch.no_grad():
+        ref = reference(x)
+    assert torch.equal(logits, ref["head"])
+    for n in sites.features:
+        assert torch.allclose(net.post[n], ref[n], atol=1e-6), n
+        assert torch.allclose(net.pre[n], ref[feeds[n]], atol=1e-6), n
+
+
 # ---------------------------------------------------------------- LLFC
 def test_llfc_of_a_network_with_itself_is_exact() -> None:
     m = mlp(0)
@@ -267,3 +294,12 @@ def test_lab_feature_products_are_stored_once_and_match_the_library(tmp_path) ->
     assert set(cos["one_minus_cos_alpha"]["acts.0"]) == {"0.5"}
     with pytest.raises(ValueError, match="unknown feature metric"):
         lab.features("telepathy", pair.a, pair.b)
+    # spectra: of one network (A as B too), the library's numbers, at a checkpoint time as well
+    sp = lab.features("spectra", pair.a, pair.a, time=0.0, n_examples=200)
+    init = dict(pair.a.state_at(0.0))
+    assert sp == spectra(model, init, test, n_examples=200)
+    assert sp["weights"]["layers.0"]["stable_rank"] == pytest.approx(stable_rank(init["layers.0.weight"]))
+    with pytest.raises(ValueError, match="of one network"):
+        lab.features("spectra", pair.a, pair.b)
+    with pytest.raises(ValueError, match="of one network"):
+        lab.features("spectra", pair.a, pair.a, perm=perm)

@@ -211,6 +211,18 @@ def test_claim_records_under_xdist(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(["*= lmccheck claims =*", "S99 * bad * FAIL *", "S99 * good * PASS *"])
     _check_fake_records(pytester.path / "report")  # default --lmc-report
     assert (pytester.path / "report" / "figures" / "S99_good_trajectory.png").exists()
+    # each worker ran on its share of the cores, and the report says so
+    payload = json.loads((pytester.path / "report" / "claims.json").read_text())
+    share = plugin.threads_per_worker(plugin._available_cpus(), 2)
+    assert {r["cpu_threads"] for r in payload["records"]} == {share}
+    assert {r["worker"] for r in payload["records"]} <= {"gw0", "gw1"}
+    workers = len({r["worker"] for r in payload["records"]})
+    assert payload["meta"]["processes"].startswith(f"{workers} worker") and f"{share} CPU thread" in payload["meta"]["processes"]
+
+
+@pytest.mark.parametrize(("cpus", "workers", "threads"), [(2, 2, 1), (2, 1, 2), (16, 2, 8), (16, 3, 5), (2, 4, 1), (1, 0, 1)])
+def test_threads_per_worker_share_the_cores_evenly(cpus: int, workers: int, threads: int) -> None:
+    assert plugin.threads_per_worker(cpus, workers) == threads
 
 
 def test_no_report_writes_nothing(pytester: pytest.Pytester) -> None:
