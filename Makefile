@@ -18,7 +18,7 @@ CLAIMS_WORKERS ?= 2
 CLAIMS_XDIST := $(if $(filter-out 0 1,$(CLAIMS_WORKERS)),-n $(CLAIMS_WORKERS) --dist loadgroup)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: test claims install data bench gpu-claims clean-report
+.PHONY: test claims install data bench gpu-claims gpu-check clean-report
 
 install: $(STAMP)
 
@@ -48,6 +48,14 @@ claims: install data
 
 gpu-claims: install data
 	$(PY) -m pytest claims -m gpu $(CLAIMS_SELECT) $(CLAIMS_ARGS)
+
+# The prepared device check: unit tests with CUDA, GPU benchmarks, the claims' GPU settings at the smoke budget;
+# log, report and benchmark JSON in $(GPU_CHECK_OUT). It installs nothing (the device machines have torch
+# and the test stack: pip install --no-deps -e .); it uses the virtualenv when there is one, else python3.
+GPU_CHECK_OUT ?= gpu-check
+GPU_PY ?= $(if $(wildcard $(PY)),$(PY),$(PYTHON))
+gpu-check: data
+	PY=$(GPU_PY) bash tools/gpu_check.sh $(GPU_CHECK_OUT)
 
 bench: install data
 	$(PY) -m pytest benchmarks --benchmark-only $(PYTEST_ARGS)

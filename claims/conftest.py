@@ -7,10 +7,25 @@ import pytest
 from fixtures.pytest_fixtures import _account_products, lab
 from lmccheck.pytest_plugin import LmcConfig
 
+from . import settings
+
 __all__ = ["_account_products", "lab", "n_seeds"]
 
 
-@pytest.fixture(scope="session")
-def n_seeds(lmc_config: LmcConfig) -> int:
-    """Replicates per empirical claim (``--lmc-seeds``)."""
-    return lmc_config.seeds
+def pytest_configure(config: pytest.Config) -> None:
+    """``--lmc-budget`` decides the GPU settings the claim modules parametrize over: set it before they load."""
+    settings.BUDGET = str(config.getoption("lmc_budget", "full") or "full")
+
+
+def _is_smoke(value: object) -> bool:
+    """A smoke setting, or a family / regime pair of them."""
+    return bool(getattr(value, "smoke", False)) or any(getattr(s, "smoke", False) for s in getattr(value, "settings", ()))
+
+
+@pytest.fixture
+def n_seeds(request: pytest.FixtureRequest, lmc_config: LmcConfig) -> int:
+    """Replicates per empirical claim (``--lmc-seeds``; without it 3, and 2 for a setting of ``--lmc-budget
+    smoke``, so that the smoke budget leaves the CPU tier as it is)."""
+    callspec = getattr(request.node, "callspec", None)
+    smoke = callspec is not None and any(_is_smoke(v) for v in callspec.params.values())
+    return lmc_config.smoke_seeds if smoke else lmc_config.seeds

@@ -12,7 +12,11 @@ from collections.abc import Mapping
 
 import pytest
 
-from fixtures.recipes import CPU, GPU, Setting
+from fixtures.recipes import CPU, GPU, Setting, smoke, smoke_identity
+
+#: ``--lmc-budget`` of this run (set by the claims' conftest before the claim modules are collected): under
+#: ``smoke`` every GPU setting is replaced by its reduced version (:func:`fixtures.recipes.smoke`)
+BUDGET = "full"
 
 
 #: the GPU settings of the sparse-network claims (S5, S6, S9): Sharma et al.'s VGG-16 and ResNet-20x4 with
@@ -55,9 +59,17 @@ def params(
             out.append(pytest.mark.xfail(strict=True, raises=AssertionError, reason=f"finding: {findings[name]}"))
         return out
 
-    return [pytest.param(cpu_table[name], id=name, marks=marks(name, False)) for name in cpu] + [
-        pytest.param(gpu_table[name], id=name, marks=marks(name, True)) for name in gpu
-    ]
+    out = [pytest.param(cpu_table[name], id=name, marks=marks(name, False)) for name in cpu]
+    if BUDGET != "smoke":
+        return out + [pytest.param(gpu_table[name], id=name, marks=marks(name, True)) for name in gpu]
+    # smoke: the reduced settings, once each (CIFAR-10 and Fashion-MNIST variants of a recipe become one)
+    seen: set[tuple] = set()
+    for name in gpu:
+        reduced = smoke(gpu_table[name])  # type: ignore[arg-type]
+        if smoke_identity(reduced) not in seen:
+            seen.add(smoke_identity(reduced))
+            out.append(pytest.param(reduced, id=reduced.name, marks=marks(reduced.name, True)))
+    return out
 
 
 def describe(setting: Setting) -> dict[str, object]:

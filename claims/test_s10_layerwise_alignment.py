@@ -100,15 +100,9 @@ def _layer_groups_align(spec: PermutationSpec) -> bool:
 @pytest.mark.claim("S10")
 @pytest.mark.parametrize("setting", params(
     ["mlp512x6-fmnist"], ["vgg16-ln-cifar10", "resnet20x4-ln-cifar10"],
-    findings={"mlp512x6-fmnist": (
-        "P_end is not a lower bound on the MLP: some partially rewound hybrids give *lower* end-of-training "
-        "error barriers than P_end (6.8%): at t = 2 bottom-up k = 1 5.5% and top-down k = 3 6.0%, at t = 0.5 "
-        "put-in k = 3 6.0% (MC noise 0.6%), so the bottom-up curve at t = 2 first falls (k = 0 -> 1) before "
-        "rising to P_t (8.4%). The gaps (0.8-1.3 points) are the size of weight matching's own spread: P_end "
-        "re-solved with another sweep order moves by 0.6% and 1.0%. The rest holds: at t = 0.5 bottom-up rises "
-        "47.0% -> 59.8% -> 66.9% -> 73.0% (P_t) with k, and at the midpoint top-down (15.1%) stays below "
-        "bottom-up (33.0%). Measured with `make claims`, 2 seeds, barriers in bf16."
-    )},
+    # No known finding at CPU scale since the default make claims builds on 2 workers (1 thread each): in the
+    # networks one 2-thread process trains, hybrids fell below P_end by 0.8-1.3 points (MC noise 0.6%, WM's own
+    # spread 0.6-1.0%), a verdict at the noise margin: see the README's claims table.
 ))
 def test_s10_weight_matching_aligns_lower_layers_earlier(setting: Setting, lab: Lab, n_seeds: int,
                                                           measure) -> None:
@@ -120,7 +114,7 @@ def test_s10_weight_matching_aligns_lower_layers_earlier(setting: Setting, lab: 
     seeds = n_seeds if setting.gpu else min(n_seeds, CPU_SEEDS)
     pairs = lab.pairs(cfg, seeds)
     end = cfg.epochs
-    times = ([t for t in pairs[0].a.times if GPU_FIRST_REWIND <= t < end] if setting.gpu
+    times = ([t for t in pairs[0].a.times if setting.at(GPU_FIRST_REWIND) <= t < end] if setting.gpu
              else list(CPU_REWIND_TIMES))
     spec = lab.spec(pairs[0].a)
     layers = weight_layers(spec)

@@ -30,7 +30,7 @@ from .settings import describe, params
 METHODS = ("weight", "activation")
 #: spawn times at CPU scale (epochs of the 5-epoch recipe): around the onset, which the MLP reaches early;
 #: GPU settings spawn at every checkpoint before the end (Fig. 8's log axis)
-CPU_SPAWN_TIMES = (0.0, 0.25, 1.0, 2.0)
+CPU_SPAWN_TIMES = (0.0, 1.0, 2.0)
 #: "P_end is able to align the other child networks": at every spawn time from the onset on, the mean
 #: aligned-children error barrier exceeds the aligned parents' by at most MC noise plus
 #: MC_NOISE_STDERRS standard errors of the seed-to-seed spread of that difference

@@ -158,14 +158,10 @@ def _seeds_note(family: WidthFamily, counts: list[int], n_seeds: int) -> str:
 @pytest.mark.claim("S7")
 @pytest.mark.parametrize("family", params(
     list(WIDTHS_CPU), FAMILIES_GPU, cpu_table=WIDTHS_CPU, gpu_table=WIDTHS_GPU,
-    findings={"mlp-fmnist-widths": (
-        "the loss barriers reproduce §5.3: the indirect test loss barrier falls with width (WM 0.267 -> 0.153, "
-        "AM 0.182 -> 0.064 from width 64 to 512, rank correlation -1) and stays 2-4x above direct alignment "
-        "(WM 0.077 -> 0.038, AM 0.082 -> 0.028). The error barriers do not clear the noise: WM's indirect error "
-        "falls 4.7% -> 2.1% but one width-64 triple at 8.0% puts the margin at 3.3%, and AM's indirect error is "
-        "only 0.4-1.0% above direct at widths 128-512 (1.7% vs 1.1% at 512) against a seed noise of 0.7-1.3%. "
-        "Measured with `make claims`, 3/3/2/2 triples, barriers in bf16."
-    )},
+    # No known finding at CPU scale since the default make claims builds on 2 workers (1 thread each): the
+    # networks one 2-thread process trains differ in rounding, and there S7 failed on its error barriers (WM's
+    # width-64 triple at 8.0% put the drop under the noise; AM's indirect barrier stayed 0.4-1.0% above direct).
+    # The verdict sits at the noise margin: see the README's claims table.
 ))
 def test_s7_indirect_alignment_improves_with_width_but_stays_above_direct(
     family: WidthFamily, lab: Lab, n_seeds: int, measure

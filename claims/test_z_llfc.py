@@ -71,7 +71,7 @@ def _pairs(lab: Lab, setting: Setting, n_seeds: int) -> dict[str, list[dict]]:
     cfg = setting.config
     pairs = lab.pairs(cfg, n_seeds)
     spawned_seeds = n_seeds if setting.gpu else min(n_seeds, SPAWNED_CPU_SEEDS)
-    at = SPAWN_AT.get(cfg.arch, SPAWN_AT_DEFAULT)
+    at = setting.at(SPAWN_AT.get(cfg.arch, SPAWN_AT_DEFAULT))  # a smoke setting's nearest checkpoint
     out: dict[str, list[dict]] = {k: [] for k in KINDS}
     for pair in pairs:
         r = pair.replicate
@@ -395,8 +395,11 @@ def test_z8_stitching_without_a_stitching_layer_works_for_llfc_pairs(setting: Se
 @pytest.mark.parametrize("setting", PARAMS)
 def test_z9_trained_weights_have_lower_stable_rank_than_early_ones(setting: Setting, lab: Lab, n_seeds: int,
                                                                    measure) -> None:
-    """The stable rank ||W||_F^2 / ||W||_2^2 of every weight layer is lower at the end of training than after
-    1 epoch (Fig. 22), on average over the networks A and B of every replicate."""
+    """The stable rank ||W||_F^2 / ||W||_2^2 of every weight layer is "significantly smaller" at the end of
+    training than after 1 epoch (App. B.5, Fig. 22). Fig. 22 compares the two stable ranks per layer without a
+    scale, so here "significantly" is statistical (:data:`NEGLIGIBLE` is for distances that should vanish, not
+    for a rank that should fall): in every layer, lower at the end in every network (A and B of every
+    replicate), and the mean drop larger than the spread of the stable rank over the networks after 1 epoch."""
     pairs = lab.pairs(setting.config, n_seeds)
     spec = lab.spec(setting.config)
     layers = [n for n in spec.layers if pairs[0].a.final[f"{n}.weight"].dim() >= 2]
@@ -409,10 +412,19 @@ def test_z9_trained_weights_have_lower_stable_rank_than_early_ones(setting: Sett
         measure.seeds.append(pair.seeds)
     early = {n: _mean(ranks["epoch_1"][n]) for n in layers}
     end = {n: _mean(ranks["end"][n]) for n in layers}
-    failures = [f"{n}: stable rank {end[n]:.2f} at the end vs {early[n]:.2f} after 1 epoch" for n in layers
-                if not end[n] < early[n]]
+    spread = {n: mean_std(ranks["epoch_1"][n])[1] for n in layers}
+    failures = []
+    for n in layers:
+        higher = [i for i, (e, f) in enumerate(zip(ranks["epoch_1"][n], ranks["end"][n])) if not f < e]
+        if higher:
+            failures.append(f"{n}: not lower at the end in {len(higher)} of {len(ranks['end'][n])} networks")
+        if not early[n] - end[n] > spread[n]:
+            failures.append(f"{n}: mean stable rank {early[n]:.2f} -> {end[n]:.2f}, a drop within the spread over "
+                            f"networks after 1 epoch ({spread[n]:.2f})")
     measure.values.update({"setting": describe(setting), "layers": layers, "epoch_1": early, "end": end,
-                           "per_network": ranks, "failures": failures})
+                           "spread_epoch_1": spread, "per_network": ranks, "failures": failures})
+    measure.thresholds.update({"significant_drop": "in every network, and the mean drop > the std over networks "
+                                                  "after 1 epoch"})
     # Fig. 20 and 21: singular values of the weights and of the post-activations over the test set, of network
     # A of the first replicate (an AM- and WM-aligned pair's), after 1 epoch and at the end (recorded, not asserted)
     a0 = pairs[0].a

@@ -60,6 +60,10 @@ ENTRY_POINT_NAME = "lmccheck"
 #: ``user_properties`` key of the JSON record a claim check produces.
 RECORD_KEY = "lmccheck_record"
 GPU_SKIP_REASON = "needs CUDA: paper-scale (gpu) setting; run on a machine with a GPU"
+#: --lmc-budget choices, and the replicates per setting without --lmc-seeds
+BUDGETS = ("full", "smoke")
+DEFAULT_SEEDS = 3
+SMOKE_SEEDS = 2
 DEVICES = ("auto", "cpu", "cuda")
 
 _config_key = pytest.StashKey["LmcConfig"]()
@@ -193,6 +197,10 @@ class LmcConfig:
     retrain: bool
     barrier_precision: str = "bf16"
     """Precision of the claims' barrier evaluations (``--lmc-barrier-precision``; part of every barrier's key)."""
+    budget: str = "full"
+    """``--lmc-budget``: ``full``, or ``smoke`` (the GPU settings at a reduced size)."""
+    smoke_seeds: int = 2
+    """Replicates of a smoke setting (``--lmc-seeds``, else :data:`SMOKE_SEEDS`)."""
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -210,7 +218,15 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--lmc-data-root", metavar="DIR", default=None, help="root of non-embedded datasets")
     group.addoption("--lmc-download", action="store_true", default=False, help="allow dataset downloads")
     group.addoption(
-        "--lmc-seeds", metavar="N", type=positive_int, default=3, help="replicates (seeds) per setting (default: 3)"
+        "--lmc-seeds", metavar="N", type=positive_int, default=None,
+        help=f"replicates (seeds) per setting (default: {DEFAULT_SEEDS}; {SMOKE_SEEDS} for the settings of "
+        "--lmc-budget smoke)",
+    )
+    group.addoption(
+        "--lmc-budget", choices=BUDGETS, default="full",
+        help="full: the settings as the papers run them (default); smoke: every GPU setting (-m gpu) at a reduced "
+        "size that still runs its claim's whole path (Fashion-MNIST, 2 epochs, at most 4x wide, fewer IMP levels, "
+        f"{SMOKE_SEEDS} seeds), to check the GPU path in minutes. The CPU tier is the same under both",
     )
     group.addoption("--lmc-report", metavar="DIR", default="report", help="report directory (default: report)")
     group.addoption("--lmc-retrain", action="store_true", default=False, help="ignore stored fixtures and retrain")
@@ -254,7 +270,9 @@ def build_config(config: pytest.Config) -> LmcConfig:
         cache=_abs(config, cache),
         data_root=_abs(config, data_root) if data_root else None,
         download=bool(config.getoption("lmc_download")),
-        seeds=int(config.getoption("lmc_seeds")),
+        seeds=int(config.getoption("lmc_seeds") or DEFAULT_SEEDS),
+        smoke_seeds=int(config.getoption("lmc_seeds") or SMOKE_SEEDS),
+        budget=str(config.getoption("lmc_budget")),
         report_dir=_abs(config, config.getoption("lmc_report")),
         retrain=bool(config.getoption("lmc_retrain")),
         barrier_precision=str(config.getoption("lmc_barrier_precision")),
@@ -840,6 +858,12 @@ class _Controller:
                 rec["verdict"] = "ERROR"
                 rec["failure"] = ((rec.get("failure") or "") + "\nteardown: " + str(report.longrepr))[-4000:]
 
+    def _budget(self) -> str:
+        try:
+            return build_config(self.config).budget
+        except pytest.UsageError:
+            return "unknown"
+
     def meta(self) -> dict[str, Any]:
         """Report metadata: versions, git commit, device, args, start/end time."""
         import lmccheck
@@ -856,6 +880,7 @@ class _Controller:
             "lmccheck_version": lmccheck.__version__,
             "git_commit": _git_commit(Path(self.config.rootpath)),
             "device": ", ".join(devices),
+            "budget": self._budget(),
             "processes": f"{workers} worker{'s' if workers > 1 else ''}"
             + (f", {'/'.join(map(str, threads))} CPU thread{'s' if threads != [1] else ''} each" if threads else ""),
             "torch": _dist_version("torch"),

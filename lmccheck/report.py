@@ -558,7 +558,7 @@ def format_markdown(records: Sequence[Mapping[str, Any]], meta: Mapping[str, Any
     """The ``claims.md`` text: title, meta list, one table, failures, figure links."""
     recs = sort_records(records)
     lines = ["# lmccheck claim report", ""]
-    for key in ("lmccheck_version", "git_commit", "device", "processes", "torch", "python", "platform", "start", "end"):
+    for key in ("lmccheck_version", "git_commit", "device", "budget", "processes", "torch", "python", "platform", "start", "end"):
         if key in meta:
             value = meta[key]
             lines.append(f"- **{key}**: {_md_cell(value) if value not in (None, '') else 'unknown'}")

@@ -558,6 +558,118 @@ def _diverged(config: TrainConfig, step: int, spe: int, what: str) -> TrainingDi
     )
 
 
+def _check_start(
+    config: TrainConfig, start_epoch: float, has_init_state: bool, data: Dataset | None
+) -> tuple[float, torch.device, Dataset]:
+    """Validate a training request; the start time, the device and the (loaded) dataset."""
+    config.validate()
+    start_epoch = float(start_epoch)
+    if not 0 <= start_epoch <= config.epochs:
+        raise ValueError(f"start_epoch {start_epoch} is outside the recipe's [0, {config.epochs}] epochs")
+    if start_epoch > 0 and not has_init_state:
+        raise ValueError("start_epoch > 0 continues a run: pass the state at that time as init_state")
+    device = torch.device(config.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"config.device is {config.device!r}, but CUDA is not available; use device='cpu'")
+    if data is None:
+        data = load_dataset(config.dataset)
+    elif data.name != config.dataset:
+        raise ValueError(f"data is {data.name!r} but the config trains on {config.dataset!r}")
+    if config.train_subset is not None and config.train_subset > len(data.train):
+        raise ValueError(
+            f"train_subset={config.train_subset} exceeds the {len(data.train)} training examples "
+            f"of {data.name!r}; use train_subset=None for all of them"
+        )
+    return start_epoch, device, data
+
+
+def _schedule(config: TrainConfig, n_train: int, start_epoch: float) -> tuple[int, int, int, dict[int, list[float]]]:
+    """Steps per epoch, the last and first step, and the checkpoint times taken after each step count."""
+    spe = steps_per_epoch(n_train, config.batch_size)
+    total = checkpoint_step(config.epochs, spe)
+    first = checkpoint_step(start_epoch, spe)
+    times = sorted({t for t in config.checkpoints if t >= start_epoch - _TIME_TOL} | {start_epoch})
+    at_step: dict[int, list[float]] = {}
+    for t in times:
+        at_step.setdefault(checkpoint_step(t, spe), []).append(t)
+    return spe, total, first, at_step
+
+
+@dataclass
+class _DeviceData:
+    """The training subset and the two evaluation sets of a recipe, resident on the training device."""
+
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_eval_tr: torch.Tensor
+    y_eval_tr: torch.Tensor
+    x_eval_te: torch.Tensor
+    y_eval_te: torch.Tensor
+    device: torch.device
+
+    @property
+    def n_train(self) -> int:
+        return int(self.y_train.shape[0])
+
+    @classmethod
+    def load(cls, config: TrainConfig, data: Dataset, device: torch.device, channels_last: bool) -> _DeviceData:
+        split = data.train.take(config.train_subset)
+        x_train, y_train = split.x.to(device), split.y.to(device)
+        if channels_last:
+            x_train = x_train.contiguous(memory_format=torch.channels_last)
+        test = data.test.take(config.eval_examples)
+        x_eval_te, y_eval_te = test.x.to(device), test.y.to(device)
+        if channels_last:
+            x_eval_te = x_eval_te.contiguous(memory_format=torch.channels_last)
+        n = config.eval_examples
+        return cls(x_train, y_train, x_train[:n], y_train[:n], x_eval_te, y_eval_te, device)
+
+    def metrics(self, model: nn.Module, config: TrainConfig, step: int, spe: int, total: int) -> dict[str, float]:
+        """The checkpoint metrics of ``model`` after ``step`` steps; diverged when any is NaN/inf."""
+        tr_loss, tr_acc = evaluate(model, self.x_eval_tr, self.y_eval_tr, precision=config.precision)
+        te_loss, te_acc = evaluate(model, self.x_eval_te, self.y_eval_te, precision=config.precision)
+        m = {
+            "step": float(step),
+            "epoch": step / spe,
+            "lr": lr_at(config, step, spe) if step < total else 0.0,
+            "train_loss": tr_loss,
+            "train_acc": tr_acc,
+            "test_loss": te_loss,
+            "test_acc": te_acc,
+        }
+        if not all(math.isfinite(v) for v in m.values()):
+            raise _diverged(config, step, spe, "the evaluation loss is NaN/inf")
+        return m
+
+    def info(self, precision_used: str, spe: int, total: int, first: int) -> dict[str, Any]:
+        """``Run.info``: where and how the run was trained."""
+        return {
+            "device": str(self.device),
+            "precision_used": precision_used,
+            "n_train": self.n_train,
+            "steps_per_epoch": spe,
+            "total_steps": total,
+            "start_step": first,
+            "eval_train_examples": int(self.y_eval_tr.shape[0]),
+            "eval_test_examples": int(self.y_eval_te.shape[0]),
+            "torch": torch.__version__,
+        }
+
+
+def _sgd_batch(config: TrainConfig, x: torch.Tensor, y: torch.Tensor, perm: torch.Tensor, pos: int, step: int,
+               aug_gen: torch.Generator | None, channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
+    """Batch ``pos`` of the epoch's order ``perm``, augmented with the noise of (``sgd_seed``, ``step``)."""
+    bs = config.batch_size
+    idx = perm[pos * bs : (pos + 1) * bs]
+    xb, yb = x[idx], y[idx]
+    if aug_gen is not None:
+        aug_gen.manual_seed(_mix("augment", config.sgd_seed, step))
+        xb = augment_batch(xb, aug_gen)
+        if channels_last:
+            xb = xb.contiguous(memory_format=torch.channels_last)
+    return xb, yb
+
+
 def train(
     config: TrainConfig,
     *,
@@ -583,24 +695,7 @@ def train(
     Raises ``ValueError`` for a bad config or state, and
     :class:`TrainingDivergedError` when the loss becomes NaN or infinite.
     """
-    config.validate()
-    start_epoch = float(start_epoch)
-    if not 0 <= start_epoch <= config.epochs:
-        raise ValueError(f"start_epoch {start_epoch} is outside the recipe's [0, {config.epochs}] epochs")
-    if start_epoch > 0 and init_state is None:
-        raise ValueError("start_epoch > 0 continues a run: pass the state at that time as init_state")
-    device = torch.device(config.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"config.device is {config.device!r}, but CUDA is not available; use device='cpu'")
-    if data is None:
-        data = load_dataset(config.dataset)
-    elif data.name != config.dataset:
-        raise ValueError(f"data is {data.name!r} but the config trains on {config.dataset!r}")
-    if config.train_subset is not None and config.train_subset > len(data.train):
-        raise ValueError(
-            f"train_subset={config.train_subset} exceeds the {len(data.train)} training examples "
-            f"of {data.name!r}; use train_subset=None for all of them"
-        )
+    start_epoch, device, data = _check_start(config, start_epoch, init_state is not None, data)
     t0 = time.perf_counter()
 
     # -- model ------------------------------------------------------------------
@@ -621,30 +716,13 @@ def train(
         with torch.no_grad():
             torch._foreach_mul_(mask_params, mask_values)
 
-    # -- data -------------------------------------------------------------------
-    split = data.train.take(config.train_subset)
-    x_train, y_train = split.x.to(device), split.y.to(device)
-    if channels_last:
-        x_train = x_train.contiguous(memory_format=torch.channels_last)
-    n_train = int(y_train.shape[0])
-    x_eval_tr, y_eval_tr = x_train[: config.eval_examples], y_train[: config.eval_examples]
-    test = data.test.take(config.eval_examples)
-    x_eval_te, y_eval_te = test.x.to(device), test.y.to(device)
-    if channels_last:
-        x_eval_te = x_eval_te.contiguous(memory_format=torch.channels_last)
-
-    # -- schedule ---------------------------------------------------------------
-    spe = steps_per_epoch(n_train, config.batch_size)
-    total = checkpoint_step(config.epochs, spe)
-    first = checkpoint_step(start_epoch, spe)
-    times = sorted({t for t in config.checkpoints if t >= start_epoch - _TIME_TOL} | {start_epoch})
-    at_step: dict[int, list[float]] = {}
-    for t in times:
-        at_step.setdefault(checkpoint_step(t, spe), []).append(t)
+    # -- data and schedule --------------------------------------------------------
+    d = _DeviceData.load(config, data, device, channels_last)
+    x_train, y_train, n_train = d.x_train, d.y_train, d.n_train
+    spe, total, first, at_step = _schedule(config, n_train, start_epoch)
 
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = _make_optimizer(config, params, foreach=True)
-    bs = config.batch_size
     check_every = 1 if device.type == "cpu" else 25  # loss.item() syncs a GPU: check it now and then
     when = "" if check_every == 1 else f" (checked every {check_every} steps; it may have diverged earlier)"
     effective_precision = config.precision if device.type == "cuda" else "fp32"
@@ -657,24 +735,12 @@ def train(
         for k, v in state.items():
             if v.is_floating_point() and not bool(torch.isfinite(v).all()):
                 raise _diverged(config, step, spe, f"parameter {k!r} became NaN/inf")
-        tr_loss, tr_acc = evaluate(model, x_eval_tr, y_eval_tr, precision=config.precision)
-        te_loss, te_acc = evaluate(model, x_eval_te, y_eval_te, precision=config.precision)
-        m = {
-            "step": float(step),
-            "epoch": step / spe,
-            "lr": lr_at(config, step, spe) if step < total else 0.0,
-            "train_loss": tr_loss,
-            "train_acc": tr_acc,
-            "test_loss": te_loss,
-            "test_acc": te_acc,
-        }
-        if not all(math.isfinite(v) for v in m.values()):
-            raise _diverged(config, step, spe, "the evaluation loss is NaN/inf")
+        m = d.metrics(model, config, step, spe, total)
         for t in at_step[step]:
             checkpoints[t] = state
             metrics[t] = m
         if bar is not None:
-            bar.set_postfix(test_acc=f"{te_acc:.3f}", refresh=False)
+            bar.set_postfix(test_acc=f"{m['test_acc']:.3f}", refresh=False)
 
     bar = _make_bar(config, total - first, progress)
     model.train()
@@ -688,13 +754,7 @@ def train(
             epoch, pos = divmod(step, spe)
             if perm is None or pos == 0:
                 perm = epoch_permutation(config.sgd_seed, epoch, n_train).to(device)
-            idx = perm[pos * bs : (pos + 1) * bs]
-            xb, yb = x_train[idx], y_train[idx]
-            if aug_gen is not None:
-                aug_gen.manual_seed(_mix("augment", config.sgd_seed, step))
-                xb = augment_batch(xb, aug_gen)
-                if channels_last:
-                    xb = xb.contiguous(memory_format=torch.channels_last)
+            xb, yb = _sgd_batch(config, x_train, y_train, perm, pos, step, aug_gen, channels_last)
             lr = lr_at(config, step, spe)
             for g in optimizer.param_groups:
                 g["lr"] = lr
@@ -724,17 +784,7 @@ def train(
         if bar is not None:
             bar.close()
 
-    info = {
-        "device": str(device),
-        "precision_used": effective_precision,
-        "n_train": n_train,
-        "steps_per_epoch": spe,
-        "total_steps": total,
-        "start_step": first,
-        "eval_train_examples": int(y_eval_tr.shape[0]),
-        "eval_test_examples": int(y_eval_te.shape[0]),
-        "torch": torch.__version__,
-    }
+    info = d.info(effective_precision, spe, total, first)
     return Run(
         config=config,
         checkpoints=checkpoints,
