@@ -292,6 +292,8 @@ def test_cfg(lmc_config):
         "report_dir": str(pytester.path / "rep"),
         "retrain": "True",
         "barrier_precision": "fp32",
+        "budget": "full",
+        "smoke_seeds": "5",
     }
     result = pytester.runpytest("-s", "--lmc-cache", "c")
     cfg = json.loads(result.outlines[_line_index(result.outlines, "CFG ")].split("CFG ", 1)[1])
