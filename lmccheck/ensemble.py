@@ -44,6 +44,7 @@ from .training import (
     _diverged,
     _make_bar,
     _make_optimizer,
+    _masked_step,
     _schedule,
     _sgd_batch,
     build_model,
@@ -204,14 +205,7 @@ def train_together(
             losses = F.cross_entropy(out.float().flatten(0, 1), yb.flatten(), reduction="none").view(n, -1).mean(1)
             optimizer.zero_grad(set_to_none=True)
             losses.sum().backward()
-            if mask_params:
-                grads = [(p.grad, m) for p, m in zip(mask_params, mask_values, strict=True) if p.grad is not None]
-                if grads:
-                    torch._foreach_mul_([g for g, _ in grads], [m for _, m in grads])
-            optimizer.step()
-            if mask_params:
-                with torch.no_grad():
-                    torch._foreach_mul_(mask_params, mask_values)
+            _masked_step(optimizer, mask_params, mask_values)
             last = losses.detach()
             if (step + 1 - first) % check_every == 0:
                 check_loss(step, last)

@@ -656,6 +656,20 @@ class _DeviceData:
         }
 
 
+def _masked_step(optimizer: torch.optim.Optimizer, mask_params: list[torch.Tensor],
+                 mask_values: list[torch.Tensor]) -> None:
+    """One optimizer step that keeps masked weights at exactly zero: no gradient (so no momentum or weight
+    decay) on them before the step, and the weights re-masked after it."""
+    if mask_params:
+        pairs = [(p.grad, m) for p, m in zip(mask_params, mask_values, strict=True) if p.grad is not None]
+        if pairs:
+            torch._foreach_mul_([g for g, _ in pairs], [m for _, m in pairs])
+    optimizer.step()
+    if mask_params:
+        with torch.no_grad():
+            torch._foreach_mul_(mask_params, mask_values)
+
+
 def _sgd_batch(config: TrainConfig, x: torch.Tensor, y: torch.Tensor, perm: torch.Tensor, pos: int, step: int,
                aug_gen: torch.Generator | None, channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """Batch ``pos`` of the epoch's order ``perm``, augmented with the noise of (``sgd_seed``, ``step``)."""
@@ -763,14 +777,7 @@ def train(
             loss = F.cross_entropy(out.float(), yb)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
-            if mask_params:  # no gradient -> no momentum or weight decay on pruned weights
-                pairs = [(p.grad, m) for p, m in zip(mask_params, mask_values, strict=True) if p.grad is not None]
-                if pairs:
-                    torch._foreach_mul_([g for g, _ in pairs], [m for _, m in pairs])
-            optimizer.step()
-            if mask_params:
-                with torch.no_grad():
-                    torch._foreach_mul_(mask_params, mask_values)
+            _masked_step(optimizer, mask_params, mask_values)
             last_loss = loss
             if (step + 1 - first) % check_every == 0 and not math.isfinite(loss.item()):
                 raise _diverged(config, step, spe, f"loss is {loss.item()}{when}")
