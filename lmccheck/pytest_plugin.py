@@ -201,6 +201,8 @@ class LmcConfig:
     """``--lmc-budget``: ``full``, or ``smoke`` (the GPU settings at a reduced size)."""
     smoke_seeds: int = 2
     """Replicates of a smoke setting (``--lmc-seeds``, else :data:`SMOKE_SEEDS`)."""
+    train_together: bool | str = False
+    """``--lmc-train-together``: ``"auto"`` (replicates as one ensemble on CUDA), or False."""
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -235,6 +237,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="precision of barrier evaluations (default: bf16 autocast on every device, which on a CPU with "
         "native bf16 halves the tier's main cost and moves error barriers by under 0.1 point; fp32 for exact "
         "figures; auto: bf16 on CUDA only). It is part of every barrier's store key",
+    )
+    group.addoption(
+        "--lmc-train-together", action="store_true", default=False,
+        help="on CUDA, train the missing replicates of a setting together as one vmapped ensemble "
+        "(lmccheck.ensemble); each run is stored under its own key, as if trained alone",
     )
     group.addoption("--lmc-no-report", action="store_true", default=False, help="do not write report files")
     group.addoption(
@@ -273,6 +280,7 @@ def build_config(config: pytest.Config) -> LmcConfig:
         seeds=int(config.getoption("lmc_seeds") or DEFAULT_SEEDS),
         smoke_seeds=int(config.getoption("lmc_seeds") or SMOKE_SEEDS),
         budget=str(config.getoption("lmc_budget")),
+        train_together="auto" if config.getoption("lmc_train_together") else False,
         report_dir=_abs(config, config.getoption("lmc_report")),
         retrain=bool(config.getoption("lmc_retrain")),
         barrier_precision=str(config.getoption("lmc_barrier_precision")),

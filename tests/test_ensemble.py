@@ -110,3 +110,35 @@ def test_bad_ensembles_are_refused_with_the_reason() -> None:
                        masks=[{"layers.0.weight": torch.ones(16, 36, dtype=torch.bool)}, None])
     with pytest.raises(TrainingDivergedError, match=r"member \d's"):
         train_together([recipe(lr=1e6, init_seed=i, warmup_epochs=0.0) for i in range(2)], data=data)
+
+
+def test_the_lab_trains_missing_replicates_together_and_stores_each_under_its_own_key(tmp_path) -> None:
+    from fixtures import Lab
+    from fixtures.recipes import pair_configs
+    from lmccheck.kinds import train_product
+    from lmccheck.store import Store
+
+    tiny = TrainConfig(arch="mlp", model_kwargs={"width": 16, "depth": 2}, train_subset=256, epochs=1.0,
+                       batch_size=64, lr=0.05, checkpoints=(0.0, 0.5, 1.0), eval_examples=64)
+    lab = Lab(store=Store(tmp_path / "store"), progress=False, together=True)
+    events: list = []
+    lab.subscribe(events.append)
+    pairs = lab.pairs(tiny, 2)
+    built = [e for e in events if e.source == "built"]
+    assert len(built) == 4 and all("trained together" in e.label for e in built)
+    configs = [c for r in range(2) for c in pair_configs(tiny, r)]
+    assert {e.key for e in built} == {train_product(c).key for c in configs}
+    data = lab.dataset(tiny.dataset)
+    for run, c in zip([n for p in pairs for n in (p.a, p.b)], configs, strict=True):
+        assert run.config == c
+        assert_same_run(run, train(c, data=data, progress=False))
+    # a new session finds every run in the store: nothing is trained again, together or alone
+    again = Lab(store=Store(tmp_path / "store"), progress=False, together=True)
+    assert again.build_together(configs) == 0
+    sources: list = []
+    again.subscribe(sources.append)
+    again.pairs(tiny, 2)
+    assert {e.source for e in sources if e.kind == "train"} == {"loaded"}
+    # the default trains one run at a time
+    alone = Lab(store=Store(tmp_path / "alone"), progress=False)
+    assert alone.build_together(configs) == 0

@@ -294,6 +294,7 @@ def test_cfg(lmc_config):
         "barrier_precision": "fp32",
         "budget": "full",
         "smoke_seeds": "5",
+        "train_together": "False",
     }
     result = pytester.runpytest("-s", "--lmc-cache", "c")
     cfg = json.loads(result.outlines[_line_index(result.outlines, "CFG ")].split("CFG ", 1)[1])

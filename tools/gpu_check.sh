@@ -46,7 +46,7 @@ step "GPU benchmarks" 180 "$py" -m pytest benchmarks/test_gpu.py benchmarks/test
 # assertion at this size is a finding, shown as FAIL in the report like any other; the step fails when a check
 # errs (a crash, a measurement bug), never ran, or pytest itself failed
 step "claims, GPU settings at --lmc-budget smoke" 240 "$py" -m pytest claims -m gpu --lmc-budget smoke \
-    --lmc-device cuda --lmc-cache "$store" --lmc-report "$out/report" -p no:cacheprovider
+    --lmc-train-together --lmc-device cuda --lmc-cache "$store" --lmc-report "$out/report" -p no:cacheprovider
 claims_rc=$rc_last
 if [ "$claims_rc" -eq 1 ]; then  # some checks failed: findings, unless one of them erred
     failed=$((failed - 1))
