@@ -128,3 +128,29 @@ def test_gpu_check_refuses_a_machine_without_cuda(tmp_path: Path) -> None:
     assert res.returncode == 2
     assert "CUDA is not available" in res.stdout
     assert "CUDA is not available" in (tmp_path / "out" / "gpu-check.log").read_text()
+
+
+def test_the_gpu_benchmarks_recipes_are_valid() -> None:
+    """benchmarks/test_gpu.py only runs on a device: its recipes (and warm-up recipes) must at least validate here."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("bench_gpu", ROOT / "benchmarks" / "test_gpu.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)  # type: ignore[union-attr]
+    for arch, width, _ in mod.TRAIN_CASES.values():
+        cfg = mod.epoch_recipe(arch, width)
+        cfg.validate()
+        cfg.replace(epochs=0.1, warmup_epochs=0.0).validate()
+
+
+def test_the_profile_tool_writes_its_tables(tmp_path: Path) -> None:
+    res = subprocess.run([sys.executable, str(ROOT / "tools" / "profile_gpu.py"), str(tmp_path), "--device", "cpu",
+                          "--small"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr[-2000:]
+    import json
+
+    summary = json.loads((tmp_path / "profile.json").read_text())
+    assert summary["train_epoch_s"] > 0 and summary["barrier_s"] > 0 and summary["device"] == "cpu"
+    for name in ("profile_train.txt", "profile_barrier.txt"):
+        text = (tmp_path / name).read_text()
+        assert "aten::" in text and "Self CPU" in text

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The prepared device check (make gpu-check): on a CUDA machine, the unit tests with their CUDA cases, the GPU
-# benchmarks and the claims' GPU settings at the smoke budget, each under its own time limit; log, benchmark
-# JSON and claim report in one folder. Exit status: the number of steps that failed (0: all passed).
+# benchmarks, profiler tables of one training epoch and one barrier (tools/profile_gpu.py) and the claims' GPU
+# settings at the smoke budget, each under its own time limit; log, benchmark JSON, profiles and claim report
+# in one folder. Exit status: the number of steps that failed (0: all passed).
 #
 #   tools/gpu_check.sh OUT_DIR        (PY: the interpreter, default python3; LMCCHECK_CACHE: the store)
 set -u
@@ -42,6 +43,8 @@ step "unit tests (CUDA cases included)" 150 "$py" -m pytest tests -q -m '' -n "$
 # GPU benchmarks: training epochs, ensemble, weight matching, barrier (targets recorded in extra_info)
 step "GPU benchmarks" 180 "$py" -m pytest benchmarks/test_gpu.py benchmarks/test_training.py -m gpu -q \
     --benchmark-only --benchmark-json "$out/benchmarks.json" -p no:cacheprovider
+# where the time goes: profiler tables of one training epoch and one barrier evaluation
+step "profiles (one epoch, one barrier)" 90 "$py" tools/profile_gpu.py "$out/profile"
 # every claim's GPU setting at the smoke budget (Fashion-MNIST, 2 epochs, 2 seeds). A claim that fails its
 # assertion at this size is a finding, shown as FAIL in the report like any other; the step fails when a check
 # errs (a crash, a measurement bug), never ran, or pytest itself failed
@@ -61,5 +64,6 @@ sys.exit(1 if bad else 0)
 PY
 fi
 
-echo "gpu-check: $failed step(s) failed; log $log, report $out/report, benchmarks $out/benchmarks.json" | tee -a "$log"
+echo "gpu-check: $failed step(s) failed; log $log, report $out/report, benchmarks $out/benchmarks.json," \
+    "profiles $out/profile" | tee -a "$log"
 exit "$failed"
