@@ -433,11 +433,12 @@ def test_z9_trained_weights_have_lower_stable_rank_than_early_ones(setting: Sett
     feature_rank = {when: {n: _spectrum_stable_rank(sp["features"][n]) for n in sites} for when, sp in spec_of.items()}
     measure.values.update({"feature_sites": sites, "feature_stable_rank_seed0_a": feature_rank})
 
+    curves = {when: {"weights": {k: v["singular_values"] for k, v in sp["weights"].items()},
+                     "features": sp["features"]} for when, sp in spec_of.items()}
+
     def spectrum_panel(what: str, n: str, title: str) -> dict:
-        return line_panel({when: (list(range(1, len(sp[what][n]) + 1)), sp[what][n]) for when, sp in (
-            (when, {"weights": {k: v["singular_values"] for k, v in sp["weights"].items()},
-                    "features": sp["features"]}) for when, sp in spec_of.items())},
-            title=title, xlabel="index", ylabel="singular value", yscale="log")
+        return line_panel({when: (list(range(1, len(c[what][n]) + 1)), c[what][n]) for when, c in curves.items()},
+                          title=title, xlabel="index", ylabel="singular value", yscale="log")
 
     measure.figure("stable_rank", title=f"Z9 {setting.name}: stable rank, epoch 1 vs end; weight spectra (Fig. 20)",
                    panels=[bar_panel(layers, {"epoch 1": [early[n] for n in layers], "end": [end[n] for n in layers]},
