@@ -10,6 +10,11 @@ from __future__ import annotations
 import math
 import statistics
 from collections.abc import Sequence
+from typing import Any
+
+from scipy import stats
+
+from lmccheck.verdict import binomial_se
 
 class MeasurementBug(RuntimeError):
     """A measurement contradicted an identity that holds by construction: a bug in lmccheck, never a finding
@@ -36,6 +41,15 @@ def seed_means(rows: Sequence[Sequence[float]]) -> list[float]:
     return [mean_std([r[j] for r in rows])[0] for j in range(len(rows[0]))] if rows else []
 
 
+def seed_halfwidths(rows: Sequence[Sequence[float]], level: float = 0.95) -> list[float]:
+    """Per column, the half-width of the Student t interval of the mean over the rows (``rows[seed][point]``):
+    the error bars of a figure's seed means (0 for a single row)."""
+    if len(rows) < 2:
+        return [0.0] * (len(rows[0]) if rows else 0)
+    q = float(stats.t.ppf(0.5 + level / 2, len(rows) - 1))
+    return [q * mean_std([r[j] for r in rows])[1] / math.sqrt(len(rows)) for j in range(len(rows[0]))]
+
+
 def outside_band(value: float, a: float, b: float, tol: float) -> bool:
     """Whether ``value`` lies outside the interval spanned by ``a`` and ``b``, widened by ``tol`` on both sides."""
     lo, hi = min(a, b), max(a, b)
@@ -53,3 +67,28 @@ def first_time_within(times: Sequence[float], values: Sequence[float], target: f
         if all(v <= target for v in values[i:]):
             return times[i]
     return None
+
+
+def error_barrier_se(res: Any) -> float:
+    """The test-set standard error of one error barrier (a :class:`~lmccheck.interpolation.BarrierResult`):
+    the binomial noise of the error at the barrier's alpha and of the line between the endpoints there, on
+    ``res.n_examples`` examples, added as if independent (shared examples correlate them positively, so this
+    is an upper bound)."""
+    a = float(res.error_argmax_alpha)
+    n = int(res.n_examples)
+    e0, e1 = (float(x) for x in res.error_endpoints)
+    peak = (1 - a) * e0 + a * e1 + float(res.error_barrier)
+    return math.sqrt(binomial_se(peak, n) ** 2 + ((1 - a) * binomial_se(e0, n)) ** 2 + (a * binomial_se(e1, n)) ** 2)
+
+
+def mean_noise(ses: Sequence[float]) -> float:
+    """The test-set standard error of a seed mean whose seeds were measured on the same examples: the root
+    mean square of their standard errors (the examples are shared, so their noise does not average out)."""
+    ses = list(ses)
+    return math.sqrt(sum(x * x for x in ses) / len(ses)) if ses else 0.0
+
+
+def contrast_noise(*ses: Sequence[float]) -> float:
+    """The test-set standard error of a seed mean of a contrast of several measurements (each a per-seed list
+    of standard errors): their noises added in quadrature, an upper bound for measurements on shared examples."""
+    return math.sqrt(sum(mean_noise(s) ** 2 for s in ses))

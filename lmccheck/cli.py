@@ -548,13 +548,39 @@ def cmd_claims(pytest_args: Sequence[str]) -> int:
     return subprocess.call(cmd)
 
 
+def _load_report(path: str) -> list[dict[str, Any]]:
+    from .report import load_report
+
+    try:
+        return load_report(path)[0]
+    except ValueError as exc:
+        raise CliError(str(exc)) from None
+
+
 def cmd_report(args: argparse.Namespace) -> int:
-    """``lmccheck report claims.json [--out DIR]``."""
-    from .report import FIGURES_DIR, render
+    """``lmccheck report claims.json [--out DIR | --compare OLD.json | --outcomes B.json ... | --verdict-table]``."""
+    from . import assertions
+    from .report import FIGURES_DIR, render, sort_records
 
     src = Path(args.json_path)
     if not src.is_file():
         raise CliError(f"no such report file: {src} (a claims.json written by `lmccheck claims`)")
+    if args.compare or args.outcomes or args.verdict_table:
+        records = sort_records(_load_report(str(src)))
+        if args.verdict_table:
+            print(assertions.markdown_table(["id", "setting", "verdict", "deciding assertions (estimate, interval)"],
+                                            assertions.verdict_rows(records)))
+        if args.outcomes:
+            runs = {str(src): records, **{p: _load_report(p) for p in args.outcomes}}
+            print(assertions.markdown_table(["check", "assertion", *runs], assertions.outcome_table(runs)))
+        if args.compare:
+            changes = assertions.compare(_load_report(args.compare), records)
+            for c in changes:
+                print(c.line())
+            loud = sum(c.loud for c in changes)
+            print(f"{len(changes)} change(s), {loud} PASS <-> FAIL flip(s)")
+            return 1 if loud else 0
+        return 0
     md = render(src, args.out)
     figures = sorted((md.parent / FIGURES_DIR).glob("*.png")) if (md.parent / FIGURES_DIR).is_dir() else []
     print(f"wrote {md} and {len(figures)} figure(s) in {md.parent / FIGURES_DIR}")
@@ -717,6 +743,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("report", help="re-render claims.md and figures from claims.json")
     p.add_argument("json_path", metavar="CLAIMS_JSON", help="a claims.json written by a claim run")
     p.add_argument("--out", metavar="DIR", default=None, help="output folder (default: the JSON's folder)")
+    p.add_argument("--compare", metavar="OLD_JSON", default=None,
+                   help="print what changed since an earlier report (outcomes, estimates beyond their interval); "
+                   "exit 1 on a PASS <-> FAIL flip")
+    p.add_argument("--outcomes", metavar="JSON", nargs="+", default=None,
+                   help="print a Markdown table of every check's and assertion's outcome in this and other reports")
+    p.add_argument("--verdict-table", action="store_true",
+                   help="print the claims index (verdict and deciding assertions per check) as Markdown")
     p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("cache", help="list, inspect or clear the fixture store")

@@ -31,7 +31,7 @@ import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Generator
+from collections.abc import Generator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -40,7 +40,10 @@ from typing import Any
 import pytest
 
 from lmccheck import report as _report
-from lmccheck.argtypes import positive_int
+from lmccheck import assertions as _assertions
+from lmccheck import verdict as _verdict
+from lmccheck.fileio import atomic_write_bytes
+from lmccheck.argtypes import nonnegative_int, positive_int
 from lmccheck.nodeids import base_nodeid
 
 __all__ = [
@@ -203,6 +206,8 @@ class LmcConfig:
     """Replicates of a smoke setting (``--lmc-seeds``, else :data:`SMOKE_SEEDS`)."""
     train_together: bool | str = False
     """``--lmc-train-together``: ``"auto"`` (replicates as one ensemble on CUDA), or False."""
+    seed_offset: int = 0
+    """``--lmc-seed-offset``: replicate r uses the seeds of pair r + offset (0: the default seeds)."""
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
@@ -230,6 +235,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "size that still runs its claim's whole path (Fashion-MNIST, 2 epochs, at most 4x wide, fewer IMP levels, "
         f"{SMOKE_SEEDS} seeds), to check the GPU path in minutes. The CPU tier is the same under both",
     )
+    group.addoption(
+        "--lmc-seed-offset", metavar="K", type=nonnegative_int, default=0,
+        help="shift every replicate's seeds: replicate r uses the init and SGD seeds of pair r + K (default 0). "
+        "A run with K = 100 repeats every claim on networks that share no seed with the default run",
+    )
     group.addoption("--lmc-report", metavar="DIR", default="report", help="report directory (default: report)")
     group.addoption("--lmc-retrain", action="store_true", default=False, help="ignore stored fixtures and retrain")
     group.addoption(
@@ -244,6 +254,12 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "(lmccheck.ensemble); each run is stored under its own key, as if trained alone",
     )
     group.addoption("--lmc-no-report", action="store_true", default=False, help="do not write report files")
+    group.addoption(
+        "--lmc-compare", metavar="OLD/claims.json", default=None,
+        help="compare this run with an earlier report: every assertion whose outcome changed (PASS <-> FAIL "
+        "loudly, to or from INCONCLUSIVE as a note) and every estimate that moved beyond its interval; printed "
+        "after the claim table and written to compare.md in the report directory",
+    )
     group.addoption(
         "--lmc-no-progress", action="store_true", default=False,
         help="do not print a line per product built, nor training bars (they are on by default, through "
@@ -281,6 +297,7 @@ def build_config(config: pytest.Config) -> LmcConfig:
         smoke_seeds=int(config.getoption("lmc_seeds") or SMOKE_SEEDS),
         budget=str(config.getoption("lmc_budget")),
         train_together="auto" if config.getoption("lmc_train_together") else False,
+        seed_offset=int(config.getoption("lmc_seed_offset") or 0),
         report_dir=_abs(config, config.getoption("lmc_report")),
         retrain=bool(config.getoption("lmc_retrain")),
         barrier_precision=str(config.getoption("lmc_barrier_precision")),
@@ -306,6 +323,9 @@ def _is_worker(config: pytest.Config) -> bool:
 def _register_markers(config: pytest.Config) -> None:
     """Register the lmccheck markers (the project runs with --strict-markers)."""
     config.addinivalue_line("markers", "claim(id): the paper claim this check tests, e.g. claim('S3')")
+    config.addinivalue_line(
+        "markers", "lmc_finding(reason): a setting where the claim fails significantly (a known finding): its FAIL "
+        "keeps the run green and is reported as FAIL; a PASS there fails the run, INCONCLUSIVE does not")
     config.addinivalue_line("markers", "gpu: paper-scale setting; needs CUDA (deselected by default, select with -m gpu)")
     config.addinivalue_line("markers", "slow: slow check (minutes on a CPU)")
 
@@ -535,13 +555,15 @@ _progress_key = pytest.StashKey[Progress]()
 # --------------------------------------------------------------------------- #
 @dataclass
 class Measurement:
-    """What one claim check measured; filled in by the test, reported by the plugin.
+    """What one claim check measured and asserted; filled in by the test, reported by the plugin.
 
-    Set ``setting``, ``values``, ``thresholds``, ``seeds`` and ``summary``;
-    add figures with :meth:`figure` and tables with :meth:`table`. The
-    products the check used arrive through :meth:`add_product` (the claims'
-    conftest routes the lab's events there), which fills ``fixture_keys``
-    and the build/load time. The verdict comes from the test outcome.
+    The check states its claim with :meth:`expect` (an interval over seeds, :mod:`lmccheck.verdict`),
+    :meth:`expect_share` ("most cases") or :meth:`expect_exact` (an identity or a theorem on constructed
+    cases). Each assertion is recorded as data, with the source of its threshold, and the check's verdict
+    is their combination (:func:`lmccheck.verdict.combine`): PASS, FAIL or INCONCLUSIVE. Set ``values`` and
+    ``summary``; add figures with :meth:`figure` and tables with :meth:`table`. The setting's recipe and the
+    seeds of every trained network arrive from the fixtures (:meth:`add_seeds`), the products the check used
+    through :meth:`add_product`, which fills ``fixture_keys`` and the build/load time.
     """
 
     claim: str
@@ -550,7 +572,10 @@ class Measurement:
     device: str | None = None
     values: dict[str, Any] = field(default_factory=dict)
     thresholds: dict[str, Any] = field(default_factory=dict)
-    seeds: list[int] = field(default_factory=list)
+    seeds: list[dict[str, Any]] = field(default_factory=list)
+    recipe: dict[str, Any] | None = None
+    assertions: list[_verdict.Judgement] = field(default_factory=list)
+    verdict: str | None = None
     fixture_keys: list[str] = field(default_factory=list)
     summary: str = ""
     figures: list[dict[str, Any]] = field(default_factory=list)
@@ -581,6 +606,68 @@ class Measurement:
             self.load_time_s += float(seconds)
         else:
             acc["memo"] += 1
+
+    def add_seeds(self, seeds: Mapping[str, Any]) -> None:
+        """Record the seeds of a network the check used (once each; the fixtures call this)."""
+        entry = dict(seeds)
+        if entry not in self.seeds:
+            self.seeds.append(entry)
+
+    def _add(self, judgement: _verdict.Judgement) -> _verdict.Judgement:
+        if any(j.name == judgement.name for j in self.assertions):
+            raise _verdict.VerdictInputError(f"claim {self.claim}: two assertions are named {judgement.name!r}")
+        self.assertions.append(judgement)
+        return judgement
+
+    def _wrap(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> _verdict.Judgement:
+        try:
+            return self._add(fn(*args, **kwargs))
+        except _verdict.VerdictInputError as exc:
+            raise _verdict.VerdictInputError(f"claim {self.claim} ({self.setting}), {what}: {exc}") from None
+
+    def expect(
+        self,
+        name: str,
+        rule: _verdict.Rule,
+        contrast: Any,
+        source: _verdict.Source,
+        *,
+        over: str | None = None,
+        noise: float | Mapping[str, float] = 0.0,
+        pool: bool = False,
+        decides: bool = True,
+        note: str = "",
+    ) -> _verdict.Judgement:
+        """Assert ``rule`` of a per-seed ``contrast`` (or of a mapping of points, combined ``over`` "every" or
+        "mean"), with its threshold's ``source``; see :func:`lmccheck.verdict.judge`. ``decides=False``
+        records lmccheck's own addition to the paper, shown but never deciding the verdict."""
+        return self._wrap(name, _verdict.judge, name, rule, contrast, source, over=over,  # type: ignore[arg-type]
+                          noise=noise, pool=pool, decides=decides, note=note)
+
+    def expect_share(self, name: str, successes: int, trials: int, source: _verdict.Source, *, above: float = 0.5,
+                     decides: bool = True, note: str = "") -> _verdict.Judgement:
+        """Assert that a share of cases exceeds ``above`` ("most"), with an exact binomial interval."""
+        return self._wrap(name, _verdict.share, name, successes, trials, source, above=above, decides=decides,
+                          note=note)
+
+    def expect_exact(self, name: str, holds: bool, observed: float, bound: str, source: _verdict.Source, *,
+                     decides: bool = True, note: str = "") -> _verdict.Judgement:
+        """Assert a deterministic statement (no sampling noise): PASS when ``holds``."""
+        return self._wrap(name, _verdict.exact, name, bool(holds), observed, bound, source, decides=decides,
+                          note=note)
+
+    def conclude(self) -> str:
+        """The check's verdict from its assertions (a check that asserts nothing is an error)."""
+        try:
+            self.verdict = _verdict.combine(self.assertions)
+        except _verdict.VerdictInputError as exc:
+            raise _verdict.VerdictInputError(f"claim {self.claim} ({self.setting}): {exc}") from None
+        return self.verdict
+
+    def failing(self) -> list[str]:
+        """One line per deciding assertion that FAILed."""
+        return [f"{j.name}: {j.observed:.4g}, {_verdict_interval(j)} vs {j.bound}" for j in self.assertions
+                if j.decides and j.outcome == _verdict.FAIL]
 
     def table(self, name: str, columns: list[str], rows: list[list[Any]]) -> None:
         """Add a table (rendered as Markdown in claims.md, kept in the JSON); same name replaces."""
@@ -626,6 +713,8 @@ class Measurement:
             "values": _report.to_jsonable(self.values),
             "thresholds": _report.to_jsonable(self.thresholds),
             "seeds": _report.to_jsonable(self.seeds),
+            "recipe": _report.to_jsonable(self.recipe),
+            "assertions": _report.to_jsonable([j.to_dict() for j in self.assertions]),
             "fixture_keys": _report.to_jsonable(self.fixture_keys),
             "summary": str(self.summary or ""),
             "figures": _report.to_jsonable(self.figures),
@@ -634,6 +723,11 @@ class Measurement:
             "build_time_s": round(self.build_time_s, 4),
             "load_time_s": round(self.load_time_s, 4),
         }
+
+
+def _verdict_interval(j: _verdict.Judgement) -> str:
+    lo, hi = j.interval
+    return f"{j.level:.0%} interval [{lo:.4g}, {hi:.4g}]"
 
 
 def _torch_threads() -> int | None:
@@ -733,23 +827,73 @@ def measure(request: pytest.FixtureRequest, lmc_config: LmcConfig) -> Measuremen
     return m
 
 
-def _outcome_fields(report: pytest.TestReport, call: pytest.CallInfo[None]) -> dict[str, Any]:
+class ClaimFailed(AssertionError):
+    """A claim check whose assertions FAILed (significantly, under :mod:`lmccheck.verdict`)."""
+
+
+def _finding(item: pytest.Item) -> str | None:
+    """The reason of the item's ``lmc_finding`` marker (a known finding at this setting), or None."""
+    marker = item.get_closest_marker("lmc_finding")
+    if marker is None:
+        return None
+    return str(marker.kwargs.get("reason") or (marker.args[0] if marker.args else "known finding"))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
+    """After a claim check's body: its verdict from its assertions. FAIL raises :class:`ClaimFailed` (or
+    xfails at a setting marked as a known finding); a known finding that PASSes fails the run; INCONCLUSIVE
+    passes the pytest outcome and is reported under its own word."""
+    result = yield
+    m = item.stash.get(_measure_key, None)
+    if m is None:
+        return result
+    try:
+        verdict = m.conclude()
+    except _verdict.VerdictInputError as exc:
+        pytest.fail(str(exc), pytrace=False)
+    finding = _finding(item)
+    if verdict == _verdict.FAIL:
+        if finding is not None:
+            pytest.xfail(f"finding: {finding}")
+        raise ClaimFailed(f"claim {m.claim} fails at {m.setting}: " + "; ".join(m.failing()))
+    if verdict == _verdict.PASS and finding is not None:
+        raise ClaimFailed(
+            f"claim {m.claim} at {m.setting} is marked as a known finding but now PASSes: remove the finding "
+            f"from its params (was: {finding[:300]})"
+        )
+    return result
+
+
+def _outcome_fields(report: pytest.TestReport, call: pytest.CallInfo[None], m: Measurement | None) -> dict[str, Any]:
     """``verdict`` plus ``failure``/``reason`` for a report of a claim item."""
     wasxfail = getattr(report, "wasxfail", None)
     if report.skipped:
         if wasxfail is not None:
-            # a claim that does not reproduce at a faithful setting is a finding: marked
-            # xfail(strict=True) so the run passes, and reported as FAIL with its numbers
-            failure = call.excinfo.exconly() if call.excinfo is not None else ""
-            return {"verdict": "FAIL", "known_finding": True, "reason": str(wasxfail), "failure": failure[:4000]}
+            # a claim that fails significantly at a setting marked as a known finding: reported as FAIL
+            return {"verdict": "FAIL", "known_finding": True, "reason": str(wasxfail).removeprefix("finding: ")}
         longrepr = report.longrepr
         reason = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
         return {"verdict": "SKIP", "reason": reason.removeprefix("Skipped: ")}
     if report.passed:
-        return {"verdict": "XPASS" if wasxfail is not None else "PASS"}
+        verdict = m.verdict if m is not None and m.verdict else "PASS"
+        return {"verdict": verdict}
+    exc = call.excinfo.value if call.excinfo is not None else None
     failure = call.excinfo.exconly() if call.excinfo is not None else str(report.longrepr)
-    verdict = "FAIL" if report.when == "call" else "ERROR"
+    if isinstance(exc, ClaimFailed) and m is not None and m.verdict == _verdict.PASS:
+        return {"verdict": "XPASS", "failure": failure[:4000]}  # a known finding that passes now
+    verdict = "FAIL" if report.when == "call" and isinstance(exc, AssertionError) else "ERROR"
     return {"verdict": verdict, "failure": failure[:4000]}
+
+
+def pytest_report_teststatus(report: pytest.TestReport, config: pytest.Config) -> tuple[str, str, Any] | None:
+    """INCONCLUSIVE claim checks get their own word in pytest's summary (they neither fail nor pass)."""
+    if report.when != "call" or not report.passed:
+        return None
+    record = _record_from(report)
+    if record is not None and record.get("verdict") == _verdict.INCONCLUSIVE:
+        return "inconclusive", "I", ("INCONCLUSIVE", {"yellow": True})
+    return None
 
 
 @pytest.hookimpl(hookwrapper=True)
@@ -796,7 +940,10 @@ def _make_record(item: pytest.Item, report: pytest.TestReport, call: pytest.Call
     wall = item.stash.get(_setup_duration_key, 0.0) + call_time
     record["wall_time_s"] = round(wall, 4)
     record["measure_time_s"] = round(max(0.0, wall - m.build_time_s - m.load_time_s), 4)
-    record.update(_outcome_fields(report, call))
+    record.update(_outcome_fields(report, call, item.stash.get(_measure_key, None)))
+    finding = _finding(item)
+    if finding is not None and record.get("verdict") != "FAIL":
+        record["finding_reason"] = finding
     return record
 
 
@@ -830,6 +977,16 @@ class _Controller:
         self._store: Any = None
         self.interrupted = False
         self._xdist_collected = False
+        self.compare_lines: list[str] | None = None
+        self.compare_loud = 0
+        self.compare_path: Path | None = None
+        option = config.getoption("lmc_compare", None)
+        if option:
+            self.compare_path = _abs(config, option)
+            try:  # a bad path or file is a usage error now, not after an hour of training
+                _report.load_report(self.compare_path)
+            except ValueError as exc:
+                raise pytest.UsageError(f"--lmc-compare: {exc}") from None
 
     def store(self) -> Any:
         """The run's fixture store (opened once: opening one tidies its stale temporary folders)."""
@@ -862,7 +1019,7 @@ class _Controller:
             self._write_manifest(record)
         elif report.when == "teardown" and report.failed and base_nodeid(report.nodeid) in self.records:
             rec = self.records[base_nodeid(report.nodeid)]
-            if rec.get("verdict") in ("PASS", "FAIL", "XFAIL", "XPASS"):
+            if rec.get("verdict") in ("PASS", "FAIL", "INCONCLUSIVE", "XFAIL", "XPASS"):
                 rec["verdict"] = "ERROR"
                 rec["failure"] = ((rec.get("failure") or "") + "\nteardown: " + str(report.longrepr))[-4000:]
 
@@ -871,6 +1028,12 @@ class _Controller:
             return build_config(self.config).budget
         except pytest.UsageError:
             return "unknown"
+
+    def _seed_offset(self) -> int | None:
+        try:
+            return build_config(self.config).seed_offset
+        except pytest.UsageError:
+            return None
 
     def meta(self) -> dict[str, Any]:
         """Report metadata: versions, git commit, device, args, start/end time."""
@@ -889,6 +1052,7 @@ class _Controller:
             "git_commit": _git_commit(Path(self.config.rootpath)),
             "device": ", ".join(devices),
             "budget": self._budget(),
+            "seed_offset": self._seed_offset(),
             "processes": f"{workers} worker{'s' if workers > 1 else ''}"
             + (f", {'/'.join(map(str, threads))} CPU thread{'s' if threads != [1] else ''} each" if threads else ""),
             "torch": _dist_version("torch"),
@@ -975,10 +1139,27 @@ class _Controller:
         if not self.records or self.config.getoption("lmc_no_report"):
             return
         out_dir = _abs(self.config, self.config.getoption("lmc_report"))
+        meta = self.meta()
+        self._compare(meta)
         try:
-            self.report_path = _report.write_report(list(self.records.values()), out_dir, self.meta())
+            self.report_path = _report.write_report(list(self.records.values()), out_dir, meta)
+            if self.compare_lines is not None:
+                text = f"# lmccheck: this run compared with {meta['compared_with']}\n\n" + (
+                    "\n".join(f"- {x}" for x in self.compare_lines) if self.compare_lines else "no changes") + "\n"
+                atomic_write_bytes(out_dir / "compare.md", text.encode("utf-8"))
         except OSError as exc:
             self.error = f"could not write the lmccheck report to {out_dir}: {exc}"
+
+    def _compare(self, meta: dict[str, Any]) -> None:
+        """``--lmc-compare OLD/claims.json``: the changes against an earlier report (read before this run's
+        report may overwrite it)."""
+        if self.compare_lines is not None or self.compare_path is None:
+            return
+        old, _ = _report.load_report(self.compare_path)
+        changes = _assertions.compare(old, list(self.records.values()))
+        self.compare_lines = [c.line() for c in changes]
+        self.compare_loud = sum(c.loud for c in changes)
+        meta["compared_with"] = str(self.compare_path)
 
     def pytest_terminal_summary(self, terminalreporter: Any) -> None:
         """Print the claim table under an "lmccheck claims" header, and the report path."""
@@ -993,6 +1174,18 @@ class _Controller:
             tr.write_sep("-", "where the time went")
             for line in timing.splitlines():
                 tr.write_line(line)
+        if self.compare_path is not None:
+            if self.compare_lines is None:  # --lmc-no-report: compare all the same
+                self._compare({})
+            tr.write_sep("-", f"compared with {self.compare_path}")
+            for line in self.compare_lines or ["no changes"]:
+                tr.write_line(line, red=line.startswith("!!"))
+            tr.write_line(f"{self.compare_loud} PASS <-> FAIL flip(s)", red=bool(self.compare_loud))
+        pending = _assertions.inconclusive_summary(list(self.records.values()))
+        if pending:
+            tr.write_sep("-", "INCONCLUSIVE assertions and the seeds each would need")
+            for line in pending:
+                tr.write_line(line, yellow=True)
         if self.error:
             tr.write_line(self.error, red=True)
         elif self.report_path is not None:

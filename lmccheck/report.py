@@ -26,6 +26,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from . import assertions as _assertions
 from .fileio import atomic_write_bytes
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -65,7 +66,7 @@ JSON_NAME = "claims.json"
 MD_NAME = "claims.md"
 FIGURES_DIR = "figures"
 #: Verdicts a record can carry.
-VERDICTS = ("PASS", "FAIL", "ERROR", "SKIP", "XFAIL", "XPASS", "NOT RUN")
+VERDICTS = ("PASS", "FAIL", "INCONCLUSIVE", "ERROR", "SKIP", "XFAIL", "XPASS", "NOT RUN")
 _SCALES = ("linear", "log")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 
@@ -465,7 +466,12 @@ def _draw_line(ax: Any, panel: Mapping[str, Any]) -> None:
         ax.set_xticks(xs, [f"{x:g}" for x in xs])  # the measured values (widths...), not powers of ten
         ax.minorticks_off()
     if panel.get("series") or panel.get("hlines"):
-        ax.legend(fontsize="small")
+        _legend(ax)
+
+
+def _legend(ax: Any) -> None:
+    """The legend beside the axes, to their right, so that it never covers the data."""
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, frameon=False)
 
 
 def _draw_bar(ax: Any, panel: Mapping[str, Any]) -> None:
@@ -480,7 +486,7 @@ def _draw_bar(ax: Any, panel: Mapping[str, Any]) -> None:
     ax.set_xticklabels(cats, rotation=45 if rotate else 0, ha="right" if rotate else "center", fontsize="small")
     ax.set_yscale(panel.get("yscale", "linear"))
     if series:
-        ax.legend(fontsize="small")
+        _legend(ax)
 
 
 def _draw_hist(ax: Any, panel: Mapping[str, Any]) -> None:
@@ -490,7 +496,7 @@ def _draw_hist(ax: Any, panel: Mapping[str, Any]) -> None:
         ax.stairs([c / total for c in sr["counts"]], edges, label=f"{label} (n={total})", fill=False)
     ax.set_xscale(panel.get("xscale", "linear"))
     if panel.get("series"):
-        ax.legend(fontsize="small")
+        _legend(ax)
 
 
 def _draw_heatmap(ax: Any, panel: Mapping[str, Any], fig: Any) -> None:
@@ -514,7 +520,7 @@ def draw_figure(spec: Mapping[str, Any]) -> Figure:
     from matplotlib.figure import Figure
 
     panels = figure_panels(spec)
-    fig = Figure(figsize=(6.0 * len(panels), 4.0 + (0.4 if spec.get("panels") and spec.get("title") else 0)), dpi=100)
+    fig = Figure(figsize=(8.0 * len(panels), 4.0 + (0.4 if spec.get("panels") and spec.get("title") else 0)), dpi=100)
     FigureCanvasAgg(fig)
     for i, panel in enumerate(panels):
         ax = fig.add_subplot(1, len(panels), i + 1)
@@ -542,7 +548,7 @@ def _figure_png(spec: Mapping[str, Any]) -> bytes:
     """Render a figure spec to PNG bytes."""
     fig = draw_figure(spec)
     buf = io.BytesIO()
-    fig.savefig(buf, format="png")
+    fig.savefig(buf, format="png", bbox_inches="tight")
     return buf.getvalue()
 
 
@@ -558,7 +564,8 @@ def format_markdown(records: Sequence[Mapping[str, Any]], meta: Mapping[str, Any
     """The ``claims.md`` text: title, meta list, one table, failures, figure links."""
     recs = sort_records(records)
     lines = ["# lmccheck claim report", ""]
-    for key in ("lmccheck_version", "git_commit", "device", "budget", "processes", "torch", "python", "platform", "start", "end"):
+    for key in ("lmccheck_version", "git_commit", "device", "budget", "seed_offset", "processes", "torch", "python",
+                "platform", "start", "end"):
         if key in meta:
             value = meta[key]
             lines.append(f"- **{key}**: {_md_cell(value) if value not in (None, '') else 'unknown'}")
@@ -571,9 +578,11 @@ def format_markdown(records: Sequence[Mapping[str, Any]], meta: Mapping[str, Any
     lines += ["", "| Claim | Setting | Verdict | Key numbers | Wall time |", "|---|---|---|---|---|"]
     for r in recs:
         verdict = r.get("verdict", "?")
-        shown = "**" + verdict + "**" if verdict in ("FAIL", "ERROR") else verdict
+        shown = "**" + verdict + "**" if verdict in ("FAIL", "ERROR", "XPASS") else verdict
         if r.get("known_finding"):
             shown += " (known finding)"
+        elif r.get("finding_reason") and verdict == "INCONCLUSIVE":
+            shown += " (known finding not confirmed)"
         lines.append(
             f"| {_md_cell(r.get('claim'))} | {_md_cell(r.get('setting'))} | "
             f"{shown} | "
@@ -585,8 +594,9 @@ def format_markdown(records: Sequence[Mapping[str, Any]], meta: Mapping[str, Any
         for r in bad:
             lines += [f"### {r.get('claim')} / {r.get('setting')}: {r.get('verdict')}", "", f"`{r.get('nodeid', '')}`", ""]
             if r.get("known_finding"):
-                lines += [f"Known finding (strict xfail): {_md_cell(r.get('reason'))}", ""]
-            lines += ["```", str(r.get("failure") or "(no message)").rstrip(), "```", ""]
+                lines += [f"Known finding: {_md_cell(r.get('reason'))}", ""]
+            if r.get("failure"):
+                lines += ["```", str(r.get("failure")).rstrip(), "```", ""]
     skipped = [r for r in recs if r.get("verdict") == "SKIP"]
     if skipped:
         lines += ["## Skipped", ""] if lines[-1] == "" else ["", "## Skipped", ""]
@@ -595,6 +605,22 @@ def format_markdown(records: Sequence[Mapping[str, Any]], meta: Mapping[str, Any
     if not_run:
         lines += ["## Not run", ""] if lines[-1] == "" else ["", "## Not run", ""]
         lines += [f"- {r.get('claim')} / {r.get('setting')}: {r.get('reason') or ''}" for r in not_run]
+    judged = [r for r in recs if r.get("assertions")]
+    if judged:
+        lines += ["", "## Assertions", "",
+                  "Each check's verdict combines its deciding assertions: FAIL if one fails, INCONCLUSIVE if one is, "
+                  "else PASS. Intervals are Student t over seeds (95% for orders and indifference zones, 90% for "
+                  "equivalence, exact binomial for shares); MDE is the distance from the bound the rule detects "
+                  "with 80% probability at this n."]
+        for r in judged:
+            lines += ["", f"### {_md_cell(r.get('claim'))} / {_md_cell(r.get('setting'))}: {r.get('verdict')}", "",
+                      "| " + " | ".join(_assertions.ASSERTION_COLUMNS) + " |",
+                      "|" + "---|" * len(_assertions.ASSERTION_COLUMNS)]
+            lines += ["| " + " | ".join(_md_cell(c) for c in row) + " |" for row in _assertions.markdown_rows(r)]
+        pending = _assertions.inconclusive_summary(judged)
+        if pending:
+            lines += ["", "**INCONCLUSIVE assertions, with the seeds each would need if its estimate stayed where "
+                      "it is:**", ""] + [f"- {_md_cell(x)}" for x in pending]
     tables = [(r, t) for r in recs for t in (r.get("tables") or [])]
     if tables:
         lines += ["", "## Tables"]

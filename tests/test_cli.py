@@ -396,10 +396,11 @@ def test_claims_paths_inside_claims_replace_the_folder(tmp_path, monkeypatch):
 def test_claims_leading_ids_select_claims(tmp_path, capfd, monkeypatch):
     (tmp_path / "claims").mkdir()
     (tmp_path / "claims" / "test_fake.py").write_text(
-        "import pytest\n\n"
-        "@pytest.mark.claim('S2')\ndef test_s2(measure):\n    pass\n\n"
-        "@pytest.mark.claim('S12')\ndef test_s12(measure):\n    pass\n\n"
-        "@pytest.mark.claim('S5')\ndef test_s5(measure):\n    assert False\n"
+        "import pytest\nfrom lmccheck.verdict import reading\n\n"
+        "def _holds(measure, holds=True):\n    measure.expect_exact('x', holds, 0.0, '== 0', reading('a test'))\n\n"
+        "@pytest.mark.claim('S2')\ndef test_s2(measure):\n    _holds(measure)\n\n"
+        "@pytest.mark.claim('S12')\ndef test_s12(measure):\n    _holds(measure)\n\n"
+        "@pytest.mark.claim('S5')\ndef test_s5(measure):\n    _holds(measure, False)\n"
     )
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
@@ -407,3 +408,35 @@ def test_claims_leading_ids_select_claims(tmp_path, capfd, monkeypatch):
     assert "1 passed, 2 deselected" in capfd.readouterr().out
     assert main(["claims", "s2,S5", "S12", "-q", "-p", "no:cacheprovider", "--lmc-no-report"]) == 1
     assert "1 failed, 2 passed" in capfd.readouterr().out
+
+
+def _judged_report(path: Path, outcome: str, observed: float, interval: tuple[float, float]) -> Path:
+    assertion = {"name": "aligned below", "rule": "Below", "bound": "< 0.05", "outcome": outcome,
+                 "observed": observed, "interval": list(interval), "level": 0.95, "n": 3, "df": 2.0, "mde": 0.06,
+                 "seeds_needed": None, "source": {"kind": "paper", "text": "3-8%", "where": "§5.1"}, "over": None,
+                 "points": [], "decides": True, "note": ""}
+    record = {"claim": "S3", "setting": "mlp", "nodeid": "claims/test_s3.py::test_s3[mlp]", "verdict": outcome,
+              "assertions": [assertion]}
+    write_report([record], path, {"version": "test"})
+    return path / "claims.json"
+
+
+def test_report_compares_two_reports_and_tables_outcomes_and_verdicts(tmp_path, capsys):
+    old = _judged_report(tmp_path / "old", "PASS", 0.01, (0.0, 0.02))
+    new = _judged_report(tmp_path / "new", "FAIL", 0.09, (0.07, 0.11))
+    assert main(["report", str(new), "--compare", str(old)]) == 1  # a PASS -> FAIL flip
+    out = capsys.readouterr().out
+    assert "!! claims/test_s3.py::test_s3[mlp] :: aligned below: outcome flipped: PASS -> FAIL" in out
+    assert "!! claims/test_s3.py::test_s3[mlp]: verdict flipped: PASS -> FAIL" in out
+    assert "estimate moved beyond its interval" in out and "2 PASS <-> FAIL flip(s)" in out  # verdict, assertion
+    assert main(["report", str(old), "--compare", str(old)]) == 0
+    assert "0 change(s)" in capsys.readouterr().out
+
+    assert main(["report", str(new), "--outcomes", str(old)]) == 0
+    table = capsys.readouterr().out
+    assert f"| check | assertion | {new} | {old} |" in table
+    assert "| claims/test_s3.py::test_s3[mlp] | aligned below | FAIL | PASS |" in table
+
+    assert main(["report", str(new), "--verdict-table"]) == 0
+    assert "| S3 | mlp | FAIL | aligned below: FAIL 0.09 [0.07, 0.11] (95%) |" in capsys.readouterr().out
+    _expect_error(capsys, ["report", str(new), "--compare", str(tmp_path / "none.json")], "cannot read")

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 import torch
 
@@ -139,3 +141,46 @@ def test_lab_simplex_edges_are_the_lab_barriers(lab: Lab) -> None:
     assert len(lab.store.keys()) == n  # stored once, loaded after
     other = lab.simplex([a, b, c], perms=[p_ac, p_bc, None], resolution=2, edge_resolution=2, **kw)
     assert len(other.weights) == 6 and len(lab.store.keys()) == n + 1  # the edge grid is part of the key
+
+
+def _recipes_only(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The lab's networks are their recipes: what :meth:`Lab.run` was asked for, nothing trained."""
+    monkeypatch.setattr(lab, "run", lambda config: SimpleNamespace(config=config))
+
+
+def _networks(groups: list) -> set[tuple[int, int]]:
+    return {(getattr(g, k).config.init_seed, getattr(g, k).config.sgd_seed) for g in groups for k in ("a", "b", "c")
+            if hasattr(g, k)}
+
+
+@pytest.mark.parametrize("offset", [1, 7])
+def test_a_seed_offset_shifts_every_replicate_to_the_seeds_of_a_later_pair(
+    tmp_path, monkeypatch: pytest.MonkeyPatch, offset: int
+) -> None:
+    lab = Lab(store=Store(tmp_path / "store"), progress=False, seed_offset=offset)
+    _recipes_only(lab, monkeypatch)
+    for r, pair in enumerate(lab.pairs(TINY, 3)):
+        assert (pair.a.config, pair.b.config) == pair_configs(TINY, r + offset) and pair.replicate == r
+    assert (lab.pair(TINY, 2).a.config, lab.pair(TINY, 2).b.config) == pair_configs(TINY, 2 + offset)
+    for r, triple in enumerate(lab.triples(TINY, 3)):
+        assert (triple.a.config, triple.b.config, triple.c.config) == triple_configs(TINY, r, 3, offset)
+        assert (triple.a.config, triple.b.config) == pair_configs(TINY, r + offset)  # A and B: pair r + K
+    # the references come from the pairs after the offset ones: 3 + ceil(3 / 2) = 5 pairs from pair K on
+    assert triple_configs(TINY, 0, 3, offset)[2] == pair_configs(TINY, offset + 3)[0]
+    assert triple_configs(TINY, 2, 3, offset)[2] == pair_configs(TINY, offset + 4)[0]
+
+
+def test_a_large_enough_seed_offset_shares_no_network_with_the_default_seeds(tmp_path, monkeypatch) -> None:
+    def networks(offset: int) -> tuple[set[tuple[int, int]], set[tuple[int, int]]]:
+        lab = Lab(store=Store(tmp_path / "store"), progress=False, seed_offset=offset)
+        _recipes_only(lab, monkeypatch)
+        return _networks(lab.pairs(TINY, 3)), _networks(lab.triples(TINY, 3))
+
+    pairs0, triples0 = networks(0)
+    assert len(pairs0) == 6 and len(triples0) == 9
+    # 3 pairs use pairs 0..2; 3 triples use pairs 0..4 (their references come from pairs 3 and 4)
+    pairs3, triples5 = networks(3)[0], networks(5)[1]
+    assert not pairs3 & pairs0 and not triples5 & triples0 and not networks(100)[1] & (pairs0 | triples0)
+    assert networks(2)[0] & pairs0 and networks(4)[1] & triples0  # one pair less overlaps
+    with pytest.raises(ValueError, match="seed offset -1 is negative"):
+        triple_configs(TINY, 0, 3, -1)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import importlib.metadata
 import json
 import os
@@ -25,6 +26,9 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 FAKE_CLAIM = """
 import time
 import pytest
+from lmccheck.verdict import Below, paper
+
+SOURCE = paper("the aligned barrier is below 5%", "§3, Fig. 1")
 
 @pytest.fixture
 def slow_setup():
@@ -38,7 +42,8 @@ def test_fake_claim(measure, slow_setup, scale):
     measure.values["error_barrier"] = [0.3, barrier]
     measure.values["nested"] = {"per_seed": [barrier, barrier]}
     measure.thresholds["max_error_barrier"] = 0.05
-    measure.seeds = [0, 1]
+    measure.add_seeds({"init_seed": 0, "sgd_seed": 1})
+    measure.add_seeds({"init_seed": 0, "sgd_seed": 1})  # a network used twice is recorded once
     measure.fixture_keys.append("mlp-" + str(scale))
     measure.summary = f"barrier 30.0% -> {100 * barrier:.1f}%"
     measure.figure(
@@ -49,19 +54,25 @@ def test_fake_claim(measure, slow_setup, scale):
         series={"unaligned": ([0, 1], [0.3, 0.3]), "aligned": ([0, 1], [0.1, barrier])},
         yerr={"aligned": [0.01, 0.01]},
     )
-    assert barrier <= 0.05, f"aligned barrier {barrier:.2f} above 0.05"
+    # three seeds 0.001 apart: the 95% t interval is the mean +- 0.0025, far from the bound either way
+    measure.expect("aligned barrier", Below(0.05), [barrier - 0.001, barrier, barrier + 0.001], SOURCE)
 """
 #: FAKE_CLAIM sleeps 0.1 s in setup and 0.15 s in the call: its wall time (setup + call) is at least that
 FAKE_CLAIM_MIN_WALL_S = 0.25
 
 
-GPU_CLAIM = """
+#: the one assertion of an inner check that tests the plugin, not a claim: it PASSes when the body ran
+RAN = 'measure.expect_exact("ran", True, 1.0, "ran", reading("a test of the plugin: the check ran"))'
+
+GPU_CLAIM = f"""
 import pytest
+from lmccheck.verdict import reading
 
 @pytest.mark.gpu
 @pytest.mark.claim("S98")
 def test_paper_scale(measure):
     measure.summary = "ran"
+    {RAN}
 
 def test_plain():
     pass
@@ -86,10 +97,18 @@ def _check_fake_records(report_dir: Path) -> None:
     good, bad = recs["good"], recs["bad"]
     assert (good["claim"], good["verdict"], bad["verdict"]) == ("S99", "PASS", "FAIL")
     assert good["values"] == {"error_barrier": [0.3, 0.02], "nested": {"per_seed": [0.02, 0.02]}}
-    assert bad["values"]["error_barrier"] == [0.3, pytest.approx(0.06)]  # recorded before the failing assert
-    assert bad["thresholds"] == {"max_error_barrier": 0.05} and bad["seeds"] == [0, 1]
+    assert bad["values"]["error_barrier"] == [0.3, pytest.approx(0.06)]
+    assert bad["thresholds"] == {"max_error_barrier": 0.05} and bad["seeds"] == [{"init_seed": 0, "sgd_seed": 1}]
     assert bad["fixture_keys"] == ["mlp-3.0"] and bad["summary"] == "barrier 30.0% -> 6.0%"
-    assert "aligned barrier 0.06 above 0.05" in bad["failure"] and "failure" not in good
+    assert "ClaimFailed: claim S99 fails at bad: aligned barrier: 0.06" in bad["failure"]
+    assert "vs < 0.05" in bad["failure"] and "failure" not in good
+    for rec, outcome in ((good, "PASS"), (bad, "FAIL")):  # the assertion is recorded as data
+        (a,) = rec["assertions"]
+        assert (a["name"], a["rule"], a["bound"], a["outcome"], a["n"], a["df"]) == (
+            "aligned barrier", "Below", "< 0.05", outcome, 3, 2)
+        assert a["source"] == {"kind": "paper", "text": "the aligned barrier is below 5%", "where": "§3, Fig. 1"}
+        lo, hi = a["interval"]
+        assert lo < a["observed"] < hi and hi - lo == pytest.approx(2 * 4.303 * 0.001 / 3**0.5, rel=1e-3)
     assert good["nodeid"].endswith("test_fake_claim[good]")
     for rec in (good, bad):  # setup and call time both count, for a failing check too
         assert rec["wall_time_s"] >= FAKE_CLAIM_MIN_WALL_S
@@ -194,6 +213,12 @@ def test_claim_records_report_and_table(pytester: pytest.Pytester) -> None:
     md = (out / "claims.md").read_text()
     assert "| S99 | good | PASS | barrier 30.0% -> 2.0% |" in md
     assert "| S99 | bad | **FAIL** | barrier 30.0% -> 6.0% |" in md
+    # each check's assertions as a table: bound, estimate, interval, n (df), outcome and the threshold's source
+    assert "## Assertions" in md and "### S99 / bad: FAIL" in md and "### S99 / good: PASS" in md
+    assert ('| aligned barrier | < 0.05 | 0.06 | [0.05752, 0.06248] (95%) | 3 (df 2) | 0.00326 | FAIL | '
+            'paper §3, Fig. 1: "the aligned barrier is below 5%" |') in md
+    assert "| aligned barrier | < 0.05 | 0.02 | [0.01752, 0.02248] (95%) | 3 (df 2) | 0.00326 | PASS |" in md
+    assert "- **verdicts**: FAIL 1, PASS 1" in md
     meta = json.loads((out / "claims.json").read_text())["meta"]
     assert meta["device"] == "cpu" and meta["args"][:4] == ["--lmc-report", "out", "--lmc-device", "cpu"]
     assert {"lmccheck_version", "git_commit", "torch", "python", "platform", "start", "end"} <= set(meta)
@@ -295,6 +320,7 @@ def test_cfg(lmc_config):
         "budget": "full",
         "smoke_seeds": "5",
         "train_together": "False",
+        "seed_offset": "0",
     }
     result = pytester.runpytest("-s", "--lmc-cache", "c")
     cfg = json.loads(result.outlines[_line_index(result.outlines, "CFG ")].split("CFG ", 1)[1])
@@ -403,28 +429,309 @@ def test_error_and_skip_verdicts(pytester: pytest.Pytester) -> None:
     assert skip["verdict"] == "SKIP" and skip["reason"] == "dataset not available"
 
 
-FINDING_CLAIM = """
+FINDING_CLAIMS = """
 import pytest
+from lmccheck.verdict import Below, paper
+
+SOURCE = paper("the aligned barrier is below 5%", "§3, Fig. 1")
+BARRIERS = {
+    "fails": [0.089, 0.09, 0.091],  # 95% interval [0.0875, 0.0925]: above 0.05, a significant FAIL
+    "passes": [0.019, 0.02, 0.021],  # [0.0175, 0.0225]: below, a PASS
+    "unsure": [0.03, 0.05, 0.07],  # [0.0003, 0.0997]: across the bound, INCONCLUSIVE
+    "crashes": [],
+}
 
 @pytest.mark.claim("S95")
-@pytest.mark.xfail(strict=True, reason="finding: barrier 9.0% at t=1 (measured)")
-def test_finding(measure):
-    measure.summary = "barrier 9.0%"
-    assert 0.09 <= 0.05, "aligned barrier 9.0% above 5.0%"
+@pytest.mark.parametrize("setting", [pytest.param(k, marks=pytest.mark.lmc_finding(reason="barrier 9.0% at t=1 "
+                                     "(measured)")) for k in BARRIERS])
+def test_finding(setting, measure):
+    if setting == "crashes":
+        raise RuntimeError("a measurement bug, not the finding")
+    measure.summary = f"barrier {100 * BARRIERS[setting][1]:.1f}%"
+    measure.expect("aligned barrier", Below(0.05), BARRIERS[setting], SOURCE)
 """
 
 
-def test_a_strict_xfail_claim_is_reported_as_a_failing_finding(pytester: pytest.Pytester, tmp_path: Path) -> None:
-    pytester.makepyfile(test_finding=FINDING_CLAIM)
-    result = pytester.runpytest("-p", "no:cacheprovider", f"--lmc-report={tmp_path}")
-    result.assert_outcomes(xfailed=1)  # the run passes ...
-    rec = json.loads((tmp_path / "claims.json").read_text())["records"][0]
+def _finding_run(pytester: pytest.Pytester, tmp_path: Path, setting: str) -> tuple[pytest.RunResult, dict[str, Any]]:
+    pytester.makeini("[pytest]\naddopts = --strict-markers\n")  # lmc_finding is a registered marker
+    pytester.makepyfile(test_finding=FINDING_CLAIMS)
+    result = pytester.runpytest("-p", "no:cacheprovider", f"--lmc-report={tmp_path}", "-k", setting)
+    (rec,) = json.loads((tmp_path / "claims.json").read_text())["records"]
+    return result, rec
+
+
+def test_a_known_finding_that_fails_keeps_the_run_green_and_is_reported_as_fail(
+    pytester: pytest.Pytester, tmp_path: Path
+) -> None:
+    result, rec = _finding_run(pytester, tmp_path, "fails")
+    result.assert_outcomes(xfailed=1, deselected=3)  # the run passes ...
+    assert result.ret == pytest.ExitCode.OK
     # ... and the report shows FAIL with the numbers and the reason
-    assert (rec["verdict"], rec["known_finding"]) == ("FAIL", True)
-    assert "9.0% above 5.0%" in rec["failure"] and "measured" in rec["reason"]
+    assert (rec["verdict"], rec["known_finding"], rec["reason"]) == ("FAIL", True, "barrier 9.0% at t=1 (measured)")
+    assert [a["outcome"] for a in rec["assertions"]] == ["FAIL"] and "finding_reason" not in rec
     md = (tmp_path / "claims.md").read_text()
-    assert "| **FAIL** (known finding) |" in md and "Known finding (strict xfail)" in md
-    result.stdout.fnmatch_lines(["*S95*FAIL (finding)*barrier 9.0%*"])
+    assert "| **FAIL** (known finding) |" in md and "Known finding: barrier 9.0% at t=1 (measured)" in md
+    result.stdout.fnmatch_lines(["*S95*fails*FAIL (finding)*barrier 9.0%*"])
+
+
+def test_a_known_finding_that_passes_fails_the_run_as_xpass(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    result, rec = _finding_run(pytester, tmp_path, "passes")
+    result.assert_outcomes(failed=1, deselected=3)
+    result.stdout.fnmatch_lines(["*S95 at passes is marked as a known finding but now PASSes: remove the finding*"])
+    assert rec["verdict"] == "XPASS" and [a["outcome"] for a in rec["assertions"]] == ["PASS"]
+    assert rec["finding_reason"] == "barrier 9.0% at t=1 (measured)" and not rec.get("known_finding")
+    assert "| **XPASS** |" in (tmp_path / "claims.md").read_text()
+
+
+def test_a_known_finding_that_is_inconclusive_keeps_the_run_green(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    result, rec = _finding_run(pytester, tmp_path, "unsure")
+    assert result.ret == pytest.ExitCode.OK and result.parseoutcomes() == {"inconclusive": 1, "deselected": 3}
+    assert rec["verdict"] == "INCONCLUSIVE" and not rec.get("known_finding")
+    assert rec["finding_reason"] == "barrier 9.0% at t=1 (measured)"
+    assert "| INCONCLUSIVE (known finding not confirmed) |" in (tmp_path / "claims.md").read_text()
+
+
+def test_a_crash_at_a_known_finding_still_fails_the_run(pytester: pytest.Pytester, tmp_path: Path) -> None:
+    result, rec = _finding_run(pytester, tmp_path, "crashes")
+    result.assert_outcomes(failed=1, deselected=3)
+    assert rec["verdict"] == "ERROR" and "RuntimeError: a measurement bug" in rec["failure"]
+    assert not rec.get("known_finding") and rec["finding_reason"] == "barrier 9.0% at t=1 (measured)"
+
+
+# --------------------------------------------------------------------------- verdicts from assertions
+INCONCLUSIVE_CLAIMS = """
+import pytest
+from lmccheck.verdict import Below, reading
+
+SOURCE = reading("a test of the plugin: 5% stands for a paper's bound")
+BARRIERS = {"sure": [0.019, 0.02, 0.021], "unsure": [0.02, 0.04, 0.06]}  # unsure: 95% interval [-0.0097, 0.0897]
+
+@pytest.mark.claim("S96")
+@pytest.mark.parametrize("setting", list(BARRIERS))
+def test_s96_barrier(setting, measure):
+    measure.summary = f"barrier {100 * BARRIERS[setting][1]:.1f}%"
+    measure.expect("aligned barrier", Below(0.05), BARRIERS[setting], SOURCE)
+"""
+
+
+def _check_inconclusive(result: pytest.RunResult, report_dir: Path) -> None:
+    """An INCONCLUSIVE check: neither fails the run nor counts as passed; its own word and its own rows."""
+    assert result.ret == pytest.ExitCode.OK
+    assert result.parseoutcomes() == {"passed": 1, "inconclusive": 1}
+    recs = _records(report_dir / "claims.json")
+    unsure = recs["unsure"]
+    assert (recs["sure"]["verdict"], unsure["verdict"]) == ("PASS", "INCONCLUSIVE")
+    (a,) = unsure["assertions"]
+    needed = a["seeds_needed"]
+    assert a["outcome"] == "INCONCLUSIVE" and isinstance(needed, int) and needed > 3
+    assert a["interval"][0] < 0.05 < a["interval"][1] and "failure" not in unsure
+    result.stdout.fnmatch_lines([
+        "*= lmccheck claims =*",
+        "S96 * sure * PASS * barrier 2.0%",
+        "S96 * unsure * INCONCLUSIVE * barrier 4.0%",
+        "*INCONCLUSIVE assertions and the seeds each would need*",
+        f"S96 unsure: aligned barrier -- about {needed} seeds (--lmc-seeds {needed})",
+        "*= 1 passed, 1 inconclusive in *",
+    ])
+    md = (report_dir / "claims.md").read_text()
+    assert "| S96 | unsure | INCONCLUSIVE | barrier 4.0% |" in md and "- **verdicts**: INCONCLUSIVE 1, PASS 1" in md
+    assert "### S96 / unsure: INCONCLUSIVE" in md and f"| INCONCLUSIVE (needs ~{needed} seeds) |" in md
+    assert f"- S96 unsure: aligned barrier -- about {needed} seeds (--lmc-seeds {needed})" in md
+    assert "## Failures" not in md
+
+
+def test_an_inconclusive_check_has_its_own_word_table_row_and_report_entry(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_s96=INCONCLUSIVE_CLAIMS)
+    result = pytester.runpytest("-p", "no:cacheprovider", "--lmc-report", "out", "-v")
+    result.stdout.fnmatch_lines(["*test_s96_barrier[[]unsure[]] INCONCLUSIVE*"])
+    _check_inconclusive(result, pytester.path / "out")
+
+
+def test_an_inconclusive_check_under_xdist(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_s96=INCONCLUSIVE_CLAIMS)
+    result = pytester.runpytest_subprocess("-n", "2", "-p", "no:cacheprovider", "--lmc-report", "out")
+    _check_inconclusive(result, pytester.path / "out")
+
+
+NO_ASSERTIONS = f"""
+import pytest
+from lmccheck.verdict import Below, reading
+
+@pytest.mark.claim("S93")
+def test_s93_asserts_nothing(measure):
+    measure.summary = "measured, asserted nothing"
+
+@pytest.mark.claim("S93")
+@pytest.mark.parametrize("setting", ["own-only"])
+def test_s93_asserts_only_its_own(setting, measure):
+    measure.expect("extra", Below(0.05), [0.01, 0.011, 0.012], reading("lmccheck's own"), decides=False)
+"""
+
+
+def test_a_check_that_asserts_nothing_is_an_error_naming_its_claim(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_s93=NO_ASSERTIONS)
+    result = pytester.runpytest("-p", "no:cacheprovider", "--lmc-report", "out")
+    result.assert_outcomes(failed=2)
+    result.stdout.fnmatch_lines(["*claim S93 (default): the check records no deciding assertion*"])
+    recs = _records(pytester.path / "out" / "claims.json")
+    for setting in ("default", "own-only"):  # an assertion that does not decide is no assertion of the claim
+        assert recs[setting]["verdict"] == "ERROR"
+        assert f"claim S93 ({setting}): the check records no deciding assertion" in recs[setting]["failure"]
+    assert [a["outcome"] for a in recs["own-only"]["assertions"]] == ["PASS"]
+
+
+BAD_INPUTS = """
+import math
+import pytest
+from lmccheck.verdict import Below, Within, reading
+
+SOURCE = reading("a test of the plugin")
+CASES = {
+    "one-seed": lambda m: m.expect("barrier", Below(0.05), [0.01], SOURCE),
+    "nan": lambda m: m.expect("barrier", Below(0.05), [0.01, math.nan, 0.02], SOURCE),
+    "no-source": lambda m: m.expect("barrier", Below(0.05), [0.01, 0.02], None),
+    "zero-delta": lambda m: m.expect("barrier", Within(delta=0.0), [0.01, 0.02], SOURCE),
+    "nan-exact": lambda m: m.expect_exact("barrier", True, math.nan, "= 0", SOURCE),
+}
+
+@pytest.mark.claim("S94")
+@pytest.mark.parametrize("setting", list(CASES))
+def test_s94_bad_input(setting, measure):
+    measure.expect("clear pass", Below(0.05), [0.01, 0.011, 0.012], SOURCE)  # alone, the check would PASS
+    CASES[setting](measure)
+"""
+
+BAD_INPUT_CAUSES = {
+    "one-seed": "1 seed(s); an interval over seeds needs at least 2",
+    "nan": "a measurement is not finite",
+    "no-source": "no source for its threshold",
+    "zero-delta": "an equivalence needs a margin of positive width",
+    "nan-exact": "the measured value is NaN",
+}
+
+
+def test_bad_input_to_an_assertion_is_an_error_naming_claim_and_assertion_never_a_pass(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makepyfile(test_s94=BAD_INPUTS)
+    result = pytester.runpytest("-p", "no:cacheprovider", "--lmc-report", "out")
+    result.assert_outcomes(failed=len(BAD_INPUT_CAUSES))
+    recs = _records(pytester.path / "out" / "claims.json")
+    assert set(recs) == set(BAD_INPUT_CAUSES)
+    for setting, cause in BAD_INPUT_CAUSES.items():
+        rec = recs[setting]
+        assert rec["verdict"] == "ERROR", setting
+        assert f"VerdictInputError: claim S94 ({setting}), barrier: " in rec["failure"], rec["failure"]
+        assert cause in rec["failure"], (setting, rec["failure"])
+        assert [a["name"] for a in rec["assertions"]] == ["clear pass"]  # the bad one is not recorded
+
+
+TEARDOWN_AFTER_INCONCLUSIVE = """
+import pytest
+from lmccheck.verdict import Below, reading
+
+@pytest.fixture
+def breaks_on_teardown():
+    yield
+    raise RuntimeError("teardown exploded")
+
+@pytest.mark.claim("S92")
+def test_s92_unsure(measure, breaks_on_teardown):
+    measure.expect("barrier", Below(0.05), [0.02, 0.04, 0.06], reading("a test of the plugin"))
+"""
+
+
+def test_a_teardown_error_after_an_inconclusive_check_is_an_error(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_s92=TEARDOWN_AFTER_INCONCLUSIVE)
+    result = pytester.runpytest("-p", "no:cacheprovider", "--lmc-report", "out")
+    assert result.parseoutcomes() == {"inconclusive": 1, "errors": 1}
+    rec = _records(pytester.path / "out" / "claims.json")["default"]
+    assert rec["verdict"] == "ERROR" and "teardown exploded" in rec["failure"]
+
+
+# --------------------------------------------------------------------------- --lmc-compare
+COMPARED = """
+import json, os
+import pytest
+from lmccheck.verdict import Below, reading
+
+@pytest.mark.claim("S91")
+@pytest.mark.parametrize("setting", ["a", "b", "c", "d", "e"])
+def test_s91_barrier(setting, measure):
+    values = json.loads(os.environ["S91_VALUES"])[setting]
+    measure.expect("barrier", Below(0.05), values, reading("a test of the plugin"))
+"""
+
+#: each setting's three seeds in the earlier run and in this one
+BEFORE = {"a": [0.01, 0.02, 0.03], "b": [0.010, 0.011, 0.012], "c": [0.010, 0.011, 0.012],
+          "d": [0.07, 0.08, 0.09], "e": [0.010, 0.011, 0.012]}
+AFTER = {"a": [0.07, 0.08, 0.09],  # PASS -> FAIL: loud
+         "b": [0.02, 0.04, 0.06],  # PASS -> INCONCLUSIVE: a note (its estimate moved too)
+         "c": [0.020, 0.021, 0.022],  # PASS both times, but 0.021 lies outside [0.0085, 0.0135]
+         "d": [0.01, 0.02, 0.03],  # FAIL -> PASS (a known finding that passes now): loud
+         "e": [0.0105, 0.0115, 0.0125]}  # PASS both times, within each other's interval: not listed
+
+
+def test_lmc_compare_flags_flips_loudly_moves_to_inconclusive_as_notes_and_moved_estimates(
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pytester.makepyfile(test_s91=COMPARED)
+    args = ("-p", "no:cacheprovider")
+    monkeypatch.setenv("S91_VALUES", json.dumps(BEFORE))
+    pytester.runpytest(*args, "--lmc-report", "old").assert_outcomes(passed=4, failed=1)
+    monkeypatch.setenv("S91_VALUES", json.dumps(AFTER))
+    result = pytester.runpytest(*args, "--lmc-report", "new", "--lmc-compare", "old/claims.json")
+    node = "test_s91.py::test_s91_barrier"
+    expected = [  # the loud ones first; per check, its verdict before its assertions
+        f"!! {node}[[]a[]]: verdict flipped: PASS -> FAIL",
+        f"!! {node}[[]a[]] :: barrier: outcome flipped: PASS -> FAIL",
+        f"!! {node}[[]d[]]: verdict flipped: FAIL -> PASS",
+        f"!! {node}[[]d[]] :: barrier: outcome flipped: FAIL -> PASS",
+        f"-- {node}[[]a[]] :: barrier: estimate moved beyond its interval: 0.02 [[]*[]] (95%) -> 0.08 [[]*[]] (95%)",
+        f"-- {node}[[]b[]]: verdict moved: PASS -> INCONCLUSIVE",
+        f"-- {node}[[]b[]] :: barrier: outcome moved: PASS -> INCONCLUSIVE",
+        f"-- {node}[[]b[]] :: barrier: estimate moved beyond its interval: 0.011 [[]*[]] (95%) -> 0.04 [[]*[]] (95%)",
+        f"-- {node}[[]c[]] :: barrier: estimate moved beyond its interval: 0.011 [[]*[]] (95%) -> 0.021 [[]*[]] (95%)",
+        f"-- {node}[[]d[]] :: barrier: estimate moved beyond its interval: 0.08 [[]*[]] (95%) -> 0.02 [[]*[]] (95%)",
+    ]
+    result.stdout.fnmatch_lines([f"*compared with {pytester.path / 'old' / 'claims.json'}*"])
+    lines = result.stdout.lines[_line_index(result.stdout.lines, "compared with "):]
+    flagged = [line for line in lines if line.startswith(("!! ", "-- "))]
+    assert len(flagged) == len(expected), flagged
+    for line, pattern in zip(flagged, expected):
+        assert fnmatch.fnmatch(line, pattern), (line, pattern)
+    assert f"{node}[e]" not in result.stdout.str()
+    result.stdout.fnmatch_lines(["4 PASS <-> FAIL flip(s)"])
+    compare_md = (pytester.path / "new" / "compare.md").read_text()
+    assert compare_md.startswith(f"# lmccheck: this run compared with {pytester.path / 'old' / 'claims.json'}")
+    assert f"- !! {node}[a] :: barrier: outcome flipped: PASS -> FAIL" in compare_md
+    meta = json.loads((pytester.path / "new" / "claims.json").read_text())["meta"]
+    assert meta["compared_with"] == str(pytester.path / "old" / "claims.json")
+    # the report compared with may be the one this run overwrites: it is read first
+    same = pytester.runpytest(*args, "--lmc-report", "old", "--lmc-compare", "old/claims.json")
+    same.stdout.fnmatch_lines([f"!! {node}[[]a[]] :: barrier: outcome flipped: PASS -> FAIL"])
+    again = pytester.runpytest(*args, "--lmc-report", "old", "--lmc-compare", "old/claims.json")
+    again.stdout.fnmatch_lines(["no changes", "0 PASS <-> FAIL flip(s)"])
+    # without a report of its own the run still compares
+    quiet = pytester.runpytest(*args, "--lmc-no-report", "--lmc-compare", "new/claims.json")
+    quiet.stdout.fnmatch_lines(["*compared with *", "no changes", "0 PASS <-> FAIL flip(s)"])
+
+
+@pytest.mark.parametrize(("content", "message"), [(None, "cannot read lmccheck report"),
+                                                  ("{not json", "is not valid JSON"),
+                                                  ('{"records": 3}', "is not an lmccheck report")],
+                         ids=["missing", "corrupt", "wrong-shape"])
+def test_lmc_compare_with_a_missing_or_corrupt_report_is_a_usage_error_at_startup(
+    pytester: pytest.Pytester, content: str | None, message: str
+) -> None:
+    pytester.makepyfile(test_ran="def test_ran(tmp_path_factory):\n    open('ran', 'w').close()\n")
+    if content is not None:
+        (pytester.path / "old.json").write_text(content)
+    result = pytester.runpytest("-p", "no:cacheprovider", "--lmc-compare", "old.json")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    result.stderr.fnmatch_lines([f"*--lmc-compare: *{message}*"])
+    assert str(pytester.path / "old.json") in result.stderr.str()
+    assert not (pytester.path / "ran").exists()  # nothing ran before the error
 
 
 GROUPED = """
@@ -452,20 +759,24 @@ def test_xdist_loadgroup_keeps_a_setting_on_one_worker(pytester: pytest.Pytester
 
 
 # --------------------------------------------------------------------------- claim selection by id
-SELECT_CLAIMS = """
+SELECT_CLAIMS = f"""
 import pytest
+from lmccheck.verdict import reading
 
 @pytest.mark.claim("S1")
 def test_invariance(measure):
     measure.summary = "s1"
+    {RAN}
 
 @pytest.mark.claim("S2")
 def test_symmetry(measure):
     measure.summary = "s2"
+    {RAN}
 
 @pytest.mark.claim("S12")
 def test_fixed_points_s2_in_the_name(measure):
     measure.summary = "s12"
+    {RAN}
 
 def test_no_claim():
     pass
@@ -502,11 +813,12 @@ sys.path.insert(0, {str(ROOT)!r})
 from fixtures.pytest_fixtures import lab, _account_products  # noqa: F401
 """
 
-PROGRESS_CLAIM = """
+PROGRESS_CLAIM = f"""
 import pytest
 from lmccheck.training import TrainConfig
+from lmccheck.verdict import reading
 
-CFG = TrainConfig(arch="mlp", model_kwargs={"width": 8, "depth": 2}, train_subset=256, epochs=1, batch_size=64,
+CFG = TrainConfig(arch="mlp", model_kwargs={{"width": 8, "depth": 2}}, train_subset=256, epochs=1, batch_size=64,
                   checkpoints=(0,), eval_examples=128, init_seed=7, sgd_seed=8)
 
 @pytest.mark.claim("S1")
@@ -514,6 +826,7 @@ CFG = TrainConfig(arch="mlp", model_kwargs={"width": 8, "depth": 2}, train_subse
 def test_tiny(setting, lab, measure):
     run = lab.run(CFG)
     lab.barrier(run, run, time=0.0, n_examples=64, alphas=3)
+    {RAN}
 """
 
 
@@ -552,30 +865,34 @@ def test_progress_lines_under_xdist_carry_the_worker_id(pytester: pytest.Pyteste
 
 
 # --------------------------------------------------------------------------- interrupted runs
-INTERRUPTED_CLAIMS = """
+INTERRUPTED_CLAIMS = f"""
 import os
 import pytest
+from fixtures.recipes import Setting
 from lmccheck import products
 from lmccheck.training import TrainConfig
+from lmccheck.verdict import reading
 
-CFG = TrainConfig(arch="mlp", model_kwargs={"width": 8, "depth": 2}, train_subset=256, epochs=1, batch_size=64,
+CFG = TrainConfig(arch="mlp", model_kwargs={{"width": 8, "depth": 2}}, train_subset=256, epochs=1, batch_size=64,
                   checkpoints=(0,), eval_examples=128, init_seed=7, sgd_seed=8)
 
 @pytest.mark.claim("S1")
-@pytest.mark.parametrize("setting", ["tiny"])
+@pytest.mark.parametrize("setting", [pytest.param(Setting("tiny", CFG), id="tiny")])
 def test_first(setting, lab, measure, monkeypatch):
     run = lab.run(CFG)
     if os.environ.get("INTERRUPT_BUILD"):
         kind = products._KINDS["barrier"]
         def ctrl_c(product, builder):
             raise KeyboardInterrupt
-        monkeypatch.setitem(products._KINDS, "barrier", type(kind)(**{**kind.__dict__, "build": ctrl_c}))
+        monkeypatch.setitem(products._KINDS, "barrier", type(kind)(**{{**kind.__dict__, "build": ctrl_c}}))
     lab.barrier(run, run, time=0.0, n_examples=64, alphas=3)
+    {RAN}
 
 @pytest.mark.claim("S2")
 @pytest.mark.parametrize("setting", ["tiny"])
 def test_second(setting, lab, measure):
     lab.run(CFG)
+    {RAN}
 """
 
 
@@ -600,6 +917,14 @@ def test_an_interrupted_run_reports_what_did_not_run_and_the_next_run_resumes(
     second.stdout.fnmatch_lines(["S1 tiny: building barrier *", "S1 tiny: 1 products built (*), 1 loaded from the store (*)"])
     records = {r["claim"]: r for r in json.loads((pytester.path / "out" / "claims.json").read_text())["records"]}
     assert records["S1"]["verdict"] == records["S2"]["verdict"] == "PASS"
+    # the seeds come from the lab's train events, once per network; the setting's recipe is recorded once
+    for claim in ("S1", "S2"):  # S1 loads the run from the store, S2 finds it in the lab's memory
+        (seeds,) = records[claim]["seeds"]
+        assert {k: v for k, v in seeds.items() if k != "key"} == {"init_seed": 7, "sgd_seed": 8}
+        assert seeds["key"] in records[claim]["fixture_keys"]
+    recipe = records["S1"]["recipe"]
+    assert recipe["name"] == "tiny" and (recipe["recipe"]["init_seed"], recipe["recipe"]["epochs"]) == (7, 1)
+    assert records["S2"]["recipe"] is None  # a plain string setting has no recipe
 
 
 def test_the_terminal_summary_says_where_the_time_went(pytester: pytest.Pytester) -> None:
@@ -685,7 +1010,7 @@ def test_claim_and_setting_are_read_from_a_node_id() -> None:
 XDIST_CLAIMS = PROGRESS_CLAIM.replace("def test_tiny(", "def test_s1_tiny(").replace('@pytest.mark.claim("S1")', """
 @pytest.mark.claim("S2")
 def test_s2_fails_first(measure):
-    assert False, "stop here"
+    measure.expect_exact("stop here", False, 0.0, "fails", reading("a test of the plugin: this check FAILs"))
 
 
 @pytest.mark.xdist_group("tiny")
@@ -749,3 +1074,36 @@ def test_the_plan_adds_the_reference_machine_s_products_only_when_they_hold(tmp_
         "others took about 30 s to build there"]
     with pytest.raises(ValueError, match="has no manifest for 7 seeds"):
         plan_mod.write_reference(store, 7, "cpu", "x", tmp_path / "none.json")
+
+
+# --------------------------------------------------------------------------- --lmc-seed-offset
+SEED_OFFSET = """
+import json
+import pytest
+from fixtures import pair_configs
+from lmccheck.training import TrainConfig
+
+def test_offset(lab, lmc_config, monkeypatch):
+    monkeypatch.setattr(lab, "run", lambda config: config)  # the recipes the lab asks for; nothing is trained
+    pairs = lab.pairs(TrainConfig(arch="mlp"), 2)
+    print("SEEDS", json.dumps({"offset": lab.seed_offset, "config": lmc_config.seed_offset,
+                               "pairs": [[p.a.init_seed, p.b.init_seed] for p in pairs]}))
+"""
+
+
+def test_lmc_seed_offset_reaches_the_lab_and_the_report_and_refuses_negatives(pytester: pytest.Pytester) -> None:
+    pytester.makeconftest(PROGRESS_CONFTEST)
+    pytester.makepyfile(test_offset=SEED_OFFSET)
+    from fixtures.recipes import INIT_SEED_BASE
+
+    for offset, first in ((None, 0), ("5", 5)):
+        args = ("-s", "-p", "no:cacheprovider", "--lmc-no-report") + (("--lmc-seed-offset", offset) if offset else ())
+        result = pytester.runpytest(*args)
+        result.assert_outcomes(passed=1)
+        seen = json.loads(result.outlines[_line_index(result.outlines, "SEEDS ")].split("SEEDS ", 1)[1])
+        base = INIT_SEED_BASE + 2 * first
+        assert seen == {"offset": first, "config": first, "pairs": [[base, base + 1], [base + 2, base + 3]]}
+    for bad in ("-1", "two"):
+        result = pytester.runpytest(f"--lmc-seed-offset={bad}")
+        assert result.ret == pytest.ExitCode.USAGE_ERROR
+        result.stderr.fnmatch_lines([f"*--lmc-seed-offset*expected a whole number >= 0, got {bad!r}*"])

@@ -311,7 +311,10 @@ import pytest
 from fixtures.pytest_fixtures import lab, _account_products
 from lmccheck.kinds import matching_product, train_product
 from lmccheck.products import Ref
+from lmccheck.verdict import reading
 from tiny_recipes import tiny_config
+
+RAN = reading("a test of the product records: the check ran")
 
 @pytest.mark.claim("S97")
 def test_uses_products(lab, measure):
@@ -319,11 +322,13 @@ def test_uses_products(lab, measure):
     # one call builds everything, nested: the runs and the matching inside the barrier's get
     res = lab.barrier(a, b, perm=matching_product("weight", Ref(a), Ref(b)), n_examples=128, alphas=3)
     measure.summary = f"{res.loss_barrier:.3f}"
+    measure.expect_exact("ran", True, 1.0, "ran", RAN)
 
 @pytest.mark.claim("S96")
 def test_reuses_products(lab, measure):
     pair = [lab.run(tiny_config(init_seed=s, sgd_seed=s)) for s in (0, 1)]
     measure.summary = "reused"
+    measure.expect_exact("ran", True, 1.0, "ran", RAN)
 """
 
 
@@ -355,6 +360,11 @@ def test_record_lists_every_key_and_its_build_time(pytester: pytest.Pytester, tm
     assert sorted(kinds[k] for k in recs["S96"]["fixture_keys"]) == ["train", "train"]
     assert recs["S96"]["build_time_s"] == 0 and recs["S96"]["products"]["train"]["memo"] == 2
     assert data["time"]["kinds"]["train"]["built"] == 2
+    # both checks record the seeds of the runs they used, built nested inside the barrier or reused from memory
+    for claim in ("S97", "S96"):
+        seeds = recs[claim]["seeds"]
+        assert sorted((s["init_seed"], s["sgd_seed"]) for s in seeds) == [(0, 0), (1, 1)], (claim, seeds)
+        assert {s["key"] for s in seeds} == {k for k in recs[claim]["fixture_keys"] if kinds[k] == "train"}
 
 
 def test_describe_networks_names_seeds_checkpoints_and_alignment(lab: Lab) -> None:

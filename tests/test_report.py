@@ -190,3 +190,63 @@ def test_format_table_sorted_and_aligned() -> None:
     ]
     # the verdict column starts at the same offset on every row
     assert len({line.index(v) for line, v in zip(body, ["PASS", "FAIL", "PASS"])}) == 1
+
+
+# ------------------------------------------------------------- assertions --
+def _judged(setting: str, verdict: str, values: list[float], **extra: Any) -> dict[str, Any]:
+    """A record with one real assertion (lmccheck.verdict), as the plugin writes it."""
+    from lmccheck import verdict as v
+
+    j = v.judge("barrier", v.Below(0.05), values, v.paper("the barrier is below 5%", "§3"))
+    assert j.outcome == {"XPASS": "PASS"}.get(verdict, verdict)
+    return _record("S3", setting, verdict, assertions=[j.to_dict()], seeds=[{"init_seed": 1000, "sgd_seed": 2000}],
+                   **extra)
+
+
+def test_the_report_lists_each_check_s_assertions_and_the_inconclusive_ones(tmp_path: Path) -> None:
+    recs = [
+        _judged("pass", "PASS", [0.019, 0.02, 0.021]),
+        _judged("unsure", "INCONCLUSIVE", [0.02, 0.04, 0.06], finding_reason="barrier 9% (measured)"),
+        _judged("finding", "FAIL", [0.089, 0.09, 0.091], known_finding=True, reason="barrier 9% (measured)"),
+        _judged("xpass", "XPASS", [0.019, 0.02, 0.021], failure="ClaimFailed: ... now PASSes"),
+        _record("Z1", "c", "SKIP", reason="needs CUDA", summary=""),
+    ]
+    md_path = rp.write_report(recs, tmp_path, {**META, "seed_offset": 5})
+    md = md_path.read_text()
+    assert "- **seed_offset**: 5" in md
+    assert "- **verdicts**: FAIL 1, INCONCLUSIVE 1, PASS 1, SKIP 1, XPASS 1" in md
+    assert "| S3 | unsure | INCONCLUSIVE (known finding not confirmed) | S3 unsure summary |" in md
+    assert "| S3 | finding | **FAIL** (known finding) |" in md and "| S3 | xpass | **XPASS** |" in md
+    assert "| S3 | pass | PASS |" in md
+    failures = md[md.index("## Failures"):md.index("## Skipped")]
+    assert "### S3 / finding: FAIL" in failures and "Known finding: barrier 9% (measured)" in failures
+    assert "### S3 / xpass: XPASS" in failures and "now PASSes" in failures
+    assert "unsure" not in failures  # INCONCLUSIVE is not a failure
+    section = md[md.index("## Assertions"):md.index("## Time")]
+    assert section.count("| Assertion | Bound | Observed | Interval | n | MDE | Outcome | Source |") == 4
+    assert "### S3 / unsure: INCONCLUSIVE" in section and "Z1" not in section  # a record without assertions
+    needed = next(r for r in recs if r["setting"] == "unsure")["assertions"][0]["seeds_needed"]
+    assert (f'| barrier | < 0.05 | 0.04 | [-0.009683, 0.08968] (95%) | 3 (df 2) | 0.0653 | INCONCLUSIVE (needs '
+            f'~{needed} seeds) | paper §3: "the barrier is below 5%" |') in section
+    assert "**INCONCLUSIVE assertions, with the seeds each would need" in section
+    assert f"- S3 unsure: barrier -- about {needed} seeds (--lmc-seeds {needed})" in section
+    records, _ = rp.load_report(tmp_path / "claims.json")
+    by_setting = {r["setting"]: r for r in records}
+    assert by_setting["unsure"]["assertions"] == next(r for r in recs if r["setting"] == "unsure")["assertions"]
+    assert by_setting["pass"]["seeds"] == [{"init_seed": 1000, "sgd_seed": 2000}]
+
+
+def test_a_report_without_assertions_has_no_assertion_section() -> None:
+    md = rp.format_markdown([_record("S1", "a"), _record("S2", "b", "FAIL", failure="boom")], META)
+    assert "## Assertions" not in md and "INCONCLUSIVE" not in md
+
+
+def test_format_table_shows_inconclusive_and_findings_in_the_verdict_column() -> None:
+    recs = [_record("S2", "a", "INCONCLUSIVE"), _record("S2", "b", "FAIL", known_finding=True), _record("S3", "c")]
+    body = rp.format_table(recs).splitlines()[2:]
+    assert [line.split()[:3] for line in body] == [
+        ["S2", "a", "INCONCLUSIVE"], ["S2", "b", "FAIL"], ["S3", "c", "PASS"]]
+    assert "FAIL (finding)" in body[1]
+    assert len({line.index(f"S{n} ") for line, n in zip(body, (2, 2, 3))}) == 1
+    assert len({line.index(v) for line, v in zip(body, ["INCONCLUSIVE", "FAIL", "PASS"])}) == 1
+    assert "INCONCLUSIVE" in rp.VERDICTS

@@ -7,7 +7,7 @@ this runs `cosmic-ray <https://cosmic-ray.readthedocs.io>`_ on
 prints the mutation score and every surviving mutant (file:line, operator and
 diff).  The summary also goes to ``mutation/<module>.txt``.
 
-    make mutation                      # permutation, matching, interpolation, pruning
+    make mutation                      # permutation, matching, interpolation, pruning, verdict
     make mutation MODULE=permutation   # one module
     .venv/bin/python tools/mutation.py permutation --timeout 60
     .venv/bin/python tools/mutation.py permutation --resume   # finish an interrupted run
@@ -69,6 +69,7 @@ TESTS: dict[str, list[str]] = {
     "matching": ["tests/test_matching.py", "tests/test_activation_modules.py"],
     "interpolation": ["tests/test_interpolation.py"],
     "pruning": ["tests/test_pruning.py", "tests/test_masks.py"],
+    "verdict": ["tests/test_verdict.py"],
 }
 
 PYTEST_ARGS = ["-x", "-q", "-p", "no:cacheprovider"]
