@@ -3,41 +3,50 @@
 Sharma et al. §5.1, Fig. 1 (right), Fig. 8 (col. 3): "*From the onset of linear mode
 connectivity onward, we observe that the permutation P_end is able to align the
 other child networks throughout training.*" The onset is "the first time t from
-which pairs of children, on average, have no error barrier between them" (Frankle
-et al.'s instability analysis). Figure: barrier vs spawn time: instability
-(A_t^1 vs A_t^2), aligned children (A_t^1 vs P_end[B_t^1]), unaligned children,
-and the aligned parents (A vs P_end[B]) as a horizontal line.
+which pairs of children, on average, have no error barrier between them" (§5.1,
+after Frankle et al.'s instability analysis), and networks are "linearly
+connected if the error barrier between them is below a threshold, which is
+typically set to the expected Monte Carlo noise of the empirical loss estimator"
+(§2.1). Figure: barrier vs spawn time: instability (A_t^1 vs A_t^2), aligned
+children (A_t^1 vs P_end[B_t^1]), unaligned children, and the aligned parents
+(A vs P_end[B]).
 
 Children: for each pair replicate and spawn time t, two children of A (A_t^1, A_t^2:
 the instability pair) and one of B (B_t^1), each with its own recorded SGD seed
-and momentum reset at the spawn (Frankle et al.). Asserted on the test error
-barrier, the quantity of the paper's statement ("error barrier between the child
-networks"); loss barriers are recorded. Fig. 8's third column, A vs
-P_end[B_t^1], is measured and asserted with the same rule.
+and momentum reset at the spawn (Frankle et al.).
+
+Asserted (test error barrier, the quantity of the paper's statement; loss barriers
+are recorded): from the onset on, at every spawn time, the aligned children's
+barrier exceeds the aligned parents' by at most delta (paired per seed: a TOST with
+one infinite side, the seed spread pooled over the spawn times, the test-set noise
+of both barriers added). delta is lmccheck's reading (:data:`SAME_ALIGNMENT_RATIO`).
+Recorded, not deciding: the onset premise per spawn time, Fig. 8 col. 3's A vs
+P_end[B_t^1] under the same rule, and "aligned children below unaligned children".
+
+At CPU scale the MLP is stable at initialization (onset at 0), so the "before the
+onset" side of the statement is not exercised there: recorded as ``onset_resolved``.
 """
 
 from __future__ import annotations
+
+from typing import Any
 
 import pytest
 
 from fixtures import Lab
 from fixtures.recipes import Setting
+from lmccheck.interpolation import BarrierResult
 from lmccheck.report import line_panel, pct
+from lmccheck.verdict import Above, Within, paper, reading
 
-from .rules import MC_NOISE_STDERRS, connected_threshold, mean_std
-from .settings import describe, params
+from .rules import connected_threshold, contrast_noise, error_barrier_se, mean_std, seed_halfwidths, seed_means
+from .settings import params
 
 METHODS = ("weight", "activation")
+SHORT = {"weight": "WM", "activation": "AM"}
 #: spawn times at CPU scale (epochs of the 5-epoch recipe): around the onset, which the MLP reaches early;
 #: GPU settings spawn at every checkpoint before the end (Fig. 8's log axis)
 CPU_SPAWN_TIMES = (0.0, 1.0, 2.0)
-#: "P_end is able to align the other child networks": at every spawn time from the onset on, the mean
-#: aligned-children error barrier exceeds the aligned parents' by at most MC noise plus
-#: MC_NOISE_STDERRS standard errors of the seed-to-seed spread of that difference
-#: "far below the unaligned one" (issue wording; the number is S3's, §5.1 on Fig. 1 left: "from around 70% ...
-#: to 3-8%"): aligned children at most 8/70 of the unaligned children, plus MC noise, where the unaligned
-#: children are not already connected
-FAR_BELOW_RATIO = 8 / 70
 #: replicates at CPU scale: children are the most expensive products of the CPU tier (3 per spawn time and
 #: seed), so S4 runs 2 seeds there, recorded as such; GPU settings use --lmc-seeds
 CPU_SEEDS = 2
@@ -45,6 +54,32 @@ CPU_SEEDS = 2
 PAPER_SEEDS = 5
 #: SGD seeds of the children: replicate r's children A^1, A^2, B^1 use these plus 3r, 3r + 1, 3r + 2
 CHILD_SGD_SEED_BASE = 3000
+#: delta of "P_end is able to align the children": the aligned children's error barrier may exceed the aligned
+#: parents' by at most this fraction of the unaligned children's barrier. The paper gives no number; it counts
+#: aligned error barriers anywhere from 3% to 8% as the same success ("drops from around 70% ... to 3-8% at any
+#: time t in training", §5.1 on Fig. 1 left), i.e. it does not tell apart aligned barriers that differ by 5/70
+#: of the converged unaligned barrier. The unaligned children at the same spawn time are converged networks of
+#: different initializations, the denominator of that ratio.
+SAME_ALIGNMENT_RATIO = 5 / 70
+CLAIM_QUOTE = ("From the onset of linear mode connectivity onward, we observe that the permutation P_end is able "
+               "to align the other child networks throughout training")
+DELTA_SOURCE = reading(
+    "the paper gives no number for 'able to align'. It counts aligned error barriers from 3% to 8% as the same "
+    "success ('drops from around 70% ... to 3-8% at any time t in training', §5.1, Fig. 1 left), so differences "
+    "up to 5/70 of the converged unaligned barrier (here: the unaligned children's at the spawn time, smallest "
+    "seed mean over the asserted spawn times) are not told apart by the paper. One-sided: a barrier below the "
+    "parents' would only strengthen the claim."
+)
+ONSET_SOURCE = reading(
+    "the onset is 'the first time t from which pairs of children, on average, have no error barrier between "
+    "them' (§5.1), and 'linearly connected' means an error barrier 'below ... the expected Monte Carlo noise of "
+    "the empirical loss estimator' (§2.1). lmccheck computes that noise as 2 binomial standard errors of the "
+    "worse endpoint's test error on the n examples (rules.connected_threshold). The threshold is itself the "
+    "noise allowance, so the seed mean is judged against it with the spread over seeds only; the onset uses "
+    "the seed means, as the paper's 'on average' says"
+)
+ORDER_SOURCE = paper("the permutation P_end is able to align the other child networks (Fig. 1 right: aligned "
+                     "children against unaligned children)", "§5.1, Fig. 1 right")
 
 
 @pytest.mark.claim("S4")
@@ -54,131 +89,163 @@ CHILD_SGD_SEED_BASE = 3000
     group="children",  # a third of the CPU tier's training: beside the setting's other checks under xdist
 ))
 def test_s4_end_permutation_aligns_children_after_onset(setting: Setting, lab: Lab, n_seeds: int, measure) -> None:
-    """From the onset of LMC on, barrier(A_t^1, P_end[B_t^1]) and barrier(A, P_end[B_t^1]) stay close to
-    barrier(A, P_end[B]) (mean over seeds), and the aligned children stay far below the unaligned ones (every
-    seed); WM and AM."""
-    cfg = setting.config
-    n = setting.eval_examples
+    """From the onset of LMC on, at every spawn time t, for WM and AM: the seed mean of
+    error_barrier(A_t^1, P_end[B_t^1]) - error_barrier(A, P_end[B]) is at most delta = 5/70 of the unaligned
+    children's barrier (TOST, 90% interval, paired per seed, pooled over the spawn times, test-set noise added)."""
     seeds = n_seeds if setting.gpu else min(n_seeds, CPU_SEEDS)
-    pairs = lab.pairs(cfg, seeds)
-    end = cfg.epochs
+    pairs = lab.pairs(setting.config, seeds)
+    end = setting.config.epochs
     spawn_times = [t for t in pairs[0].a.times if t < end] if setting.gpu else list(CPU_SPAWN_TIMES)
-    # per seed, per spawn time: (error, loss) barriers
-    inst: list[list[tuple[float, float]]] = []
-    unal: list[list[tuple[float, float]]] = []
-    aligned: dict[str, list[list[tuple[float, float]]]] = {m: [] for m in METHODS}
-    parent_child: dict[str, list[list[tuple[float, float]]]] = {m: [] for m in METHODS}  # A vs P_end[B_t^1]
-    parents: dict[str, list[tuple[float, float]]] = {m: [] for m in METHODS}
+    data = _collect(setting, lab, pairs, spawn_times)
+    labels = [f"t={t:g}" for t in spawn_times]
+    err, se = data["error"], data["error_se"]
+    n_pairs = len(pairs)
+
+    # the onset premise: per spawn time, the instability's seed mean against the Monte Carlo noise
+    thr = data["connected_threshold"]
+    measure.expect(
+        "premise: children A_t^1, A_t^2 have no error barrier on average (per spawn time; the onset is the first "
+        "from which every later seed mean is below the Monte Carlo noise)",
+        Within(upper=thr), {lb: err["instability"][i] for i, lb in enumerate(labels)}, ONSET_SOURCE, over="every",
+        decides=False, note="a premise that selects the spawn times, not the claim: its overall outcome is not S4's",
+    )
+    inst_mean = seed_means(_rows(err["instability"]))
+    onset = next((i for i in range(len(spawn_times)) if all(x <= thr for x in inst_mean[i:])), None)
+    asserted = range(onset if onset is not None else 0, len(spawn_times))
+    unaligned_mean = seed_means(_rows(err["unaligned"]))
+    delta = SAME_ALIGNMENT_RATIO * min(unaligned_mean[i] for i in asserted)
+
+    def vs_parents(series: str, m: str) -> tuple[dict[str, list[float]], dict[str, float]]:
+        contrast = {labels[i]: [err[series][m][i][s] - err["parents"][m][s] for s in range(n_pairs)] for i in asserted}
+        noise = {labels[i]: contrast_noise([se[series][m][i][s] for s in range(n_pairs)], se["parents"][m])
+                 for i in asserted}
+        return contrast, noise
+
+    decides = onset is not None
+    premise_note = "" if decides else "no onset of LMC among the spawn times: recorded, not deciding"
+    for m in METHODS:
+        contrast, noise = vs_parents("aligned", m)
+        measure.expect(
+            f"{SHORT[m]}: from the onset on, aligned children A_t^1 vs P_end[B_t^1] are aligned as well as the "
+            "parents A vs P_end[B] (barrier excess <= delta at every spawn time)",
+            Within(upper=delta), contrast, DELTA_SOURCE, over="every", noise=noise, pool=True, decides=decides,
+            note=f'"{CLAIM_QUOTE}" (§5.1, Fig. 1 right). {premise_note}'.strip(),
+        )
+    for m in METHODS:
+        contrast, noise = vs_parents("parent_child", m)
+        measure.expect(
+            f"{SHORT[m]}: from the onset on, A vs P_end[B_t^1] is aligned as well as the parents (Fig. 8 col. 3)",
+            Within(upper=delta), contrast, DELTA_SOURCE, over="every", noise=noise, pool=True, decides=False,
+            note="lmccheck's own: Fig. 8 col. 3 plots this comparison; the paper's sentence is about the children",
+        )
+        measure.expect(
+            f"{SHORT[m]}: from the onset on, aligned children lie below the unaligned children",
+            Above(0.0), {labels[i]: [err["unaligned"][i][s] - err["aligned"][m][i][s] for s in range(n_pairs)]
+                         for i in asserted},
+            ORDER_SOURCE, over="every", pool=True, decides=False,
+            noise={labels[i]: contrast_noise(se["unaligned"][i], se["aligned"][m][i]) for i in asserted},
+            note="lmccheck's own: implied by 'align' and shown by Fig. 1 right, not a separate statement",
+        )
+    if onset is None:
+        _render(setting, measure, data, spawn_times, onset, delta, n_seeds)
+        pytest.skip(f"S4's premise is not met: no onset of LMC among the spawn times {spawn_times} (mean instability "
+                    + ", ".join(pct(x) for x in inst_mean) + f" vs Monte Carlo noise {pct(thr)})")
+    _render(setting, measure, data, spawn_times, onset, delta, n_seeds)
+
+
+def _rows(per_time: list[list[float]]) -> list[list[float]]:
+    """``[time][seed]`` -> ``[seed][time]`` (the layout of :func:`seed_means`)."""
+    return [list(r) for r in zip(*per_time)]
+
+
+def _collect(setting: Setting, lab: Lab, pairs: list, spawn_times: list[float]) -> dict[str, Any]:
+    """Error and loss barriers (and the error barrier's test-set noise): ``[time][seed]`` for the children
+    series, ``[seed]`` for the parents; the largest Monte Carlo noise threshold of every barrier; the seeds."""
+    n = setting.eval_examples
+    k = len(spawn_times)
+
+    def empty() -> dict[str, Any]:
+        return {"instability": [[] for _ in range(k)], "unaligned": [[] for _ in range(k)],
+                "aligned": {m: [[] for _ in range(k)] for m in METHODS},
+                "parent_child": {m: [[] for _ in range(k)] for m in METHODS},  # A vs P_end[B_t^1]
+                "parents": {m: [] for m in METHODS}}
+
+    out: dict[str, Any] = {"error": empty(), "loss": empty(), "error_se": empty()}
     thresholds: list[float] = []
+
+    def put(path: tuple, res: BarrierResult) -> None:
+        for key, value in (("error", res.error_barrier), ("loss", res.loss_barrier), ("error_se", error_barrier_se(res))):
+            node = out[key]
+            for p in path:
+                node = node[p]
+            node.append(value)
+        thresholds.append(connected_threshold(max(res.error_endpoints), res.n_examples))
+
     for pair in pairs:
         r = pair.replicate
         p_end = {m: lab.match(m, pair.a, pair.b) for m in METHODS}
         for m in METHODS:
-            res = lab.barrier(pair.a, pair.b, perm=p_end[m], n_examples=n)
-            parents[m].append((res.error_barrier, res.loss_barrier))
-            thresholds.append(connected_threshold(max(res.error_endpoints), res.n_examples))
-        row_i, row_u = [], []
-        rows_a: dict[str, list[tuple[float, float]]] = {m: [] for m in METHODS}
-        rows_pc: dict[str, list[tuple[float, float]]] = {m: [] for m in METHODS}
-        child_seeds = {"A1": CHILD_SGD_SEED_BASE + 3 * r, "A2": CHILD_SGD_SEED_BASE + 3 * r + 1,
-                       "B1": CHILD_SGD_SEED_BASE + 3 * r + 2}
-        for t in spawn_times:
-            a1, a2 = lab.child(pair.a, t, child_seeds["A1"]), lab.child(pair.a, t, child_seeds["A2"])
-            b1 = lab.child(pair.b, t, child_seeds["B1"])
-            res_i, res_u = lab.barrier(a1, a2, n_examples=n), lab.barrier(a1, b1, n_examples=n)
-            row_i.append((res_i.error_barrier, res_i.loss_barrier))
-            row_u.append((res_u.error_barrier, res_u.loss_barrier))
-            thresholds += [connected_threshold(max(x.error_endpoints), x.n_examples) for x in (res_i, res_u)]
+            put(("parents", m), lab.barrier(pair.a, pair.b, perm=p_end[m], n_examples=n))
+        child_seeds = (CHILD_SGD_SEED_BASE + 3 * r, CHILD_SGD_SEED_BASE + 3 * r + 1, CHILD_SGD_SEED_BASE + 3 * r + 2)
+        for i, t in enumerate(spawn_times):
+            a1, a2 = lab.child(pair.a, t, child_seeds[0]), lab.child(pair.a, t, child_seeds[1])
+            b1 = lab.child(pair.b, t, child_seeds[2])
+            put(("instability", i), lab.barrier(a1, a2, n_examples=n))
+            put(("unaligned", i), lab.barrier(a1, b1, n_examples=n))
             for m in METHODS:
-                res_a = lab.barrier(a1, b1, perm=p_end[m], n_examples=n)
-                res_pc = lab.barrier(pair.a, b1, perm=p_end[m], n_examples=n)
-                rows_a[m].append((res_a.error_barrier, res_a.loss_barrier))
-                rows_pc[m].append((res_pc.error_barrier, res_pc.loss_barrier))
-        inst.append(row_i)
-        unal.append(row_u)
-        for m in METHODS:
-            aligned[m].append(rows_a[m])
-            parent_child[m].append(rows_pc[m])
-        measure.seeds.append({**pair.seeds, **{f"sgd_seed_child_{k}": v for k, v in child_seeds.items()}})
+                put(("aligned", m, i), lab.barrier(a1, b1, perm=p_end[m], n_examples=n))
+                put(("parent_child", m, i), lab.barrier(pair.a, b1, perm=p_end[m], n_examples=n))
+    out["connected_threshold"] = max(thresholds)
+    return out
 
-    thr = max(thresholds)
+
+def _render(setting: Setting, measure, data: dict[str, Any], spawn_times: list[float], onset: int | None,
+            delta: float, n_seeds: int) -> None:
+    """Values, the figure (seed means with 95% t intervals over seeds) and the summary line."""
+    err = data["error"]
+    n_pairs = len(err["parents"]["weight"])
     k = len(spawn_times)
-    inst_mean = [mean_std([row[i][0] for row in inst])[0] for i in range(k)]
-    # the onset: the first spawn time from which the mean instability stays within MC noise
-    onset_idx = next((i for i in range(k) if all(inst_mean[j] <= thr for j in range(i, k))), None)
-    failures = []
-    if onset_idx is None:
-        failures.append(f"no onset of LMC among the spawn times {spawn_times}: mean instability "
-                        + ", ".join(pct(x) for x in inst_mean) + f" (threshold {pct(thr)})")
-    else:
-        for m in METHODS:
-            for series, what in ((aligned[m], "aligned children"), (parent_child[m], "A vs P_end[B_t^1]")):
-                for i in range(onset_idx, k):
-                    diffs = [series[s][i][0] - parents[m][s][0] for s in range(len(pairs))]
-                    mean_d, std_d = mean_std(diffs)
-                    allowed = thr + MC_NOISE_STDERRS * std_d / len(diffs) ** 0.5
-                    if not mean_d <= allowed:
-                        failures.append(f"{m}, t={spawn_times[i]:g}: {what} exceed the aligned parents by "
-                                        f"{pct(mean_d)} on average (allowed {pct(allowed)})")
-            for seed in range(len(pairs)):
-                for i in range(onset_idx, k):
-                    child, naive = aligned[m][seed][i][0], unal[seed][i][0]
-                    if naive > thr and not child <= FAR_BELOW_RATIO * naive + thr:
-                        failures.append(f"{m}, seed {seed}, t={spawn_times[i]:g}: aligned children {pct(child)} not "
-                                        f"far below unaligned {pct(naive)}")
-
-    def means(rows: list[list[tuple[float, float]]], which: int) -> tuple[list[float], list[float]]:
-        ms = [mean_std([row[i][which] for row in rows]) for i in range(k)]
-        return [a for a, _ in ms], [b for _, b in ms]
-
     measure.values.update({
-        "setting": describe(setting),
-        "seeds_used": len(pairs),
-        "seeds_note": (
-            f"{len(pairs)} of {n_seeds} requested seeds (CPU scale: children dominate the CPU budget)"
-            if not setting.gpu and len(pairs) < n_seeds else None
-        ) or (f"{len(pairs)} seeds, fewer than the paper's {PAPER_SEEDS}" if len(pairs) < PAPER_SEEDS else None),
+        "seeds_used": n_pairs,
+        "seeds_note": (f"{n_pairs} of {n_seeds} requested seeds (CPU scale: children dominate the CPU budget)"
+                       if not setting.gpu and n_pairs < n_seeds else None)
+        or (f"{n_pairs} seeds, fewer than the paper's {PAPER_SEEDS}" if n_pairs < PAPER_SEEDS else None),
         "spawn_times_epochs": spawn_times,
-        "onset_epoch": None if onset_idx is None else spawn_times[onset_idx],
-        "onset_resolved": onset_idx is not None and onset_idx > 0,
-        "spawn_times_asserted": 0 if onset_idx is None else k - onset_idx,
-        "connected_threshold": thr,
-        "error_barrier": {
-            "instability": means(inst, 0), "unaligned_children": means(unal, 0),
-            **{f"aligned_children_{m}": means(aligned[m], 0) for m in METHODS},
-            **{f"aligned_parents_{m}": mean_std([p[0] for p in parents[m]]) for m in METHODS},
-        },
-        "loss_barrier": {
-            "instability": means(inst, 1), "unaligned_children": means(unal, 1),
-            **{f"aligned_children_{m}": means(aligned[m], 1) for m in METHODS},
-            **{f"aligned_parents_{m}": mean_std([p[1] for p in parents[m]]) for m in METHODS},
-        },
-        "parent_vs_aligned_child_B": {m: means(parent_child[m], 0) for m in METHODS},
-        "per_seed": {"instability": inst, "unaligned": unal, "aligned": aligned, "parent_child": parent_child,
-                     "parents": parents},
-        "failures": failures,
+        "onset_epoch": None if onset is None else spawn_times[onset],
+        "onset_resolved": onset is not None and onset > 0,
+        "before_onset_note": (None if onset is not None and onset > 0 else
+                              "the onset is at the first spawn time: the 'before the onset' side is not exercised"),
+        "spawn_times_asserted": 0 if onset is None else k - onset,
+        "connected_threshold": data["connected_threshold"],
+        "delta": delta,
+        "per_seed": {key: data[key] for key in ("error", "loss", "error_se")},
     })
-    measure.thresholds.update({"mc_noise_stderrs": MC_NOISE_STDERRS, "far_below_ratio": FAR_BELOW_RATIO})
+    measure.thresholds.update({"same_alignment_ratio": SAME_ALIGNMENT_RATIO, "delta": delta,
+                               "connected_threshold": data["connected_threshold"]})
     panels = []
-    for which, name in ((0, "error"), (1, "loss")):
-        series = {"instability A_t^1 vs A_t^2": (spawn_times, means(inst, which)[0]),
-                  "unaligned children": (spawn_times, means(unal, which)[0])}
-        series.update({f"aligned children ({m[0].upper()}M)": (spawn_times, means(aligned[m], which)[0])
-                       for m in METHODS})
-        series["A vs P_end[B_t^1] (WM)"] = (spawn_times, means(parent_child["weight"], which)[0])
+    for which in ("error", "loss"):
+        d = data[which]
+        rows = {"instability A_t^1 vs A_t^2": _rows(d["instability"]), "unaligned children": _rows(d["unaligned"])}
+        rows.update({f"aligned children ({SHORT[m]})": _rows(d["aligned"][m]) for m in METHODS})
+        rows["A vs P_end[B_t^1] (WM)"] = _rows(d["parent_child"]["weight"])
+        rows.update({f"aligned parents ({SHORT[m]})": [[x] * k for x in d["parents"][m]] for m in METHODS})
         panels.append(line_panel(
-            series, title=f"test {name} barrier", xlabel="spawn time t (epochs)", ylabel=f"test {name} barrier",
-            styles={"instability A_t^1 vs A_t^2": "dashdot", "unaligned children": "dotted"},
-            hlines={f"aligned parents ({m[0].upper()}M)": mean_std([p[which] for p in parents[m]])[0] for m in METHODS},
+            {label: (spawn_times, seed_means(r)) for label, r in rows.items()},
+            yerr={label: seed_halfwidths(r) for label, r in rows.items()},
+            title=f"test {which} barrier (mean, 95% t interval over {n_pairs} seeds)", xlabel="spawn time t (epochs)",
+            ylabel=f"test {which} barrier",
+            styles={"instability A_t^1 vs A_t^2": "dashdot", "unaligned children": "dotted",
+                    **{f"aligned parents ({SHORT[m]})": "dashed" for m in METHODS}},
         ))
     measure.figure("children_vs_spawn_time", title=f"S4 {setting.name}: children aligned by the parents' P_end",
                    panels=panels)
     last = k - 1
+    aligned = {m: seed_means(_rows(err["aligned"][m]))[last] for m in METHODS}
+    parents = {m: mean_std(err["parents"][m])[0] for m in METHODS}
     measure.summary = (
-        f"onset {'none' if onset_idx is None else f'{spawn_times[onset_idx]:g} ep'}; at t={spawn_times[last]:g}: "
-        f"aligned children {pct(means(aligned['weight'], 0)[0][last])} (WM), "
-        f"{pct(means(aligned['activation'], 0)[0][last])} (AM) vs parents "
-        f"{pct(mean_std([p[0] for p in parents['weight']])[0])} (WM), unaligned {pct(means(unal, 0)[0][last])}; "
-        f"{len(pairs)} seeds; {0 if onset_idx is None else k - onset_idx} spawn times asserted"
+        f"onset {'none' if onset is None else f'{spawn_times[onset]:g} ep'}; at t={spawn_times[last]:g}: aligned "
+        f"children {pct(aligned['weight'])} (WM), {pct(aligned['activation'])} (AM) vs parents "
+        f"{pct(parents['weight'])} (WM), {pct(parents['activation'])} (AM), unaligned "
+        f"{pct(seed_means(_rows(err['unaligned']))[last])}; delta {pct(delta)}; {n_pairs} seeds; "
+        f"{0 if onset is None else k - onset} spawn times asserted"
     )
-    assert not failures, f"{len(failures)} failures: " + "; ".join(failures[:6])

@@ -644,6 +644,12 @@ class Measurement:
         return self._wrap(name, _verdict.judge, name, rule, contrast, source, over=over,  # type: ignore[arg-type]
                           noise=noise, pool=pool, decides=decides, note=note)
 
+    def expect_slope(self, name: str, rule: _verdict.Rule, x: Any, y: Any, source: _verdict.Source, *,
+                     noise: Any = None, decides: bool = True, note: str = "") -> _verdict.Judgement:
+        """Assert ``rule`` of the least-squares slope of replicates ``y[i]`` on ``x[i]``
+        (:func:`lmccheck.verdict.slope`)."""
+        return self._wrap(name, _verdict.slope, name, rule, x, y, source, noise=noise, decides=decides, note=note)
+
     def expect_share(self, name: str, successes: int, trials: int, source: _verdict.Source, *, above: float = 0.5,
                      decides: bool = True, note: str = "") -> _verdict.Judgement:
         """Assert that a share of cases exceeds ``above`` ("most"), with an exact binomial interval."""

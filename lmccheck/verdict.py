@@ -473,6 +473,32 @@ class Negligible(Rule):
         return None  # inside the zone: more seeds would not decide it
 
 
+@dataclass(frozen=True)
+class Substantial(Rule):
+    """The mirror of :class:`Negligible`, for "clearly larger", "fails to", "much higher" where the paper gives no
+    number: PASS when the 95% interval lies above ``clearly``, FAIL when it lies below ``clearly_not``,
+    INCONCLUSIVE between."""
+
+    clearly: float = 0.0
+    clearly_not: float = 0.0
+
+    def check(self, name: str) -> None:
+        Negligible(self.clearly_not, self.clearly).check(name)
+
+    def describe(self) -> str:
+        return f"> {self.clearly:g} (clearly); < {self.clearly_not:g} (clearly not)"
+
+    def p_values(self, est: Estimate) -> tuple[float, float]:
+        return est.p_greater(self.clearly), est.p_less(self.clearly_not)
+
+    def gap(self, mean: float) -> float | None:
+        if mean > self.clearly:
+            return mean - self.clearly
+        if mean < self.clearly_not:
+            return self.clearly_not - mean
+        return None  # inside the zone: more seeds would not decide it
+
+
 def judge(
     name: str,
     rule: Rule,
@@ -538,6 +564,54 @@ def judge(
         name=name, rule=type(rule).__name__, bound=rule.describe(), outcome=outcome, observed=observed,
         interval=interval, level=level, n=n, df=None if math.isinf(df) else df, mde=effect, seeds_needed=needed,
         source=source, over=over, points=results if len(results) > 1 or over else [], decides=decides, note=note,
+    )
+
+
+def slope(
+    name: str,
+    rule: Rule,
+    x: Sequence[float],
+    y: Sequence[Sequence[float]],
+    source: Source,
+    *,
+    noise: Sequence[float] | None = None,
+    decides: bool = True,
+    note: str = "",
+) -> Judgement:
+    """Judge the least-squares slope of ``y`` on ``x`` with ``rule`` ("falls with width", "grows with k").
+
+    ``x`` has one value per group (a width, a depth) and ``y[i]`` the replicates measured at ``x[i]`` (their
+    number may differ between groups). The slope's interval is Student t with df = replicates - 2 (the fit's
+    residual spread), plus the test-set noise of the slope when ``noise[i]`` gives the standard error of one
+    measurement at ``x[i]``: a group's replicates share their evaluation examples, so its noise is taken as one
+    draw per group, independent between groups."""
+    if not isinstance(source, Source):
+        raise VerdictInputError(f"assertion {name!r}: no source for its threshold")
+    rule.check(name)
+    if len(x) != len(y):
+        raise VerdictInputError(f"assertion {name!r}: {len(x)} x values for {len(y)} groups of replicates")
+    xs = [float(xi) for xi, ys in zip(x, y) for _ in ys]
+    ys = [float(v) for row in y for v in row]
+    n = len(ys)
+    if n < 3 or len(set(xs)) < 2 or not all(math.isfinite(v) for v in ys + xs):
+        raise VerdictInputError(f"assertion {name!r}: a slope needs >= 3 finite values at >= 2 distinct x, got "
+                                f"{ys} at {xs}")
+    fit = stats.linregress(xs, ys)
+    x_bar = sum(xs) / n
+    sxx = sum((xi - x_bar) ** 2 for xi in xs)
+    # the slope is sum_i c_i y_i with c_i = (x_i - x_bar) / sxx; a group's replicates share one test-set error
+    nz = [0.0] * len(y) if noise is None else [_noise(name, f"x={xi:g}", v) for xi, v in zip(x, noise)]
+    slope_noise = math.sqrt(sum((len(row) * (float(xi) - x_bar) / sxx * e) ** 2 for xi, row, e in zip(x, y, nz)))
+    var_fit, df_fit = float(fit.stderr) ** 2, float(n - 2)
+    est = Estimate("slope", n, float(fit.slope), math.sqrt(var_fit + slope_noise**2),
+                   _welch_df(var_fit, df_fit, slope_noise), math.sqrt(var_fit * n), slope_noise)
+    r = rule.judge_point(est)
+    return Judgement(
+        name=name, rule=type(rule).__name__, bound=rule.describe(), outcome=r.outcome, observed=r.mean,
+        interval=r.interval, level=1 - 2 * rule.alpha, n=r.n, df=None if math.isinf(r.df) else r.df, mde=r.mde,
+        seeds_needed=r.seeds_needed, source=source, decides=decides,
+        note=(note + " " if note else "") + f"least-squares slope over {n} replicates at {len(y)} x values "
+        f"(df {n - 2}); 'seeds needed' counts replicates in all",
     )
 
 

@@ -234,3 +234,37 @@ def test_a_judgement_is_recorded_as_data() -> None:
     lo, hi = d["interval"]
     assert lo < d["observed"] < hi < 0.08
     assert d["points"][0]["test_noise"] == 0.001 and d["mde"] > 0
+
+
+def test_substantial_is_the_mirror_of_negligible() -> None:
+    rule = v.Substantial(clearly=0.05, clearly_not=0.02)
+    assert v.judge("large", rule, [0.2, 0.21, 0.19], SRC).outcome == v.PASS
+    assert v.judge("small", rule, [0.001, 0.002, 0.0015], SRC).outcome == v.FAIL
+    between = v.judge("between", rule, [0.03, 0.031, 0.029], SRC)
+    assert between.outcome == v.INCONCLUSIVE and between.seeds_needed is None
+    with pytest.raises(v.VerdictInputError, match="clearly <= clearly_not"):
+        v.judge("reversed", v.Substantial(clearly=0.01, clearly_not=0.05), [0.1, 0.1], SRC)
+
+
+def test_a_slope_against_scipys_regression_and_its_noise() -> None:
+    from scipy import stats
+
+    x = [6.0, 7.0, 8.0, 9.0]
+    y = [[0.05, 0.06, 0.055], [0.04, 0.045], [0.03, 0.035], [0.02, 0.022]]
+    judged = v.slope("falls", v.Below(0.0), x, y, SRC)
+    xs = [xi for xi, row in zip(x, y) for _ in row]
+    fit = stats.linregress(xs, [u for row in y for u in row])
+    q = stats.t.ppf(0.975, len(xs) - 2)
+    assert judged.observed == pytest.approx(fit.slope)
+    assert judged.interval == pytest.approx((fit.slope - q * fit.stderr, fit.slope + q * fit.stderr))
+    assert judged.outcome == v.PASS and judged.df == len(xs) - 2
+    # one test-set error per group: the slope's noise is sum_i n_i c_i e with c_i = (x_i - x_bar) / sxx
+    noisy = v.slope("falls, noisy", v.Below(0.0), x, y, SRC, noise=[0.05] * 4)
+    x_bar = sum(xs) / len(xs)
+    sxx = sum((xi - x_bar) ** 2 for xi in xs)
+    expected = math.sqrt(sum((len(row) * (xi - x_bar) / sxx * 0.05) ** 2 for xi, row in zip(x, y)))
+    assert noisy.points == [] and noisy.interval[1] - noisy.observed == pytest.approx(
+        stats.t.ppf(0.975, noisy.df) * math.sqrt(fit.stderr**2 + expected**2))
+    assert noisy.outcome == v.INCONCLUSIVE
+    with pytest.raises(v.VerdictInputError, match="'flat'.*distinct x"):
+        v.slope("flat", v.Below(0.0), [1.0, 1.0], [[0.1, 0.2], [0.3]], SRC)
