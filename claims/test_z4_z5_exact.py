@@ -4,7 +4,8 @@ Z4 (§4, Lemma 1; proof in App. A.1): "Suppose two modes theta_A, theta_B satisf
 max{Err_D(theta_A), Err_D(theta_B)} <= eps, then we have for all alpha in [0, 1], Err_D(alpha theta_A + (1 - alpha)
 theta_B) <= 2 eps", through the proof's step "Err_D(alpha f(theta_A) + (1 - alpha) f(theta_B)) <= Err_D(theta_A) +
 Err_D(theta_B)". On the output layer LLFC says the interpolated network's logits are ``c (alpha f(A) + (1 - alpha)
-f(B))`` for some ``c > 0`` (Definition 2). Hypothesis generates logits, labels, alpha and c that satisfy this exactly
+f(B))`` for some ``c > 0`` (Definition 2); the paper needs no more: "LMC is a consequence of LLFC by applying LLFC on
+the output layer" (§4). Hypothesis generates logits, labels, alpha and c that satisfy this exactly
 (integer logits, alpha = k / 2^m and c a power of two, so the arithmetic is exact and no tolerance is needed). An
 example counts as correct when its label's logit is strictly the largest (a tie is an error), the reading under
 which the proof's "the linear interpolation ... makes the correct classification if both models make the correct
@@ -17,18 +18,20 @@ f^(l)(alpha theta_A + (1 - alpha) theta_B) = alpha f^(l)(theta_A) + (1 - alpha) 
 pairs of ReLU MLPs (depth 2-4, width 4-10) for which both conditions hold exactly on the data, beyond a constant
 sign per unit:
 
-* weak additivity (Definition 3 for every alpha, i.e. the pre-activations of A and B agree in sign entry by entry):
+* weak additivity (Definition 3 for every alpha holds exactly when no pre-activation entry of A and B has opposite
+  signs; here they agree strictly in sign entry by entry):
   every layer has units positive on some examples and negative on others (example-dependent patterns), a unit
   positive everywhere and, at random, units off everywhere; B's pre-activations take A's pattern, entry by entry;
 * commutativity (Definition 4, ``(W_A - W_B)(H_A - H_B) = 0``): ``W_B - W_A`` vanishes on the span of
   ``H_A - H_B`` (the examples are fewer than the width, so the span leaves room; layer 1 sees the same data in
   both networks, so any change commutes there); the biases differ freely (they do not enter Definition 4).
 
-The identity is checked in float64 at every layer (the logits included) and alpha, both by a forward pass of
-theta_alpha and by :func:`lmccheck.llfc.llfc_decomposition`. lmccheck's own addition (recorded, never deciding:
-Theorem 1 states sufficiency, not necessity): one condition at a time is broken at one layer by a controlled
-amount, and the LLFC error there must appear and be what the defect decomposition predicts: ``-alpha (1 - alpha) C``
-for a commutativity defect ``C``, the weak-additivity defect ``D_sigma`` for a sign flip.
+The logits layer has no ReLU, so Definition 3 holds there trivially and commutativity alone carries it. The identity
+is checked in float64 at every layer (the logits included) and at alpha = 1/8, 1/4, 1/2, 3/4 (0 and 1 are trivial),
+both by a forward pass of theta_alpha and by :func:`lmccheck.llfc.llfc_decomposition`. lmccheck's own addition
+(recorded, never deciding: Theorem 1 states sufficiency, not necessity): one condition at a time is broken at one
+layer by a controlled amount, and the LLFC error there must appear and be what the defect decomposition predicts:
+``-alpha (1 - alpha) C`` for a commutativity defect ``C``, the weak-additivity defect ``D_sigma`` for a sign flip.
 """
 
 from __future__ import annotations
@@ -340,10 +343,15 @@ def _check_premises(p: _Pair) -> tuple[int, int, float]:
     for i, (za, zb) in enumerate(zip(pre_a, pre_b, strict=True)):
         if not bool((za * zb > 0).all()):
             raise MeasurementBug(f"generated pair: weak additivity fails at layer {i}")
-        mixed += int(((za > 0).any(0) & (za < 0).any(0)).sum())
+        layer_mixed = int(((za > 0).any(0) & (za < 0).any(0)).sum())
+        if layer_mixed == 0:  # the generator puts unit 1's threshold in its widest gap
+            raise MeasurementBug(f"generated pair: only constant signs per unit at layer {i}")
+        mixed += layer_mixed
     for i, k in enumerate(_keys(p.depth)[1:], start=1):
         dw = p.a[f"{k}.weight"] - p.b[f"{k}.weight"]
         dh = feats_a[i - 1] - feats_b[i - 1]
+        if not (bool(dw.abs().max() > 0) and bool(dh.abs().max() > 0)):
+            raise MeasurementBug(f"generated pair: commutativity holds trivially at {k} (W_A = W_B or H_A = H_B)")
         defect = float((dh @ dw.T).norm()) / max(float(dw.norm()) * float(dh.norm()), 1e-300)
         if defect > FLOAT64_TOL:
             raise MeasurementBug(f"generated pair: commutativity fails at {k} by {defect:.3g}")
