@@ -637,12 +637,14 @@ class Measurement:
         pool: bool = False,
         decides: bool = True,
         note: str = "",
+        not_exercised: str = "",
     ) -> _verdict.Judgement:
         """Assert ``rule`` of a per-seed ``contrast`` (or of a mapping of points, combined ``over`` "every" or
         "mean"), with its threshold's ``source``; see :func:`lmccheck.verdict.judge`. ``decides=False``
-        records lmccheck's own addition to the paper, shown but never deciding the verdict."""
+        records lmccheck's own addition to the paper, shown but never deciding the verdict; ``not_exercised``
+        (a reason) records the contrast of a statement this setting cannot test, as INCONCLUSIVE."""
         return self._wrap(name, _verdict.judge, name, rule, contrast, source, over=over,  # type: ignore[arg-type]
-                          noise=noise, pool=pool, decides=decides, note=note)
+                          noise=noise, pool=pool, decides=decides, note=note, not_exercised=not_exercised)
 
     def expect_slope(self, name: str, rule: _verdict.Rule, x: Any, y: Any, source: _verdict.Source, *,
                      noise: Any = None, decides: bool = True, note: str = "") -> _verdict.Judgement:

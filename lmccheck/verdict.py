@@ -510,6 +510,7 @@ def judge(
     pool: bool = False,
     decides: bool = True,
     note: str = "",
+    not_exercised: str = "",
 ) -> Judgement:
     """Judge one assertion.
 
@@ -518,7 +519,9 @@ def judge(
     ("generally": each seed's mean over the points; seeds must then be the same at every point). ``noise``:
     the test-set standard error of each point's mean (one number for all, or per label). ``pool``: pool the
     seed spread over the points (``over="every"`` only). ``decides=False`` records an assertion that is
-    lmccheck's own addition: shown, never deciding the check's verdict.
+    lmccheck's own addition: shown, never deciding the check's verdict. ``not_exercised``: the reason why this
+    setting cannot test the statement (a grid that never reaches where the paper compares, a tie at the grid's
+    resolution): the contrast and its interval are recorded, and the outcome is INCONCLUSIVE whatever they say.
     """
     if not isinstance(name, str) or not name.strip():
         raise VerdictInputError("an assertion needs a name")
@@ -560,6 +563,9 @@ def judge(
         needed = (max(pending) if pending and all(x is not None for x in pending) else None) if outcome == INCONCLUSIVE \
             else None
     level = 1 - 2 * rule.alpha
+    if not_exercised:
+        outcome, needed, note = INCONCLUSIVE, None, f"not exercised at this setting: {not_exercised}" + (
+            f"; {note}" if note else "")
     return Judgement(
         name=name, rule=type(rule).__name__, bound=rule.describe(), outcome=outcome, observed=observed,
         interval=interval, level=level, n=n, df=None if math.isinf(df) else df, mde=effect, seeds_needed=needed,

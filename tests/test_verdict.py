@@ -268,3 +268,10 @@ def test_a_slope_against_scipys_regression_and_its_noise() -> None:
     assert noisy.outcome == v.INCONCLUSIVE
     with pytest.raises(v.VerdictInputError, match="'flat'.*distinct x"):
         v.slope("flat", v.Below(0.0), [1.0, 1.0], [[0.1, 0.2], [0.3]], SRC)
+
+
+def test_a_statement_the_setting_cannot_test_is_inconclusive_with_its_contrast_recorded() -> None:
+    judged = v.judge("tie", v.Above(0.0), [1.0, 1.01, 0.99], SRC, not_exercised="a tie at the grid's resolution")
+    assert judged.outcome == v.INCONCLUSIVE and judged.seeds_needed is None
+    assert judged.observed == pytest.approx(1.0) and judged.interval[0] > 0
+    assert judged.note.startswith("not exercised at this setting: a tie")
