@@ -10,33 +10,67 @@ Three kinds of pair of one recipe (App. B.1), all evaluated on the first 10k tes
 * **independent**: A and B unaligned, "two modes that are independently trained (not satisfying LMC)".
 
 Zhou et al.'s interpolation is ``theta_alpha = alpha theta_A + (1 - alpha) theta_B`` with alpha in {0.25, 0.5,
-0.75} (:mod:`lmccheck.llfc`). Every "close to 0", "negligible compared with", "much smaller" and
-"significantly smaller" of the paper becomes :data:`NEGLIGIBLE`: an order of magnitude (a ratio of at most
-0.1), on means over examples and seeds, the same at every setting; "close to 1" is :data:`CLOSE_TO_ONE`.
-The CPU tier's MLP is trained on Fashion-MNIST, where the paper used MNIST.
+0.75} (:mod:`lmccheck.llfc`).
+
+**The LMC premise first.** The paper's claim is conditional: "whenever two trained networks satisfy LMC ...,
+they also satisfy LLFC in nearly all the layers" (abstract). Every check of a claim about linearly connected
+pairs (Z1-Z3, Z6-Z8) first records, per pair kind, whether its pairs are linearly connected (Definition 1):
+the seed mean of the end-of-training test error barrier minus the test-set noise allowance of
+:func:`claims.rules.connected_threshold`, with its t interval (``Below(0)``). The barriers are products other
+checks build already (S3's end barriers of the permuted and independent pairs, S4's barrier of the children
+spawned at t = 0), so the premise costs nothing. A pair kind whose premise does not PASS is still measured,
+shown and labelled "premise not met"; its assertions are recorded with ``decides=False``. When no kind meets
+the premise, the INCONCLUSIVE premises decide (the check is INCONCLUSIVE, with the seeds that would settle it);
+when every kind clearly misses it, the check is skipped.
+
+**"Negligible".** The paper's "close to 0", "negligible (compared to/with)", "much smaller" carry no number.
+lmccheck reads each of them as an indifference zone on the ratio of the LMC pairs' quantity to its baseline
+(:data:`NEGLIGIBLE`): PASS when the ratio's interval lies below 0.1, FAIL when it lies above 10^-1/2, else
+INCONCLUSIVE (the reasons are in :data:`ZONE_REASON`). Ratios are paired per seed (the same replicate's pairs)
+and carry the test-set noise of the means over examples.
+
+**The setting is not the paper's.** The CPU tier's MLP (3 x 512, as App. B.1) is trained on Fashion-MNIST with
+SGD (lr 0.05, momentum 0.9, batch 128, 5 epochs, cosine schedule); the paper trains on MNIST, its permuted pairs
+with Adam (lr 1e-3) and its spawned pairs with Adam (lr 1.2e-4, batch 60, 30 epochs) (App. B.1.1-B.1.2).
 """
 
 from __future__ import annotations
 
+import math
+import statistics
+from collections.abc import Mapping, Sequence
+from typing import Any
+
 import pytest
-import torch
 
 from fixtures import Lab
 from fixtures.recipes import Setting
+from lmccheck.commutativity_matching import commutativity_objective
 from lmccheck.llfc import alpha_key, stable_rank
 from lmccheck.report import bar_panel, hist_panel, line_panel
+from lmccheck.verdict import (FAIL, INCONCLUSIVE, PASS, Above, Below, Negligible, Within, binomial_se, judge, paper,
+                              reading)
 
-from .rules import mean_std
-from .settings import describe, params
+from .rules import MeasurementBug, connected_threshold, mean_noise, seed_halfwidths, seed_means
+from .settings import params
 from .test_s4_children import CHILD_SGD_SEED_BASE
 from .test_s4_children import CPU_SEEDS as SPAWNED_CPU_SEEDS
 
-#: "close to 0 ... not close to 0", "negligible compared to", "much smaller", "significantly smaller": at most a
-#: tenth (an order of magnitude)
-NEGLIGIBLE = 0.1
-#: App. B.2: "E[coef_alpha] are close to 1 in most cases": within 10% ...
-CLOSE_TO_ONE = 0.1
-#: ... in more than half of the (pair kind, layer, alpha) cases
+#: "close to 0", "negligible", "much smaller": the ratio to the baseline is clearly negligible below a tenth ...
+CLEARLY_NEGLIGIBLE = 0.1
+#: ... and clearly not above 10^-1/2
+CLEARLY_NOT_NEGLIGIBLE = 10 ** -0.5
+NEGLIGIBLE = Negligible(CLEARLY_NEGLIGIBLE, CLEARLY_NOT_NEGLIGIBLE)
+ZONE_REASON = (
+    "the paper gives no number, and its figures (bar charts and histograms) print no values to calibrate "
+    "against; the authors' scripts (zzp1012/LLFC, scripts/LLFC.py) only write the per-layer means they plot. "
+    "lmccheck reads the word in orders of magnitude: a ratio to the baseline below 0.1 (a decade under it) is "
+    "clearly negligible; a ratio above 10^-1/2 = 0.316 (nearer the baseline than a decade below it: the same "
+    "order of magnitude on a log scale) is clearly not; between the two, INCONCLUSIVE"
+)
+#: "c is close to 1": |E[coef] - 1| in the same zone, relative to the scale 1 itself
+CLOSE_TO_ONE = Negligible(CLEARLY_NEGLIGIBLE, CLEARLY_NOT_NEGLIGIBLE)
+#: "in most cases": more than half of the cases
 MOST = 0.5
 #: App. B.4: the stitched error "closely resemble[s] the error rates of the original models A and B": at most
 #: 1.7 times the worse of A and B, the paper's own largest ratio so described (Table 2: 11.84% vs 7.1%; Table 1:
@@ -46,304 +80,679 @@ ALPHAS = (0.25, 0.5, 0.75)
 METHODS = ("weight", "activation")
 LMC_KINDS = ("spawned", *METHODS)
 KINDS = (*LMC_KINDS, "independent")
+NAMES = {"spawned": "spawned", "weight": "WM-aligned", "activation": "AM-aligned", "independent": "independent"}
 #: where children are spawned: an MLP from the common initialization, a conv net after 5 epochs (App. B.1.1)
 SPAWN_AT = {"mlp": 0.0}
 SPAWN_AT_DEFAULT = 5.0
 #: beyond the paper, next to Z7: Theorem 1's defect decomposition of each pair kind (seed 0, at alpha = 0.5, on
 #: the first 1000 test examples: it runs in float64)
 DECOMPOSITION_EXAMPLES = 1000
+#: Eq. (9)'s objective is evaluated on the first 1000 training examples, as commutativity matching does
+EQ9_EXAMPLES = 1000
 #: Z9 compares the end of training with "the early stage of training (1 epoch indeed)"
 EARLY_EPOCH = 1.0
+#: pair kinds the paper does not run for an architecture (App. B.1.2: "VGG models are not used in the permutation
+#: method due to their inability to achieve LMC"; ResNet-20: "Only weight matching is used"): measured, not deciding
+BEYOND_PAPER = {"vgg16": METHODS, "resnet20": ("activation",)}
+#: Fig. 19 compares Dist_com of LMC and not-LMC pairs for ResNet-20 on CIFAR-10, spawned and weight matching
+FIG19 = {"arch": "resnet20", "dataset": "cifar10", "kinds": ("spawned", "weight")}
 SETTINGS_CPU = ["mlp512-fmnist"]
 SETTINGS_GPU = ["vgg16-ln-cifar10", "resnet20x4-ln-cifar10", "resnet20x32-ln-cifar10", "vgg16-ln-fmnist",
                 "resnet20x4-ln-fmnist"]
 PARAMS = params(SETTINGS_CPU, SETTINGS_GPU)
-MEASURED = "Measured with `make claims`, 3 seeds (spawned pairs: 2, S4's), 10k test examples."
+
+PREMISE = reading(
+    'the premise "whenever two trained networks satisfy LMC" (abstract) with Definition 1 (§3): '
+    '"Err_D(alpha theta_A + (1 - alpha) theta_B) ~ Err_D(theta_A), for all alpha", no number. lmccheck\'s one '
+    "definition of linearly connected (claims/rules.py connected_threshold): the end-of-training test error "
+    "barrier below the Monte Carlo noise of the error, 2 binomial standard errors of the worse endpoint on the "
+    "test examples (Sharma et al. §2.1); judged on the seed mean, with its t interval"
+)
+PREMISE_NOTE = ("premise not met: these pairs are not shown to be linearly connected, so the paper's claim says "
+                "nothing about them; measured and shown, not deciding")
+Z1_SOURCE = reading(
+    'Fig. 2-3 (§4): "the values of E_D[1 - cosine_alpha(x_i)] are close to 0 across different layers, '
+    'architectures, datasets, and different values of alpha"; App. B.2: "close to 0 compared with '
+    'E_D[1 - cosine_A,B(x_i)]"; "they also satisfy LLFC in nearly all the layers" (abstract). "Nearly all the '
+    'layers" is read as the mean over the layers and alphas ("generally"), not every one. Zone: ' + ZONE_REASON
+)
+Z2_SOURCE = reading(
+    'Fig. 4 (§4): "the values of E_D[1 - cosine_LMC(x_i)] are negligible compared to E_D[1 - cosine_not LMC(x_i)]"'
+    ' (cosine at alpha = 0.5), with LLFC "in nearly all the layers" (abstract): the mean over the layers, the '
+    "logits included (Definition 2's l in [L]). Zone: " + ZONE_REASON
+)
+Z3_CASE_SOURCE = reading(
+    'App. B.2: "the values of E_D[coef_alpha(x_i)] are close to 1 in most cases"; "close to 1" has no number: '
+    "|E[coef] - 1| below 0.1 is clearly close (a deviation a decade below the scale), above 10^-1/2 = 0.316 "
+    "clearly not (the same order of magnitude as the scale itself); between, INCONCLUSIVE"
+)
+Z3_SHARE_SOURCE = reading(
+    'App. B.2: "E_D[coef_alpha(x_i)] are close to 1 in most cases"; §5.1: "Yet in most cases, we observe that c '
+    'is close to 1". "Most" = more than half of the (pair kind, layer, alpha) cases of the pairs that meet the '
+    "premise, which holds exactly when the median case is close to 1: per seed the median over the cases of "
+    "|E[coef] - 1|, judged with its t interval over seeds in the zone of \"close to 1\" (below 0.1 clearly close, "
+    "above 10^-1/2 = 0.316 clearly not, between INCONCLUSIVE). The cases are the paper's fixed layers and alphas; "
+    "the seeds are what is sampled"
+)
+Z6_SOURCE = reading(
+    'Fig. 5 (§5.1): "at different layers, Dist_sigma(h_A, h_B) are negligible (and much smaller than the baseline '
+    'Dist_sigma(h_C, h_D))"; Fig. 6: "the values of Dist_sigma(h_C, h_D_act) and Dist_sigma(h_C, h_D_wgt) are close '
+    'to zero compared to Dist_sigma(h_C, h_D)": the ratio of the mean Dist_sigma over the test examples to the '
+    "independent pair's, in every layer shown. Zone: " + ZONE_REASON
+)
+Z7_SOURCE = reading(
+    'Fig. 7 (§5.1): "for both spawning and permutation methods, Dist_com is negligible compared with Dist_W and '
+    'Dist_H"; App. B.3, Fig. 16-18: "Dist_com is negligible compared with Dist_W and Dist_H, confirming the '
+    'commutativity condition": Dist_com / min(Dist_W, Dist_H) in every layer after the first (App. B.3: "not '
+    'conducted on the first Conv/Linear layer"). Zone: ' + ZONE_REASON
+)
+Z7_NOT_LMC_SOURCE = reading(
+    'App. B.3, Fig. 19 (ResNet-20 on CIFAR-10, spawning and weight matching): "the values of Dist_com,LMC are '
+    'negligible compared with Dist_com,not LMC": the ratio per layer, every layer. Zone: ' + ZONE_REASON
+)
+KAPPA_SOURCE = reading(
+    "lmccheck's diagnostic, not the paper's (issue 25): Dist_com is second order in the pair's distance, so "
+    "Dist_com / min(Dist_W, Dist_H) grows with how far apart a pair stays however well it commutes; kappa = "
+    "Dist_com / (Dist_W Dist_H) normalizes by both factors. Recorded: kappa of the pair below the unaligned "
+    "pair's (ratio < 1) in every layer"
+)
+Z8_SOURCE = paper(
+    "the error rates of the stitched model on the test set closely resemble the error rates of the original "
+    "models A and B, regardless of the dataset or model architecture (largest ratio so described: Table 2, "
+    "Conv 3-1, 11.84% vs 7.1%, 1.67)", "App. B.4, Tables 1-3")
+Z9_SOURCE = paper(
+    "the stable ranks of weight matrices of the model after convergence are significantly smaller than those of "
+    "the model in the early stage of training (1 epoch indeed)", "App. B.5, Fig. 22")
+Z10_SOURCE = paper(
+    "the weight matching (3) and activation matching (4) objectives ... directly correspond to the two factors in "
+    "Equation (9). Therefore, we can interpret Git Re-Basin as a means to ensure commutativity", "§5.2, Eq. 9")
 
 
-def _finding(text: str) -> list[object]:
-    """The settings, with the CPU setting marked as a known finding."""
-    return params(SETTINGS_CPU, SETTINGS_GPU, findings={"mlp512-fmnist": f"{text} {MEASURED}"})
-
-
-def _pairs(lab: Lab, setting: Setting, n_seeds: int) -> dict[str, list[dict]]:
-    """Per kind: ``{"a", "b", "perm", "seeds"}`` for every seed (spawned pairs: S4's replicates)."""
+# ---------------------------------------------------------------------------- pairs and the LMC premise
+def _pairs(lab: Lab, setting: Setting, n_seeds: int) -> dict[str, list[dict[str, Any]]]:
+    """Per kind, one pair per seed: ``{"a", "b", "perm", "end"}``; ``end`` is the checkpoint of S3's end-of-training
+    barrier (None for the children: S4's barrier of them, at the end)."""
     cfg = setting.config
     pairs = lab.pairs(cfg, n_seeds)
     spawned_seeds = n_seeds if setting.gpu else min(n_seeds, SPAWNED_CPU_SEEDS)
     at = setting.at(SPAWN_AT.get(cfg.arch, SPAWN_AT_DEFAULT))  # a smoke setting's nearest checkpoint
-    out: dict[str, list[dict]] = {k: [] for k in KINDS}
+    out: dict[str, list[dict[str, Any]]] = {k: [] for k in KINDS}
     for pair in pairs:
         r = pair.replicate
         if r < spawned_seeds:
-            seeds = (CHILD_SGD_SEED_BASE + 3 * r, CHILD_SGD_SEED_BASE + 3 * r + 1)
-            out["spawned"].append({"a": lab.child(pair.a, at, seeds[0]), "b": lab.child(pair.a, at, seeds[1]),
-                                   "perm": None, "seeds": {**pair.seeds, "spawn_epoch": at,
-                                                           "sgd_seed_child_1": seeds[0], "sgd_seed_child_2": seeds[1]}})
+            out["spawned"].append({"a": lab.child(pair.a, at, CHILD_SGD_SEED_BASE + 3 * r),
+                                   "b": lab.child(pair.a, at, CHILD_SGD_SEED_BASE + 3 * r + 1),
+                                   "perm": None, "end": None})
+        end = pair.a.times[-1]
         for m in METHODS:
-            out[m].append({"a": pair.a, "b": pair.b, "perm": lab.match(m, pair.a, pair.b), "seeds": pair.seeds})
-        out["independent"].append({"a": pair.a, "b": pair.b, "perm": None, "seeds": pair.seeds})
+            out[m].append({"a": pair.a, "b": pair.b, "perm": lab.match(m, pair.a, pair.b), "end": end})
+        out["independent"].append({"a": pair.a, "b": pair.b, "perm": None, "end": end})
     return out
 
 
-def _stat(lab: Lab, metric: str, p: dict) -> dict:
+def _end_barrier(lab: Lab, setting: Setting, p: dict[str, Any]) -> Any:
+    """The pair's end-of-training test barrier, as S3 (permuted, independent) and S4 (children) take it."""
+    when = {} if p["end"] is None else {"time": p["end"], "split": "test"}
+    return lab.barrier(p["a"], p["b"], perm=p["perm"], n_examples=setting.eval_examples, **when)
+
+
+def _premise(lab: Lab, setting: Setting, pairs: dict[str, list[dict[str, Any]]],
+             kinds: Sequence[str] = KINDS) -> dict[str, dict[str, list[float]]]:
+    """Per kind and seed: the end test error barrier and the largest barrier that is still test-set noise."""
+    out = {}
+    for kind in kinds:
+        rows = [_end_barrier(lab, setting, p) for p in pairs[kind]]
+        out[kind] = {"error_barrier": [float(r.error_barrier) for r in rows],
+                     "threshold": [connected_threshold(max(r.error_endpoints), r.n_examples) for r in rows]}
+    return out
+
+
+def _judge_premise(measure, premise: dict[str, dict[str, list[float]]], setting: Setting) -> dict[str, bool]:
+    """Record the premise of every kind in ``premise``; per LMC kind, whether it is met (PASS).
+
+    The premise never decides the check, with one exception: when no pair kind meets it and some kind's premise
+    is INCONCLUSIVE, those INCONCLUSIVE premises decide, so that the check reads INCONCLUSIVE (a conditional claim
+    whose condition is undetermined is undetermined) with the seeds that would settle it. An INCONCLUSIVE
+    assertion can only make the check INCONCLUSIVE."""
+    contrasts = {k: [b - t for b, t in zip(d["error_barrier"], d["threshold"], strict=True)] for k, d in premise.items()}
+    lmc = [k for k in premise if k != "independent"]
+    outcomes = {k: judge(_premise_name(k), Below(0.0), contrasts[k], PREMISE).outcome for k in lmc}
+    undetermined = not any(o == PASS for k, o in outcomes.items() if _in_scope(setting, k))
+    note = "end test error barrier minus the noise allowance, per seed"
+    for kind in premise:
+        if kind == "independent":
+            measure.expect(_premise_name(kind), Above(0.0), contrasts[kind], PREMISE, decides=False, note=note)
+            continue
+        decides = undetermined and outcomes[kind] == INCONCLUSIVE and _in_scope(setting, kind)
+        cap = (f"; the CPU tier has children for S4's {SPAWNED_CPU_SEEDS} replicates only, whatever --lmc-seeds says"
+               if kind == "spawned" and not setting.gpu else "")
+        measure.expect(_premise_name(kind), Below(0.0), contrasts[kind], PREMISE, decides=decides,
+                       note=note + cap + ("; deciding only because no pair kind meets the premise: the claim cannot "
+                                          "be judged until one does" if decides else ""))
+    return {k: o == PASS for k, o in outcomes.items()}
+
+
+def _premise_name(kind: str) -> str:
+    if kind == "independent":
+        return "premise: independent pairs are not linearly connected (the not-LMC baseline)"
+    return f"premise: {NAMES[kind]} pairs are linearly connected (end test error barrier below test-set noise)"
+
+
+def _tag(kind: str, met: Mapping[str, bool]) -> str:
+    return NAMES[kind] if met.get(kind, False) else f"{NAMES[kind]} [premise not met]"
+
+
+def _in_scope(setting: Setting, kind: str) -> bool:
+    """Whether the paper runs pairs of ``kind`` for the setting's architecture (App. B.1.2)."""
+    return kind not in BEYOND_PAPER.get(setting.config.arch, ())
+
+
+def _decides(kind: str, met: Mapping[str, bool], setting: Setting) -> dict[str, Any]:
+    """``decides`` and ``note`` of an assertion about pairs of ``kind``."""
+    if not _in_scope(setting, kind):
+        return {"decides": False, "note": f"beyond the paper: App. B.1.2 runs no {NAMES[kind]} "
+                                          f"{setting.config.arch} pairs"}
+    return {"decides": True} if met.get(kind, False) else {"decides": False, "note": PREMISE_NOTE}
+
+
+def _skip_without_premise(met: Mapping[str, bool], premise: dict[str, dict[str, list[float]]], measure) -> None:
+    """A check with no deciding assertion (every pair kind of the paper's clearly misses the premise) cannot judge
+    the claim: skipped, after its values are recorded."""
+    if not any(j.decides for j in measure.assertions):
+        seen = "; ".join(f"{NAMES[k]} {_mean(premise[k]['error_barrier']):.2%} vs {_mean(premise[k]['threshold']):.2%}"
+                         for k in met)
+        pytest.skip(f"no pair kind of the paper's meets the LMC premise at this setting (end error barrier vs "
+                    f"noise: {seen})")
+
+
+# ---------------------------------------------------------------------------- small helpers
+def _stat(lab: Lab, metric: str, p: dict[str, Any]) -> dict[str, Any]:
     kw = {"alphas": ALPHAS} if metric == "llfc" else {}
     return lab.features(metric, p["a"], p["b"], perm=p["perm"], **kw)
 
 
-def _mean(values: list[float]) -> float:
-    return mean_std(values)[0]
+def _mean(values: Sequence[float]) -> float:
+    return sum(values) / len(values)
 
 
-def _spectrum_stable_rank(singular_values: list[float]) -> float:
-    """sum(s^2) / max(s)^2 of a spectrum: the stable rank of the matrix it belongs to."""
-    top = max(singular_values, default=0.0)
-    return sum(v * v for v in singular_values) / (top * top) if top > 0 else 0.0
+def _mean_se(m: Mapping[str, float]) -> float:
+    """The standard error of a mean over test examples (moments: mean, std, n)."""
+    return float(m["std"]) / math.sqrt(m["n"]) if m["n"] > 1 else 0.0
 
 
-def _record_seeds(measure, pairs: dict[str, list[dict]]) -> None:
-    measure.seeds.extend({"kind": k, **p["seeds"]} for k in KINDS for p in pairs[k])
+def _ratio(x: Mapping[str, float], y: Mapping[str, float]) -> tuple[float, float]:
+    """x's mean over y's and the ratio's test-set standard error (delta method, the two means' noise added as
+    if independent)."""
+    r = float(x["mean"]) / float(y["mean"]) if y["mean"] else math.inf
+    return r, math.hypot(_mean_se(x), r * _mean_se(y)) / abs(float(y["mean"])) if y["mean"] else 0.0
+
+
+def _rows(points: Mapping[str, Sequence[float]], order: Sequence[str]) -> list[list[float]]:
+    """``{point: per-seed values}`` -> ``rows[seed][point]``, points in ``order`` (for seed_means / seed_halfwidths)."""
+    cols = [points[p] for p in order]
+    return [[c[s] for c in cols] for s in range(len(cols[0]))]
+
+
+def _bars(series: Mapping[str, Mapping[str, Sequence[float]]], order: Sequence[str]
+          ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Per series ``{point: per-seed values}``: the seed means and their 95% t half-widths (error bars), per point
+    in ``order`` (the bar panel's categories)."""
+    rows = {k: _rows(v, order) for k, v in series.items()}
+    return {k: seed_means(r) for k, r in rows.items()}, {k: seed_halfwidths(r) for k, r in rows.items()}
+
+
+def _range(values: Sequence[float]) -> str:
+    return f"{min(values):.3g}-{max(values):.3g}"
 
 
 # ---------------------------------------------------------------------------- Z1, Z2, Z3: LLFC (§4, App. B.2)
-def _llfc_table(lab: Lab, pairs: dict[str, list[dict]]) -> tuple[list[str], dict]:
-    """Per kind and site: means over seeds of E[1 - cos_alpha] (per alpha), E[coef_alpha] and E[1 - cos_AB]."""
-    table: dict[str, dict] = {}
-    sites: list[str] = []
-    for kind in KINDS:
-        stats = [_stat(lab, "llfc", p) for p in pairs[kind]]
-        sites = stats[0]["sites"]
-        table[kind] = {s: {
-            "one_minus_cos_alpha": {alpha_key(a): _mean([x["one_minus_cos_alpha"][s][alpha_key(a)]["mean"] for x in stats])
-                                    for a in ALPHAS},
-            "std_over_examples": {alpha_key(a): _mean([x["one_minus_cos_alpha"][s][alpha_key(a)]["std"] for x in stats])
-                                  for a in ALPHAS},
-            "coef_alpha": {alpha_key(a): _mean([x["coef_alpha"][s][alpha_key(a)]["mean"] for x in stats]) for a in ALPHAS},
-            "one_minus_cos_ab": _mean([x["one_minus_cos_ab"][s]["mean"] for x in stats]),
-        } for s in sites}
-    return sites, table
+def _llfc_stats(lab: Lab, pairs: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+    return {k: [_stat(lab, "llfc", p) for p in pairs[k]] for k in KINDS}
+
+
+def _z1_ratios(stats: dict[str, list[dict[str, Any]]], kind: str) -> tuple[dict[str, list[float]], dict[str, float]]:
+    """Per (layer, alpha): per seed, E[1 - cos_alpha] over E[1 - cos_AB], and the test-set noise of the seed mean.
+
+    At the logits the baseline is the independent pair's E[1 - cos_alpha] at the same alpha (the paper's not-LMC
+    baseline, Fig. 4): any two trained networks give nearly parallel logits, so E[1 - cos_AB] is near 0 there and
+    a ratio to it measures nothing."""
+    sites = stats[kind][0]["sites"]
+    logits = sites[-1]
+    points: dict[str, list[float]] = {}
+    noise: dict[str, float] = {}
+    for s in sites:
+        for a in ALPHAS:
+            ak = alpha_key(a)
+            vals, ses = [], []
+            for r, x in enumerate(stats[kind]):
+                base = stats["independent"][r]["one_minus_cos_alpha"][s][ak] if s == logits else x["one_minus_cos_ab"][s]
+                v, se = _ratio(x["one_minus_cos_alpha"][s][ak], base)
+                vals.append(v)
+                ses.append(se)
+            label = f"{s} (vs not-LMC) alpha={a:g}" if s == logits else f"{s} alpha={a:g}"
+            points[label], noise[label] = vals, mean_noise(ses)
+    return points, noise
 
 
 @pytest.mark.claim("Z1")
-@pytest.mark.parametrize("setting", _finding(
-    "spawned pairs (children at t = 0) hold it: E[1-cos_alpha] <= 0.0104, at most 0.0614 of E[1-cos_AB]; the permuted pairs miss the order of magnitude in the middle layers at alpha 0.5: WM 0.046 vs 0.388 (ratio 0.117, acts.1), AM 0.028 vs 0.235 (0.118, acts.1) and 0.016 vs 0.147 (0.110, acts.2)."
-))
+@pytest.mark.parametrize("setting", PARAMS)
 def test_z1_llfc_cosine_is_near_zero_in_every_layer(setting: Setting, lab: Lab, n_seeds: int, measure) -> None:
-    """For spawned and permuted (WM, AM) pairs, E[1 - cos_alpha] is negligible next to E[1 - cos_AB] in every
-    hidden layer and at every alpha (Fig. 2-3)."""
+    """Zhou §4, Fig. 2-3: "the values of E_D[1 - cosine_alpha(x_i)] are close to 0 across different layers,
+    architectures, datasets, and different values of alpha, which verifies the LLFC property ... Moreover, the
+    values of E_D[1 - cosine_A,B(x_i)] are not close to 0"; App. B.2: "close to 0 compared with
+    E_D[1 - cosine_A,B(x_i)]"; abstract: pairs that satisfy LMC "also satisfy LLFC in nearly all the layers".
+
+    For each pair kind that meets the LMC premise: the ratio E[1 - cos_alpha] / E[1 - cos_AB], per seed, averaged
+    over the layers and alphas ("nearly all the layers"), is negligible (:data:`NEGLIGIBLE`). The logits are
+    one of the layers, with the not-LMC pair's E[1 - cos_alpha] as their baseline (see :func:`_z1_ratios`). The
+    per-layer ratios are recorded as a non-deciding "every layer" assertion."""
     pairs = _pairs(lab, setting, n_seeds)
-    sites, table = _llfc_table(lab, pairs)
-    # the last site is the logits: recorded, not asserted. Any two trained networks give nearly parallel logits
-    # (E[1 - cos_AB] 0.0045-0.0098 here), the trivial case the cos_AB baseline is there to rule out
-    hidden = sites[:-1]
-    failures = []
+    premise = _premise(lab, setting, pairs)
+    stats = _llfc_stats(lab, pairs)
+    met = _judge_premise(measure, premise, setting)
+    ratios = {k: _z1_ratios(stats, k) for k in LMC_KINDS}
     for kind in LMC_KINDS:
-        for s in hidden:
-            base = table[kind][s]["one_minus_cos_ab"]
-            for a in ALPHAS:
-                v = table[kind][s]["one_minus_cos_alpha"][alpha_key(a)]
-                if not v <= NEGLIGIBLE * base:
-                    failures.append(f"{kind} {s} alpha={a:g}: E[1-cos_alpha] {v:.4f} vs E[1-cos_AB] {base:.4f}")
-    _record_seeds(measure, pairs)
-    measure.values.update({"setting": describe(setting), "sites": sites, "table": table, "failures": failures})
-    measure.thresholds.update({"negligible": NEGLIGIBLE})
-    measure.figure("llfc_cosine", title=f"Z1 {setting.name}: E[1 - cos] per layer", panels=[
-        bar_panel(sites, {**{f"1-cos alpha={a:g}": [table[kind][s]["one_minus_cos_alpha"][alpha_key(a)] for s in sites]
-                             for a in ALPHAS}, "1-cos_AB": [table[kind][s]["one_minus_cos_ab"] for s in sites]},
-                  title=kind, xlabel="layer", ylabel="E[1 - cosine]", yscale="log")
-        for kind in LMC_KINDS])
-    worst = max((table[k][s]["one_minus_cos_alpha"][alpha_key(a)], k, s) for k in LMC_KINDS for s in hidden for a in ALPHAS)
-    measure.summary = (f"largest E[1-cos_alpha] {worst[0]:.4f} ({worst[1]}, {worst[2]}); E[1-cos_AB] from "
-                       f"{min(table[k][s]['one_minus_cos_ab'] for k in LMC_KINDS for s in hidden):.3f} to "
-                       f"{max(table[k][s]['one_minus_cos_ab'] for k in LMC_KINDS for s in hidden):.3f}")
-    assert not failures, f"{len(failures)} failures: " + "; ".join(failures[:6])
+        points, noise = ratios[kind]
+        measure.expect(f"{_tag(kind, met)}: E[1-cos_alpha] negligible next to E[1-cos_AB], mean over the layers "
+                       "and alphas", NEGLIGIBLE, points, Z1_SOURCE, over="mean", noise=noise,
+                       **_decides(kind, met, setting))
+        measure.expect(f"{_tag(kind, met)}: the same in every layer and alpha (recorded)", NEGLIGIBLE, points,
+                       Z1_SOURCE, over="every", noise=noise, pool=True, decides=False,
+                       note="lmccheck's addition: the paper claims nearly all the layers, not every one")
+    _render_z1(setting, measure, stats, ratios, premise, met)
+    _skip_without_premise(met, premise, measure)
+
+
+def _llfc_values(stats: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+    """The per-seed means over examples (and their standard deviations) of every LLFC quantity."""
+    def per_seed(kind: str, field: str) -> dict[str, Any]:
+        return {s: [x[field][s] for x in stats[kind]] for s in stats[kind][0]["sites"]}
+    return {k: {f: per_seed(k, f) for f in ("one_minus_cos_alpha", "coef_alpha", "one_minus_cos_ab")} for k in KINDS}
+
+
+def _render_z1(setting: Setting, measure, stats: dict[str, list[dict[str, Any]]],
+               ratios: dict[str, tuple[dict[str, list[float]], dict[str, float]]],
+               premise: dict[str, dict[str, list[float]]], met: Mapping[str, bool]) -> None:
+    sites = stats["spawned"][0]["sites"]
+    measure.values.update({"sites": sites, "premise": premise, "premise_met": dict(met),
+                           "per_seed": _llfc_values(stats),
+                           "ratio_per_seed": {k: ratios[k][0] for k in LMC_KINDS},
+                           "ratio_test_noise": {k: ratios[k][1] for k in LMC_KINDS}})
+    measure.thresholds.update({"clearly_negligible": CLEARLY_NEGLIGIBLE, "clearly_not_negligible": CLEARLY_NOT_NEGLIGIBLE})
+    panels = []
+    for kind in LMC_KINDS:
+        series = {f"1-cos alpha={a:g}": {s: [x["one_minus_cos_alpha"][s][alpha_key(a)]["mean"] for x in stats[kind]]
+                                           for s in sites} for a in ALPHAS}
+        series["1-cos_AB"] = {s: [x["one_minus_cos_ab"][s]["mean"] for x in stats[kind]] for s in sites}
+        ys, err = _bars(series, sites)
+        panels.append(bar_panel(sites, ys, yerr=err, title=_tag(kind, met), xlabel="layer",
+                                ylabel="E[1 - cosine] (mean, 95% t over seeds)", yscale="log"))
+    measure.figure("llfc_cosine", title=f"Z1 {setting.name}: E[1 - cos] per layer", panels=panels)
+    means = {k: _mean([_mean(v) for v in ratios[k][0].values()]) for k in LMC_KINDS}
+    measure.summary = ("mean ratio E[1-cos_alpha]/E[1-cos_AB] over layers and alphas: " + ", ".join(
+        f"{_tag(k, met)} {means[k]:.3f} (largest {max(_mean(v) for v in ratios[k][0].values()):.3f})"
+        for k in LMC_KINDS))
 
 
 @pytest.mark.claim("Z2")
-@pytest.mark.parametrize("setting", _finding(
-    "E[1-cos_0.5] of spawned pairs is 0.006-0.07 of the independent pairs' (0.143-0.196), but WM-aligned pairs reach 0.14-0.23 of it in the hidden layers and AM-aligned 0.10-0.14 (0.1000 in acts.2, at the margin)."
-))
+@pytest.mark.parametrize("setting", PARAMS)
 def test_z2_lmc_pairs_are_llfc_and_independent_pairs_are_not(setting: Setting, lab: Lab, n_seeds: int,
                                                             measure) -> None:
-    """At alpha = 0.5, E[1 - cos_LMC] is negligible compared to E[1 - cos_not LMC] in every layer, the logits
-    included (Definition 2's l in [L]) (Fig. 4)."""
+    """Zhou §4, Fig. 4: "We measure cosine_0.5 of the features of two modes that are linearly connected and two
+    modes that are independently trained ... the values of E_D[1 - cosine_LMC(x_i)] are negligible compared to
+    E_D[1 - cosine_not LMC(x_i)]".
+
+    For each pair kind that meets the LMC premise: the ratio of its E[1 - cos_0.5] to the independent pair's of
+    the same replicate, averaged over the layers, the logits included ("nearly all the layers"), is negligible.
+    Per-layer ratios recorded as a non-deciding "every layer" assertion."""
     pairs = _pairs(lab, setting, n_seeds)
-    sites, table = _llfc_table(lab, pairs)
+    premise = _premise(lab, setting, pairs)
+    stats = _llfc_stats(lab, pairs)
+    met = _judge_premise(measure, premise, setting)
     half = alpha_key(0.5)
-    failures = []
+    sites = stats["independent"][0]["sites"]
+    ratios: dict[str, dict[str, list[float]]] = {}
     for kind in LMC_KINDS:
+        points, noise = {}, {}
         for s in sites:
-            lmc, ind = table[kind][s]["one_minus_cos_alpha"][half], table["independent"][s]["one_minus_cos_alpha"][half]
-            if not lmc <= NEGLIGIBLE * ind:
-                failures.append(f"{kind} {s}: E[1-cos_LMC] {lmc:.4f} vs not LMC {ind:.4f}")
-    _record_seeds(measure, pairs)
-    values = {k: [table[k][s]["one_minus_cos_alpha"][half] for s in sites] for k in KINDS}
-    measure.values.update({"setting": describe(setting), "sites": sites, "one_minus_cos_half": values,
-                           "failures": failures})
-    measure.thresholds.update({"negligible": NEGLIGIBLE})
-    measure.figure("lmc_vs_independent", title=f"Z2 {setting.name}: E[1 - cos_0.5], LMC vs not",
-                   panels=[bar_panel(sites, values, xlabel="layer", ylabel="E[1 - cos_0.5]", yscale="log")])
-    ratio = max(values[k][i] / values["independent"][i] for k in LMC_KINDS for i in range(len(sites)))
-    measure.summary = (f"E[1-cos_0.5]: LMC {min(min(values[k]) for k in LMC_KINDS):.4f}-"
-                       f"{max(max(values[k]) for k in LMC_KINDS):.4f} vs independent "
-                       f"{min(values['independent']):.3f}-{max(values['independent']):.3f}; largest ratio {ratio:.3f}")
-    assert not failures, f"{len(failures)} failures: " + "; ".join(failures[:6])
+            rs = [_ratio(x["one_minus_cos_alpha"][s][half], stats["independent"][r]["one_minus_cos_alpha"][s][half])
+                  for r, x in enumerate(stats[kind])]
+            points[s], noise[s] = [v for v, _ in rs], mean_noise([se for _, se in rs])
+        ratios[kind] = points
+        measure.expect(f"{_tag(kind, met)}: E[1-cos_0.5] negligible next to the independent pairs', mean over the "
+                       "layers", NEGLIGIBLE, points, Z2_SOURCE, over="mean", noise=noise,
+                       **_decides(kind, met, setting))
+        measure.expect(f"{_tag(kind, met)}: the same in every layer (recorded)", NEGLIGIBLE, points, Z2_SOURCE,
+                       over="every", noise=noise, pool=True, decides=False,
+                       note="lmccheck's addition: the paper claims nearly all the layers, not every one")
+    values = {k: {s: [x["one_minus_cos_alpha"][s][half]["mean"] for x in stats[k]] for s in sites} for k in KINDS}
+    measure.values.update({"sites": sites, "premise": premise, "premise_met": dict(met),
+                           "one_minus_cos_half_per_seed": values, "ratio_per_seed": ratios})
+    measure.thresholds.update({"clearly_negligible": CLEARLY_NEGLIGIBLE, "clearly_not_negligible": CLEARLY_NOT_NEGLIGIBLE})
+    ys, err = _bars({(_tag(k, met) if k in LMC_KINDS else NAMES[k]): values[k] for k in KINDS}, sites)
+    measure.figure("lmc_vs_independent", title=f"Z2 {setting.name}: E[1 - cos_0.5], LMC vs not (mean, 95% t over seeds)",
+                   panels=[bar_panel(sites, ys, yerr=err, xlabel="layer", ylabel="E[1 - cos_0.5]", yscale="log")])
+    means = {k: _mean([_mean(v) for v in ratios[k].values()]) for k in LMC_KINDS}
+    measure.summary = ("mean ratio of E[1-cos_0.5] to the independent pairs' over the layers: " + ", ".join(
+        f"{_tag(k, met)} {means[k]:.3f}" for k in LMC_KINDS)
+        + f"; independent E[1-cos_0.5] {_range([_mean(v) for v in values['independent'].values()])}")
+    _skip_without_premise(met, premise, measure)
 
 
 @pytest.mark.claim("Z3")
-@pytest.mark.parametrize("setting", _finding(
-    "E[coef_alpha] is 0.94-0.98 for spawned pairs (12 of 12 cases within 10% of 1) but falls with depth for permuted ones: WM 0.92 in the first layer to 0.65 at the logits (alpha 0.5), AM 0.96 to 0.79; 18 of 36 cases within 10%, not most."
-))
+@pytest.mark.parametrize("setting", PARAMS)
 def test_z3_llfc_scale_is_close_to_one(setting: Setting, lab: Lab, n_seeds: int, measure) -> None:
-    """E[coef_alpha] is within 10% of 1 in most (kind, layer, alpha) cases of the LMC pairs (App. B.2), every
-    layer of Definition 2 counted, the logits included."""
+    """Zhou App. B.2: "we conclude that the values of E_D[coef_alpha(x_i)] are close to 1 in most cases"; §5.1:
+    "Yet in most cases, we observe that c is close to 1".
+
+    A case is a (pair kind, layer, alpha) of the pair kinds that meet the LMC premise, every layer of Definition 2
+    counted, the logits included. "Most cases close to 1" = more than half of the cases have |E[coef_alpha] - 1|
+    in the "close" end of :data:`CLOSE_TO_ONE`, which is the statement that the median case does: per seed, the
+    median over the cases, judged in the zone with its t interval over seeds (the cases are the paper's fixed
+    layers and alphas; the seeds are what is sampled). Recorded beside it: each case judged on its own (per kind,
+    the seed spread pooled over the kind's cases) and the share of clearly close cases with its exact binomial
+    interval (undecided cases counted against it: a lower bound)."""
     pairs = _pairs(lab, setting, n_seeds)
-    sites, table = _llfc_table(lab, pairs)
-    cases = [(k, s, a, table[k][s]["coef_alpha"][alpha_key(a)]) for k in LMC_KINDS for s in sites for a in ALPHAS]
-    close = [c for c in cases if abs(c[3] - 1) <= CLOSE_TO_ONE]
-    share = len(close) / len(cases)
-    _record_seeds(measure, pairs)
-    coefs = {k: {s: table[k][s]["coef_alpha"] for s in sites} for k in KINDS}
-    measure.values.update({"setting": describe(setting), "sites": sites, "coef_alpha": coefs,
-                           "share_close_to_one": share, "cases": len(cases),
-                           "farthest": sorted(cases, key=lambda c: -abs(c[3] - 1))[:5]})
-    measure.thresholds.update({"close_to_one": CLOSE_TO_ONE, "most": MOST})
-    measure.figure("coef", title=f"Z3 {setting.name}: E[coef_alpha]", panels=[
-        bar_panel(sites, {f"alpha={a:g}": [coefs[k][s][alpha_key(a)] for s in sites] for a in ALPHAS}, title=k,
-                  xlabel="layer", ylabel="E[coef_alpha]") for k in KINDS])
-    measure.summary = (f"{len(close)} of {len(cases)} cases within {CLOSE_TO_ONE:.0%} of 1 (E[coef] "
-                       f"{min(c[3] for c in cases):.3f}-{max(c[3] for c in cases):.3f})")
-    assert share > MOST, f"only {len(close)} of {len(cases)} (kind, layer, alpha) cases have E[coef] within 10% of 1"
+    premise = _premise(lab, setting, pairs)
+    stats = _llfc_stats(lab, pairs)
+    met = _judge_premise(measure, premise, setting)
+    sites = stats["spawned"][0]["sites"]
+    outcomes: dict[str, list[str]] = {}
+    deviation: dict[str, dict[str, list[float]]] = {}
+    case_noise: dict[str, dict[str, float]] = {}
+    for kind in LMC_KINDS:
+        points, noise = {}, {}
+        for s in sites:
+            for a in ALPHAS:
+                ms = [x["coef_alpha"][s][alpha_key(a)] for x in stats[kind]]
+                label = f"{s} alpha={a:g}"
+                points[label] = [abs(float(m["mean"]) - 1.0) for m in ms]
+                noise[label] = mean_noise([_mean_se(m) for m in ms])
+        deviation[kind], case_noise[kind] = points, noise
+        j = measure.expect(f"{_tag(kind, met)}: |E[coef_alpha] - 1| per case (recorded)",
+                           CLOSE_TO_ONE, points, Z3_CASE_SOURCE, over="every", noise=noise, pool=True, decides=False,
+                           **({} if met.get(kind) else {"note": PREMISE_NOTE}))
+        outcomes[kind] = [p.outcome for p in j.points]
+    judged = [k for k in LMC_KINDS if met.get(k) and _in_scope(setting, k)]
+    counted = [o for k in judged for o in outcomes[k]]
+    close, far = counted.count(PASS), counted.count(FAIL)
+    medians: list[float] = []
+    if judged:
+        seeds = min(len(stats[k]) for k in judged)  # replicate r of every kind shares pair r's networks
+        medians = [statistics.median(v[r] for k in judged for v in deviation[k].values()) for r in range(seeds)]
+        measure.expect("most cases close to 1: the median case's |E[coef_alpha] - 1| (over the layers, alphas and "
+                       "pair kinds that meet the premise) is close to 0", CLOSE_TO_ONE, medians, Z3_SHARE_SOURCE,
+                       noise=math.sqrt(_mean([case_noise[k][c] ** 2 for k in judged for c in case_noise[k]])),
+                       note="per seed, the median over the cases; the test-set noise of one case's mean (RMS)")
+        measure.expect_share(f"the share of the cases clearly close to 1 (recorded): {close} of {len(counted)}, "
+                             f"{far} clearly not, {len(counted) - close - far} undecided", close, len(counted),
+                             Z3_SHARE_SOURCE, above=MOST, decides=False,
+                             note="cases decided per case by their seed interval (pooled spread); undecided cases "
+                                  "count against the share: a lower bound")
+    _render_z3(setting, measure, stats, premise, met, outcomes, (close, far, len(counted)))
+    _skip_without_premise(met, premise, measure)
+
+
+def _render_z3(setting: Setting, measure, stats: dict[str, list[dict[str, Any]]],
+               premise: dict[str, dict[str, list[float]]], met: Mapping[str, bool], outcomes: dict[str, list[str]],
+               counts: tuple[int, int, int]) -> None:
+    sites = stats["spawned"][0]["sites"]
+    coefs = {k: {s: {alpha_key(a): [x["coef_alpha"][s][alpha_key(a)]["mean"] for x in stats[k]] for a in ALPHAS}
+                 for s in sites} for k in KINDS}
+    measure.values.update({"sites": sites, "premise": premise, "premise_met": dict(met),
+                           "coef_alpha_per_seed": coefs, "case_outcomes": outcomes,
+                           "cases_close_far_counted": list(counts)})
+    measure.thresholds.update({"close_to_one": [CLOSE_TO_ONE.clearly, CLOSE_TO_ONE.clearly_not], "most": MOST})
+    panels = []
+    for k in KINDS:
+        ys, err = _bars({f"alpha={a:g}": {s: coefs[k][s][alpha_key(a)] for s in sites} for a in ALPHAS}, sites)
+        panels.append(bar_panel(sites, ys, yerr=err, title=_tag(k, met) if k in LMC_KINDS else NAMES[k],
+                                xlabel="layer", ylabel="E[coef_alpha] (mean, 95% t over seeds)"))
+    measure.figure("coef", title=f"Z3 {setting.name}: E[coef_alpha]", panels=panels)
+    close, far, total = counts
+    all_means = [_mean(v) for k in LMC_KINDS for s in sites for v in coefs[k][s].values()]
+    judged = [NAMES[k] for k in LMC_KINDS if met.get(k)]
+    median = {k: statistics.median(abs(_mean(v) - 1) for s in sites for v in coefs[k][s].values()) for k in LMC_KINDS}
+    measure.summary = (f"E[coef] {_range(all_means)}; median case |E[coef] - 1|: " + ", ".join(
+        f"{_tag(k, met)} {median[k]:.3f}" for k in LMC_KINDS) + "; " + (
+        f"of the {total} cases of {', '.join(judged)} pairs: {close} clearly close to 1, {far} clearly not, "
+        f"{total - close - far} undecided" if judged else "no pair kind meets the premise"))
 
 
 # ---------------------------------------------------------------------------- Z6: weak additivity (§5.1, Fig. 5-6)
 @pytest.mark.claim("Z6")
-@pytest.mark.parametrize("setting", _finding(
-    "mean Dist_sigma of spawned pairs is 0.02-0.06 of the independent pairs' and of AM-aligned pairs 0.09-0.14 (above 0.1 only in the second layer), but of WM-aligned pairs 0.17-0.28 (0.0645 vs 0.386 in the first layer, 0.049 vs 0.178 in the second)."
-))
+@pytest.mark.parametrize("setting", PARAMS)
 def test_z6_weak_additivity_holds_for_lmc_pairs(setting: Setting, lab: Lab, n_seeds: int, measure) -> None:
-    """Dist_sigma of LMC pairs (spawned, WM, AM) is negligible next to that of independent pairs in every layer."""
+    """Zhou §5.1, Fig. 5: "at different layers, Dist_sigma(h_A, h_B) are negligible (and much smaller than the
+    baseline Dist_sigma(h_C, h_D))"; Fig. 6: "the values of Dist_sigma(h_C, h_D_act) and Dist_sigma(h_C, h_D_wgt)
+    are close to zero compared to Dist_sigma(h_C, h_D)".
+
+    For each pair kind that meets the LMC premise, in every layer: the mean Dist_sigma over the test examples,
+    over the independent pair's of the same replicate, is negligible (seed spread pooled over the layers).
+    Dist_sigma is the max over alpha on a 25-point grid (§5.1's definition); lmccheck.llfc does not record it at
+    alpha = 1/2 (the authors' script's choice), so that is not shown."""
     pairs = _pairs(lab, setting, n_seeds)
+    premise = _premise(lab, setting, pairs)
     stats = {k: [_stat(lab, "weak_additivity", p) for p in pairs[k]] for k in KINDS}
+    met = _judge_premise(measure, premise, setting)
     sites = stats["independent"][0]["sites"]
-    means = {k: {s: _mean([x["dist_sigma"][s]["mean"] for x in stats[k]]) for s in sites} for k in KINDS}
-    failures = [f"{k} {s}: Dist_sigma {means[k][s]:.4g} vs independent {means['independent'][s]:.4g}"
-                for k in LMC_KINDS for s in sites if not means[k][s] <= NEGLIGIBLE * means["independent"][s]]
-    _record_seeds(measure, pairs)
-    measure.values.update({"setting": describe(setting), "sites": sites, "dist_sigma_mean": means,
+    ratios: dict[str, dict[str, list[float]]] = {}
+    for kind in LMC_KINDS:
+        points, noise = {}, {}
+        for s in sites:
+            rs = [_ratio(x["dist_sigma"][s], stats["independent"][r]["dist_sigma"][s]) for r, x in enumerate(stats[kind])]
+            points[s], noise[s] = [v for v, _ in rs], mean_noise([se for _, se in rs])
+        ratios[kind] = points
+        measure.expect(f"{_tag(kind, met)}: mean Dist_sigma negligible next to the independent pairs', every layer",
+                       NEGLIGIBLE, points, Z6_SOURCE, over="every", noise=noise, pool=True,
+                       **_decides(kind, met, setting))
+    means = {k: {s: [x["dist_sigma"][s]["mean"] for x in stats[k]] for s in sites} for k in KINDS}
+    measure.values.update({"sites": sites, "premise": premise, "premise_met": dict(met),
                            "dist_sigma_per_seed": {k: [x["dist_sigma"] for x in stats[k]] for k in KINDS},
-                           "failures": failures})
-    measure.thresholds.update({"negligible": NEGLIGIBLE})
+                           "ratio_per_seed": ratios})
+    measure.thresholds.update({"clearly_negligible": CLEARLY_NEGLIGIBLE, "clearly_not_negligible": CLEARLY_NOT_NEGLIGIBLE})
     top = max(max(stats["independent"][0]["sample"][s]) for s in sites)
-    measure.figure("dist_sigma", title=f"Z6 {setting.name}: Dist_sigma, LMC vs independent (seed 0)", panels=[
-        hist_panel({k: stats[k][0]["sample"][s] for k in KINDS}, range=(0.0, max(top, 1e-9)), title=s,
-                   xlabel="Dist_sigma") for s in sites])
-    measure.summary = (
-        "mean Dist_sigma per layer: " + "; ".join(
-            f"{s}: spawned {means['spawned'][s]:.3g}, WM {means['weight'][s]:.3g}, AM {means['activation'][s]:.3g} "
-            f"vs independent {means['independent'][s]:.3g}" for s in sites))
-    assert not failures, f"{len(failures)} failures: " + "; ".join(failures[:6])
+    ys, err = _bars({(_tag(k, met) if k in LMC_KINDS else NAMES[k]): means[k] for k in KINDS}, sites)
+    measure.figure("dist_sigma", title=f"Z6 {setting.name}: Dist_sigma, LMC vs independent", panels=[
+        bar_panel(sites, ys, yerr=err, title="mean over test examples (mean, 95% t over seeds)", xlabel="layer",
+                  ylabel="E[Dist_sigma]", yscale="log"),
+        *[hist_panel({k: stats[k][0]["sample"][s] for k in KINDS}, range=(0.0, max(top, 1e-9)),
+                     title=f"{s}, seed 0", xlabel="Dist_sigma") for s in sites]])
+    measure.summary = ("mean Dist_sigma over the independent pairs', per layer: " + "; ".join(
+        f"{_tag(k, met)} {_range([_mean(v) for v in ratios[k].values()])}" for k in LMC_KINDS))
+    _skip_without_premise(met, premise, measure)
 
 
 # ---------------------------------------------------------------------------- Z7, Z10: commutativity
-def _commutativity(lab: Lab, pairs: dict[str, list[dict]]) -> tuple[list[str], dict]:
-    stats = {k: [_stat(lab, "commutativity", p) for p in pairs[k]] for k in KINDS}
-    sites = stats["independent"][0]["sites"]
-    table = {k: {d: {s: _mean([x[d][s] for x in stats[k]]) for s in sites} for d in ("dist_com", "dist_w", "dist_h")}
-             for k in KINDS}
-    return sites, table
+def _commutativity(lab: Lab, pairs: dict[str, list[dict[str, Any]]]) -> dict[str, list[dict[str, Any]]]:
+    return {k: [_stat(lab, "commutativity", p) for p in pairs[k]] for k in KINDS}
+
+
+NOT_FIG19 = {"decides": False, "note": "not the paper's comparison at this setting (Fig. 19: ResNet-20, CIFAR-10)"}
+
+
+def _fig19_applies(setting: Setting, kind: str) -> bool:
+    cfg = setting.config
+    return cfg.arch == FIG19["arch"] and cfg.dataset == FIG19["dataset"] and kind in FIG19["kinds"]
 
 
 @pytest.mark.claim("Z7")
-@pytest.mark.parametrize("setting", _finding(
-    "spawned pairs hold it: Dist_com <= 0.089 of min(Dist_W, Dist_H) (layers.1) and <= 0.004 of the independent pairs'; permuted pairs reach 0.10-0.28 (WM) and 0.07-0.28 (AM) of min(Dist_W, Dist_H), above 0.1 in both hidden layers, and WM 0.13 of the independent Dist_com in layers.1 (0.097 in layers.2)."
-))
+@pytest.mark.parametrize("setting", PARAMS)
 def test_z7_commutativity_holds_for_lmc_pairs(setting: Setting, lab: Lab, n_seeds: int, measure) -> None:
-    """For LMC pairs Dist_com is negligible compared with Dist_W and Dist_H (Fig. 7, 16-18) and with the
-    Dist_com of independent pairs (Fig. 19), at every layer after the first."""
+    """Zhou §5.1, Fig. 7: "for both spawning and permutation methods, Dist_com is negligible compared with Dist_W
+    and Dist_H, which confirms the commutativity condition"; App. B.3 (Fig. 16-18) likewise; Fig. 19 (ResNet-20 on
+    CIFAR-10, spawning and weight matching): "the values of Dist_com,LMC are negligible compared with
+    Dist_com,not LMC".
+
+    For each pair kind that meets the LMC premise, in every layer after the first: Dist_com / min(Dist_W, Dist_H)
+    is negligible. Where Fig. 19 makes the comparison (ResNet-20, CIFAR-10; spawned and WM pairs), Dist_com over
+    the independent pair's is negligible too; elsewhere that ratio is recorded, not deciding. kappa = Dist_com /
+    (Dist_W Dist_H), matched against unaligned, is a recorded diagnostic. Dist_com is one number per pair over the
+    test set (no per-example spread is recorded), so no test-set noise is added."""
     pairs = _pairs(lab, setting, n_seeds)
-    sites, t = _commutativity(lab, pairs)
-    failures = []
-    for k in LMC_KINDS:
-        for s in sites:
-            com = t[k]["dist_com"][s]
-            if not com <= NEGLIGIBLE * min(t[k]["dist_w"][s], t[k]["dist_h"][s]):
-                failures.append(f"{k} {s}: Dist_com {com:.4g} vs Dist_W {t[k]['dist_w'][s]:.4g}, "
-                                f"Dist_H {t[k]['dist_h'][s]:.4g}")
-            if not com <= NEGLIGIBLE * t["independent"]["dist_com"][s]:
-                failures.append(f"{k} {s}: Dist_com {com:.4g} vs not LMC {t['independent']['dist_com'][s]:.4g}")
-    _record_seeds(measure, pairs)
+    premise = _premise(lab, setting, pairs)
+    stats = _commutativity(lab, pairs)
+    met = _judge_premise(measure, premise, setting)
+    sites = stats["independent"][0]["sites"]
+
+    def per_seed(kind: str, f: Any) -> dict[str, list[float]]:
+        return {s: [f(x, stats["independent"][r], s) for r, x in enumerate(stats[kind])] for s in sites}
+
+    ratios = {k: per_seed(k, lambda x, _i, s: x["dist_com"][s] / min(x["dist_w"][s], x["dist_h"][s])) for k in KINDS}
+    not_lmc = {k: per_seed(k, lambda x, i, s: x["dist_com"][s] / i["dist_com"][s]) for k in LMC_KINDS}
+    kappa = {k: per_seed(k, lambda x, _i, s: x["dist_com"][s] / (x["dist_w"][s] * x["dist_h"][s])) for k in KINDS}
+    for kind in LMC_KINDS:
+        measure.expect(f"{_tag(kind, met)}: Dist_com negligible next to Dist_W and Dist_H, every layer", NEGLIGIBLE,
+                       ratios[kind], Z7_SOURCE, over="every", pool=True, **_decides(kind, met, setting))
+        fig19 = _fig19_applies(setting, kind)
+        measure.expect(f"{_tag(kind, met)}: Dist_com negligible next to the independent pairs', every layer"
+                       + ("" if fig19 else " (recorded: Fig. 19 makes it for ResNet-20 on CIFAR-10 only)"),
+                       NEGLIGIBLE, not_lmc[kind], Z7_NOT_LMC_SOURCE, over="every", pool=True,
+                       **(_decides(kind, met, setting) if fig19 else NOT_FIG19))
+        kappa_ratio = {s: [x / i for x, i in zip(kappa[kind][s], kappa["independent"][s])] for s in sites}
+        measure.expect(f"{_tag(kind, met)}: kappa = Dist_com/(Dist_W Dist_H) below the unaligned pairs' (diagnostic)",
+                       Below(1.0), kappa_ratio, KAPPA_SOURCE, over="every", pool=True, decides=False,
+                       note="lmccheck's diagnostic, beyond the paper")
     decomposition = ({k: lab.features("decomposition", pairs[k][0]["a"], pairs[k][0]["b"], perm=pairs[k][0]["perm"],
                                       n_examples=DECOMPOSITION_EXAMPLES, alphas=(0.5,))["per_layer"] for k in KINDS}
                      if _cm_applies(setting) else None)
-    measure.values.update({"setting": describe(setting), "sites": sites, "distances": t,
-                           "theorem1_decomposition_seed0_alpha_0.5": decomposition, "failures": failures})
-    measure.thresholds.update({"negligible": NEGLIGIBLE})
-    panels = [bar_panel(sites, {"Dist_com": [t[k]["dist_com"][s] for s in sites], "Dist_W": [t[k]["dist_w"][s] for s in sites],
-                                "Dist_H": [t[k]["dist_h"][s] for s in sites]}, title=k, xlabel="layer",
-                        ylabel="distance", yscale="log") for k in KINDS]
+    _render_z7(setting, measure, stats, premise, met, {"ratio": ratios, "not_lmc": not_lmc, "kappa": kappa},
+               decomposition)
+    _skip_without_premise(met, premise, measure)
+
+
+def _render_z7(setting: Setting, measure, stats: dict[str, list[dict[str, Any]]],
+               premise: dict[str, dict[str, list[float]]], met: Mapping[str, bool],
+               derived: dict[str, dict[str, dict[str, list[float]]]], decomposition: dict | None) -> None:
+    sites = stats["independent"][0]["sites"]
+    raw = {k: {d: {s: [x[d][s] for x in stats[k]] for s in sites} for d in ("dist_com", "dist_w", "dist_h")}
+           for k in KINDS}
+    measure.values.update({"sites": sites, "premise": premise, "premise_met": dict(met), "distances_per_seed": raw,
+                           **{f"{name}_per_seed": v for name, v in derived.items()},
+                           "theorem1_decomposition_seed0_alpha_0.5": decomposition})
+    measure.thresholds.update({"clearly_negligible": CLEARLY_NEGLIGIBLE, "clearly_not_negligible": CLEARLY_NOT_NEGLIGIBLE})
+    panels = []
+    for k in KINDS:
+        ys, err = _bars({"Dist_com": raw[k]["dist_com"], "Dist_W": raw[k]["dist_w"], "Dist_H": raw[k]["dist_h"]}, sites)
+        panels.append(bar_panel(sites, ys, yerr=err, title=_tag(k, met) if k in LMC_KINDS else NAMES[k],
+                                xlabel="layer", ylabel="distance (mean, 95% t over seeds)", yscale="log"))
+    ys, err = _bars({(_tag(k, met) if k in LMC_KINDS else NAMES[k]): derived["kappa"][k] for k in KINDS}, sites)
+    panels.append(bar_panel(sites, ys, yerr=err, title="kappa = Dist_com / (Dist_W Dist_H) (diagnostic)",
+                            xlabel="layer", ylabel="kappa", yscale="log"))
+    measure.figure("commutativity", title=f"Z7 {setting.name}: Dist_com vs Dist_W and Dist_H", panels=panels)
     if decomposition is not None:
         layers = list(decomposition["spawned"])
         parts = ("llfc_error", "weak_additivity", "commutativity", "propagated")
-        panels += [bar_panel(layers, {part: [decomposition[k][n]["0.5"][part] for n in layers] for part in parts},
-                             title=f"Theorem 1's decomposition, {k}", xlabel="layer", ylabel="relative norm",
-                             yscale="log") for k in KINDS]
-    measure.figure("commutativity", title=f"Z7 {setting.name}: Dist_com vs Dist_W and Dist_H", panels=panels)
-    measure.summary = "; ".join(
-        f"{k}: Dist_com {min(t[k]['dist_com'].values()):.3g}-{max(t[k]['dist_com'].values()):.3g}, "
-        f"Dist_W >= {min(t[k]['dist_w'].values()):.3g}, Dist_H >= {min(t[k]['dist_h'].values()):.3g}"
-        for k in KINDS)
-    assert not failures, f"{len(failures)} failures: " + "; ".join(failures[:6])
+        measure.figure("theorem1_decomposition", title=f"Z7 {setting.name}: Theorem 1's decomposition at alpha = 0.5 "
+                       "(seed 0, beyond the paper)", panels=[
+                           bar_panel(layers, {part: [decomposition[k][n]["0.5"][part] for n in layers] for part in parts},
+                                     title=NAMES[k], xlabel="layer", ylabel="relative norm", yscale="log")
+                           for k in KINDS])
+    measure.summary = ("Dist_com / min(Dist_W, Dist_H) per layer: " + "; ".join(
+        f"{_tag(k, met)} {_range([_mean(v) for v in derived['ratio'][k].values()])}" for k in LMC_KINDS)
+        + "; over the independent pairs' Dist_com: " + ", ".join(
+        f"{NAMES[k]} {_range([_mean(v) for v in derived['not_lmc'][k].values()])}" for k in LMC_KINDS))
 
 
 @pytest.mark.claim("Z10")
-@pytest.mark.parametrize("setting", _finding(
-    "activation matching establishes commutativity (Dist_com 1.80 -> 0.14, 2.11 -> 0.08, 4.73 -> 0.016: at most 0.08 of before), weight matching at the logits (0.010) and, at the margin, in layers.2 (2.11 -> 0.204, 0.097) but not by an order of magnitude in layers.1: 1.80 -> 0.226 (0.126)."
-))
+@pytest.mark.parametrize("setting", PARAMS)
 def test_z10_matching_establishes_commutativity(setting: Setting, lab: Lab, n_seeds: int, measure) -> None:
-    """Dist_com of A and P[B] after weight or activation matching is negligible next to A and B before (§5.2).
+    """Zhou §5.2: "the weight matching (3) and activation matching (4) objectives ... directly correspond to the
+    two factors in Equation (9). Therefore, we can interpret Git Re-Basin as a means to ensure commutativity."
 
-    §5.2 argues this rather than measures it; for the permuted pairs the comparison is Z7's second half (LMC vs
-    not, Fig. 19) read as before vs after matching."""
+    After weight matching and after activation matching, Eq. (9)'s objective sum_l ||(W_A - P W_B P^T)(H_A -
+    P H_B)||_F^2 and Dist_com in every layer fall below the unmatched pair's (the same replicate's A and B), by
+    more than the spread over seeds: the paired difference unmatched - matched is above 0 (t interval). Eq. (9)
+    is implemented for ReLU MLPs without norm layers (the paper's architecture); conv nets are judged on Dist_com.
+    Beyond the paper (§6's open question): commutativity matching, Eq. (9) minimized directly from AM's
+    permutation, recorded against WM and AM on the same pairs (objective and end-of-training barriers)."""
     pairs = _pairs(lab, setting, n_seeds)
-    sites, t = _commutativity(lab, pairs)
-    before = t["independent"]["dist_com"]
-    failures = [f"{m} {s}: Dist_com after {t[m]['dist_com'][s]:.4g} vs before {before[s]:.4g}"
-                for m in METHODS for s in sites if not t[m]["dist_com"][s] <= NEGLIGIBLE * before[s]]
-    _record_seeds(measure, pairs)
-    after = {m: t[m]["dist_com"] for m in METHODS}
+    stats = _commutativity(lab, pairs)
+    sites = stats["independent"][0]["sites"]
+    before = {s: [x["dist_com"][s] for x in stats["independent"]] for s in sites}
+    after = {m: {s: [x["dist_com"][s] for x in stats[m]] for s in sites} for m in METHODS}
+    eq9 = _eq9(lab, setting, pairs) if _cm_applies(setting) else None
+    for m in METHODS:
+        name = {"weight": "WM", "activation": "AM"}[m]
+        if eq9 is not None:
+            measure.expect(f"{name}: Eq. (9)'s objective falls below the unmatched pair's",
+                           Above(0.0), [u - v for u, v in zip(eq9["unmatched"], eq9[m], strict=True)], Z10_SOURCE,
+                           note=f"sum over the weight layers, on the first {EQ9_EXAMPLES} training examples")
+        measure.expect(f"{name}: Dist_com falls below the unmatched pair's, every layer", Above(0.0),
+                       {s: [u - v for u, v in zip(before[s], after[m][s], strict=True)] for s in sites},
+                       Z10_SOURCE, over="every")
     cm = _commutativity_matching(lab, setting, pairs) if _cm_applies(setting) else None
+    if cm is not None and eq9 is not None:
+        _check_eq9(eq9, cm)
+    _render_z10(setting, measure, sites, before, after, eq9, cm)
+
+
+def _eq9(lab: Lab, setting: Setting, pairs: dict[str, list[dict[str, Any]]]) -> dict[str, list[float]]:
+    """Per seed: Eq. (9)'s objective of A and B unmatched, and of A and P[B] for WM and AM (no product: a few
+    matrix products of the first 1000 training examples' features, under a second per pair on a CPU)."""
+    cfg = setting.config
+    model = lab.model(cfg)
+    data = lab.dataset(cfg.dataset).train.take(cfg.train_subset)
+    out: dict[str, list[float]] = {"unmatched": [], **{m: [] for m in METHODS}}
+    for i, p in enumerate(pairs["independent"]):
+        sa, sb = p["a"].final, p["b"].final
+        out["unmatched"].append(commutativity_objective(model, sa, sb, data, None, n_examples=EQ9_EXAMPLES))
+        for m in METHODS:
+            out[m].append(commutativity_objective(model, sa, sb, data, pairs[m][i]["perm"], n_examples=EQ9_EXAMPLES))
+    return out
+
+
+def _check_eq9(eq9: dict[str, list[float]], cm: dict[str, Any]) -> None:
+    """Commutativity matching starts from AM's permutation on the same examples: its recorded initial objective
+    is Eq. (9) at AM's, or one of the two computations is wrong."""
+    for mine, theirs in zip(eq9["activation"], (o["objective_init"] for o in cm["objective"]), strict=True):
+        if not math.isclose(mine, theirs, rel_tol=1e-6):
+            raise MeasurementBug(f"Eq. (9) at AM's permutation is {mine:.6g} here but {theirs:.6g} in commutativity "
+                                 "matching's record")
+
+
+def _render_z10(setting: Setting, measure, sites: list[str], before: dict[str, list[float]],
+                after: dict[str, dict[str, list[float]]], eq9: dict[str, list[float]] | None, cm: dict | None) -> None:
+    measure.values.update({"sites": sites, "dist_com_unmatched_per_seed": before, "dist_com_matched_per_seed": after,
+                           "eq9_objective_per_seed": eq9, "commutativity_matching": cm})
+    series = {"unmatched": before, **{f"after {m}": after[m] for m in METHODS}}
     if cm is not None:
-        after["commutativity"] = cm["dist_com"]
-    measure.values.update({"setting": describe(setting), "sites": sites, "before": before, "after": after,
-                           "commutativity_matching": cm, "failures": failures})
-    measure.thresholds.update({"negligible": NEGLIGIBLE})
-    panels = [bar_panel(sites, {"before": [before[s] for s in sites],
-                                **{f"after {m}": [after[m][s] for s in sites] for m in after}},
-                        xlabel="layer", ylabel="Dist_com", yscale="log")]
+        series["after commutativity matching (beyond the paper)"] = cm["dist_com_per_seed_by_site"]
+    ys, err = _bars(series, sites)
+    panels = [bar_panel(sites, ys, yerr=err, title="Dist_com (mean, 95% t over seeds)", xlabel="layer",
+                        ylabel="Dist_com", yscale="log")]
+    if eq9 is not None:
+        names = ["unmatched", *METHODS] + (["commutativity"] if cm is not None else [])
+        rows = {**eq9, **({"commutativity": [o["objective_final"] for o in cm["objective"]]} if cm is not None else {})}
+        ys, err = _bars({"Eq. (9) objective": {n: rows[n] for n in names}}, names)
+        panels.append(bar_panel(names, ys, yerr=err, title=f"Eq. (9) objective ({EQ9_EXAMPLES} training examples)",
+                                ylabel="sum_l ||(W_A - P W_B P^T)(H_A - P H_B)||_F^2", yscale="log"))
     if cm is not None:
-        names = list(cm["barrier_mean"])
-        panels.append(bar_panel(["test error barrier", "test loss barrier"],
-                                {m: list(cm["barrier_mean"][m]) for m in names}, title="end-of-training barriers",
-                                ylabel="barrier"))
-    measure.figure("before_after", title=f"Z10 {setting.name}: Dist_com before and after matching", panels=panels)
-    measure.summary = "; ".join(f"{s}: {before[s]:.3g} -> WM {t['weight']['dist_com'][s]:.3g}, "
-                                f"AM {t['activation']['dist_com'][s]:.3g}" for s in sites)
+        ys, err = _bars({m: {"test error barrier": [v[0] for v in vals], "test loss barrier": [v[1] for v in vals]}
+                         for m, vals in cm["barrier"].items()}, ["test error barrier", "test loss barrier"])
+        panels.append(bar_panel(["test error barrier", "test loss barrier"], ys, yerr=err,
+                                title="end-of-training barriers (beyond the paper)", ylabel="barrier"))
+    measure.figure("before_after", title=f"Z10 {setting.name}: Dist_com and Eq. (9) before and after matching",
+                   panels=panels)
+    measure.summary = "Dist_com: " + "; ".join(
+        f"{s} {_mean(before[s]):.3g} -> WM {_mean(after['weight'][s]):.3g}, AM {_mean(after['activation'][s]):.3g}"
+        for s in sites)
+    if eq9 is not None:
+        measure.summary += (f"; Eq. (9) {_mean(eq9['unmatched']):.3g} -> WM {_mean(eq9['weight']):.3g}, "
+                            f"AM {_mean(eq9['activation']):.3g}")
     if cm is not None:
-        b = cm["barrier_mean"]
-        accepted = sum(o["accepted"] for o in cm["objective"])
-        measure.summary += ("; commutativity matching (not asserted): Eq. 9 objective -"
-                            f"{cm['objective_drop_mean']:.1%} from AM's ({accepted} steps accepted), test error barrier CM "
-                            f"{b['commutativity'][0]:.2%} vs WM {b['weight'][0]:.2%}, AM {b['activation'][0]:.2%}")
-    assert not failures, f"{len(failures)} failures: " + "; ".join(failures[:6])
+        b = {m: _mean([v[0] for v in vals]) for m, vals in cm["barrier"].items()}
+        final = _mean([o["objective_final"] for o in cm["objective"]])
+        measure.summary += (f"; commutativity matching (recorded): Eq. (9) {final:.3g}, test error barrier "
+                            f"{b['commutativity']:.2%} vs WM {b['weight']:.2%}, AM {b['activation']:.2%}")
 
 
 def _cm_applies(setting: Setting) -> bool:
-    """Commutativity matching is implemented for ReLU MLPs without norm layers (Eq. 9's architecture)."""
+    """Eq. (9) and commutativity matching are implemented for ReLU MLPs without norm layers (Eq. 9's architecture)."""
     return setting.config.arch == "mlp" and setting.config.model_kwargs.get("norm", "none") == "none"
 
 
-def _commutativity_matching(lab: Lab, setting: Setting, pairs: dict[str, list[dict]]) -> dict:
+def _commutativity_matching(lab: Lab, setting: Setting, pairs: dict[str, list[dict[str, Any]]]) -> dict:
     """Beyond the paper (§6's open question): a permutation that minimizes Eq. (9) directly, from AM's, against
     WM and AM on the same pairs: its objective, Dist_com and end-of-training test barriers (error, loss)."""
     out: dict = {"dist_com_per_seed": [], "objective": [], "barrier": {m: [] for m in (*METHODS, "commutativity")}}
@@ -357,10 +766,7 @@ def _commutativity_matching(lab: Lab, setting: Setting, pairs: dict[str, list[di
             res = lab.barrier(p["a"], p["b"], perm=q)
             out["barrier"][m].append((res.error_barrier, res.loss_barrier))
     sites = list(out["dist_com_per_seed"][0])
-    out["dist_com"] = {s: _mean([d[s] for d in out["dist_com_per_seed"]]) for s in sites}
-    out["barrier_mean"] = {m: (_mean([v[0] for v in vals]), _mean([v[1] for v in vals]))
-                           for m, vals in out["barrier"].items()}
-    out["objective_drop_mean"] = _mean([1 - o["objective_final"] / o["objective_init"] for o in out["objective"]])
+    out["dist_com_per_seed_by_site"] = {s: [d[s] for d in out["dist_com_per_seed"]] for s in sites}
     return out
 
 
@@ -369,25 +775,42 @@ def _commutativity_matching(lab: Lab, setting: Setting, pairs: dict[str, list[di
 @pytest.mark.parametrize("setting", PARAMS)
 def test_z8_stitching_without_a_stitching_layer_works_for_llfc_pairs(setting: Setting, lab: Lab, n_seeds: int,
                                                                      measure) -> None:
-    """For spawned pairs, B_{>l} o A_{<=l} errs at most 1.7 times the worse of A and B at every layer."""
+    """Zhou App. B.4: "given two neural networks A and B that satisfy LLFC, we evaluate the accuracy of
+    B_{>l} o A_{<=l} ... without finding a stitching layer ... the error rates of the stitched model on the test
+    set closely resemble the error rates of the original models A and B, regardless of the dataset or model
+    architecture" (spawned pairs only, Tables 1-3).
+
+    For the spawned pairs, if they meet the LMC premise: at every layer, the stitched test error is at most 1.7
+    times the worse of A and B (TOST's one side, 90% interval; the seed spread pooled over the layers, the
+    binomial noise of both errors added)."""
     pairs = _pairs(lab, setting, n_seeds)
+    premise = _premise(lab, setting, pairs, kinds=("spawned",))
     stats = [_stat(lab, "stitching", p) for p in pairs["spawned"]]
+    met = _judge_premise(measure, premise, setting)
     sites = stats[0]["sites"]
-    stitched = {s: _mean([x["error"][s] for x in stats]) for s in sites}
-    worse = _mean([max(x["error_a"], x["error_b"]) for x in stats])
-    failures = [f"{s}: stitched error {stitched[s]:.2%} vs A/B {worse:.2%}" for s in sites
-                if not stitched[s] <= STITCH_CLOSE_RATIO * worse]
-    measure.seeds.extend({"kind": "spawned", **p["seeds"]} for p in pairs["spawned"])
-    table = [{"layer": s, "stitched_error": stitched[s]} for s in sites]
-    measure.values.update({"setting": describe(setting), "table": table, "error_a": _mean([x["error_a"] for x in stats]),
-                           "error_b": _mean([x["error_b"] for x in stats]), "per_seed": stats, "failures": failures})
+    ratio, noise = {}, {}
+    for s in sites:
+        worse = [max(x["error_a"], x["error_b"]) for x in stats]
+        ratio[s] = [x["error"][s] / w for x, w in zip(stats, worse, strict=True)]
+        noise[s] = mean_noise([math.hypot(binomial_se(x["error"][s], x["n_examples"]),
+                                          r * binomial_se(w, x["n_examples"])) / w
+                               for x, w, r in zip(stats, worse, ratio[s], strict=True)])
+    measure.expect(f"{_tag('spawned', met)}: stitched error at most {STITCH_CLOSE_RATIO:g} x the worse of A and B, "
+                   "every layer", Within(upper=STITCH_CLOSE_RATIO), ratio, Z8_SOURCE, over="every", noise=noise,
+                   pool=True, **_decides("spawned", met, setting))
+    per_seed = {s: [x["error"][s] for x in stats] for s in sites}
+    measure.values.update({"sites": sites, "premise": premise, "premise_met": met, "stitched_error_per_seed": per_seed,
+                           "error_a_per_seed": [x["error_a"] for x in stats],
+                           "error_b_per_seed": [x["error_b"] for x in stats], "ratio_per_seed": ratio})
     measure.thresholds.update({"stitch_close_ratio": STITCH_CLOSE_RATIO})
-    measure.figure("stitching", title=f"Z8 {setting.name}: stitched B>l o A<=l (spawned pairs)", panels=[
-        bar_panel(sites, {"stitched": [stitched[s] for s in sites], "worse of A, B": [worse] * len(sites)},
-                  xlabel="layer l", ylabel="test error")])
-    measure.summary = (f"stitched error {min(stitched.values()):.2%}-{max(stitched.values()):.2%} vs A/B "
-                       f"{measure.values['error_a']:.2%}/{measure.values['error_b']:.2%}")
-    assert not failures, "; ".join(failures)
+    worse = {s: [max(x["error_a"], x["error_b"]) for x in stats] for s in sites}
+    ys, err = _bars({"stitched": per_seed, "worse of A, B": worse}, sites)
+    measure.figure("stitching", title=f"Z8 {setting.name}: stitched B>l o A<=l ({_tag('spawned', met)} pairs)",
+                   panels=[bar_panel(sites, ys, yerr=err, xlabel="layer l", ylabel="test error (mean, 95% t over seeds)")])
+    measure.summary = (f"stitched error {_range([_mean(v) for v in per_seed.values()])} vs worse of A/B "
+                       f"{_mean(worse[sites[0]]):.2%}; ratio {_range([_mean(v) for v in ratio.values()])} "
+                       f"(bound {STITCH_CLOSE_RATIO:g}); {_tag('spawned', met)}")
+    _skip_without_premise(met, premise, measure)
 
 
 # ---------------------------------------------------------------------------- Z9: stable rank (App. B.5)
@@ -395,11 +818,13 @@ def test_z8_stitching_without_a_stitching_layer_works_for_llfc_pairs(setting: Se
 @pytest.mark.parametrize("setting", PARAMS)
 def test_z9_trained_weights_have_lower_stable_rank_than_early_ones(setting: Setting, lab: Lab, n_seeds: int,
                                                                    measure) -> None:
-    """The stable rank ||W||_F^2 / ||W||_2^2 of every weight layer is "significantly smaller" at the end of
-    training than after 1 epoch (App. B.5, Fig. 22). Fig. 22 compares the two stable ranks per layer without a
-    scale, so here "significantly" is statistical (:data:`NEGLIGIBLE` is for distances that should vanish, not
-    for a rank that should fall): in every layer, lower at the end in every network (A and B of every
-    replicate), and the mean drop larger than the spread of the stable rank over the networks after 1 epoch."""
+    """Zhou App. B.5, Fig. 22: "the stable ranks of weight matrices of the model after convergence are
+    significantly smaller than those of the model in the early stage of training (1 epoch indeed)", with
+    srnk(W) = ||W||_F^2 / ||W||_2^2.
+
+    In every weight layer: the stable rank after 1 epoch minus the stable rank at the end, paired per network (A
+    and B of every replicate, each with its own seeds), is above 0 with its t interval over the networks: the
+    paper gives no scale for "significantly", so it is read as a drop beyond the spread over networks."""
     pairs = lab.pairs(setting.config, n_seeds)
     spec = lab.spec(setting.config)
     layers = [n for n in spec.layers if pairs[0].a.final[f"{n}.weight"].dim() >= 2]
@@ -409,22 +834,21 @@ def test_z9_trained_weights_have_lower_stable_rank_than_early_ones(setting: Sett
             for n in layers:
                 ranks["epoch_1"][n].append(stable_rank(run.state_at(EARLY_EPOCH)[f"{n}.weight"]))
                 ranks["end"][n].append(stable_rank(run.final[f"{n}.weight"]))
-        measure.seeds.append(pair.seeds)
-    early = {n: _mean(ranks["epoch_1"][n]) for n in layers}
-    end = {n: _mean(ranks["end"][n]) for n in layers}
-    spread = {n: mean_std(ranks["epoch_1"][n])[1] for n in layers}
-    failures = []
-    for n in layers:
-        higher = [i for i, (e, f) in enumerate(zip(ranks["epoch_1"][n], ranks["end"][n])) if not f < e]
-        if higher:
-            failures.append(f"{n}: not lower at the end in {len(higher)} of {len(ranks['end'][n])} networks")
-        if not early[n] - end[n] > spread[n]:
-            failures.append(f"{n}: mean stable rank {early[n]:.2f} -> {end[n]:.2f}, a drop within the spread over "
-                            f"networks after 1 epoch ({spread[n]:.2f})")
-    measure.values.update({"setting": describe(setting), "layers": layers, "epoch_1": early, "end": end,
-                           "spread_epoch_1": spread, "per_network": ranks, "failures": failures})
-    measure.thresholds.update({"significant_drop": "in every network, and the mean drop > the std over networks "
-                                                  "after 1 epoch"})
+    measure.expect("stable rank at the end below the stable rank after 1 epoch, every weight layer", Above(0.0),
+                   {n: [e - f for e, f in zip(ranks["epoch_1"][n], ranks["end"][n], strict=True)] for n in layers},
+                   Z9_SOURCE, over="every", note="n = networks (A and B of every replicate)")
+    _render_z9(setting, lab, measure, pairs, layers, ranks)
+
+
+def _spectrum_stable_rank(singular_values: list[float]) -> float:
+    """sum(s^2) / max(s)^2 of a spectrum: the stable rank of the matrix it belongs to."""
+    top = max(singular_values, default=0.0)
+    return sum(v * v for v in singular_values) / (top * top) if top > 0 else 0.0
+
+
+def _render_z9(setting: Setting, lab: Lab, measure, pairs: list, layers: list[str],
+               ranks: dict[str, dict[str, list[float]]]) -> None:
+    measure.values.update({"layers": layers, "per_network": ranks})
     # Fig. 20 and 21: singular values of the weights and of the post-activations over the test set, of network
     # A of the first replicate (an AM- and WM-aligned pair's), after 1 epoch and at the end (recorded, not asserted)
     a0 = pairs[0].a
@@ -432,7 +856,6 @@ def test_z9_trained_weights_have_lower_stable_rank_than_early_ones(setting: Sett
     sites = list(spec_of["end"]["features"])
     feature_rank = {when: {n: _spectrum_stable_rank(sp["features"][n]) for n in sites} for when, sp in spec_of.items()}
     measure.values.update({"feature_sites": sites, "feature_stable_rank_seed0_a": feature_rank})
-
     curves = {when: {"weights": {k: v["singular_values"] for k, v in sp["weights"].items()},
                      "features": sp["features"]} for when, sp in spec_of.items()}
 
@@ -440,13 +863,13 @@ def test_z9_trained_weights_have_lower_stable_rank_than_early_ones(setting: Sett
         return line_panel({when: (list(range(1, len(c[what][n]) + 1)), c[what][n]) for when, c in curves.items()},
                           title=title, xlabel="index", ylabel="singular value", yscale="log")
 
+    ys, err = _bars({"epoch 1": ranks["epoch_1"], "end": ranks["end"]}, layers)
     measure.figure("stable_rank", title=f"Z9 {setting.name}: stable rank, epoch 1 vs end; weight spectra (Fig. 20)",
-                   panels=[bar_panel(layers, {"epoch 1": [early[n] for n in layers], "end": [end[n] for n in layers]},
-                                     xlabel="layer", ylabel="stable rank"),
+                   panels=[bar_panel(layers, ys, yerr=err, xlabel="layer",
+                                     ylabel="stable rank (mean, 95% t over networks)"),
                            *[spectrum_panel("weights", n, f"singular values of W, {n} (A, seed 0)") for n in layers]])
     measure.figure("feature_spectra", title=f"Z9 {setting.name}: singular values of the post-activations over "
                    f"{lab.barrier_options.n_examples} test examples (Fig. 21)",
                    panels=[spectrum_panel("features", n, f"singular values of H, {n} (A, seed 0)") for n in sites])
-    measure.summary = "; ".join(f"{n}: {early[n]:.1f} -> {end[n]:.1f}" for n in layers)
-    assert not failures, "; ".join(failures)
-
+    measure.summary = "mean stable rank, epoch 1 -> end: " + "; ".join(
+        f"{n} {_mean(ranks['epoch_1'][n]):.1f} -> {_mean(ranks['end'][n]):.1f}" for n in layers)
