@@ -100,13 +100,13 @@ BELOW_UNALIGNED = paper("The plots show that we significantly reduce the loss/er
                         "alignment for wide networks", "App. G, Fig. 14")
 #: "much higher" has no number in the paper. lmccheck's reading, on the paired ratio direct / indirect of each
 #: triple: at most 1/2 (the indirect barrier at least double the direct one, so the gap is as large as all that
-#: direct alignment leaves) is clearly "much higher"; above 4/5 (indirect within 25% of direct) is what the
-#: paper's next sentence calls "comparable", clearly not "much higher"; between is undecided
+#: direct alignment leaves) is clearly "much higher"; above 4/5 (indirect within 25% of direct) is read as the
+#: "comparable" of the paper's next sentence (which gives no number), clearly not "much higher"; between is undecided
 MUCH_HIGHER = Negligible(clearly=0.5, clearly_not=0.8)
 MUCH_SOURCE = reading(
     "'much higher' (§5.3) has no number: on direct/indirect per triple, <= 1/2 (indirect at least double direct, "
     "a gap as large as the whole direct barrier) is clearly 'much higher'; >= 4/5 (indirect within 25% of "
-    "direct) is what §5.3's next sentence calls 'comparable error barriers', clearly not")
+    "direct) lmccheck reads as the 'comparable error barriers' of §5.3's next sentence, clearly not")
 WIDE_SOURCE = reading("App. G's 'for wide networks' names no width: lmccheck takes the wider half of the "
                       "family's widths (the upper half of the grid, the widest included)")
 #: App. G: "direct and indirect alignment do not produce similar permutations". lmccheck's reading of
