@@ -1,0 +1,53 @@
+"""Write the README's table of latest verdicts from a claim report (never by hand).
+
+    .venv/bin/python tools/readme_verdicts.py report/claims.json          # rewrite README.md in place
+    .venv/bin/python tools/readme_verdicts.py report/claims.json --check  # exit 1 if README.md differs
+
+The table sits between the markers ``<!-- verdicts:start -->`` and ``<!-- verdicts:end -->``; it is
+``lmccheck report claims.json --verdict-table`` with a line naming the report's commit, machine and budget.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from lmccheck.assertions import markdown_table, verdict_rows
+from lmccheck.report import load_report, sort_records
+
+START, END = "<!-- verdicts:start -->", "<!-- verdicts:end -->"
+README = Path(__file__).resolve().parents[1] / "README.md"
+
+
+def table(report: Path) -> str:
+    records, meta = load_report(report)
+    head = (f"From a claim report: commit {str(meta.get('git_commit') or 'unknown')[:10]}, {meta.get('device')}, "
+            f"{meta.get('processes')}, budget {meta.get('budget')}, seed offset {meta.get('seed_offset', 0)}, "
+            f"{meta.get('start')} to {meta.get('end')}.")
+    body = markdown_table(["id", "setting", "verdict", "deciding assertions (estimate, interval)"],
+                          verdict_rows(sort_records(records)))
+    return f"{START}\n{head}\n\n{body}\n{END}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("report", type=Path)
+    parser.add_argument("--readme", type=Path, default=README)
+    parser.add_argument("--check", action="store_true", help="exit 1 when the README's table differs")
+    args = parser.parse_args(argv)
+    text = args.readme.read_text(encoding="utf-8")
+    if START not in text or END not in text:
+        print(f"{args.readme}: no {START} ... {END} markers", file=sys.stderr)
+        return 2
+    before, rest = text.split(START, 1)
+    _, after = rest.split(END, 1)
+    new = before + table(args.report) + after
+    if args.check:
+        return 0 if new == text else 1
+    args.readme.write_text(new, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
