@@ -274,7 +274,7 @@ class PointResult:
 
 @dataclass
 class Judgement:
-    """One assertion, judged: what :meth:`lmccheck.pytest_plugin.Measurement.expect` records."""
+    """One assertion, judged: what :meth:`lmccheck.measurement.Measurement.expect` records."""
 
     name: str
     rule: str
