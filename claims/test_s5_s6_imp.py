@@ -494,6 +494,7 @@ def _render_s6(setting: Setting, measure, data: dict, gap: dict, oneshot_j: int)
         f"matching (dense {pct(dense_mean)} - {pct(MATCHING_DELTA)}) down to: transported WM "
         f"{upto_txt(TRANSPORTED)}, AM {upto_txt('transported (AM)')}, one-shot {upto_txt(ONESHOT)}, unpermuted "
         f"{upto_txt(CONTROL)} (point estimates); at {pct(remaining[oneshot_j])}: transported {pct(wm[oneshot_j])} vs "
-        f"one-shot {pct(oneshot[oneshot_j])}; at {pct(remaining[-1])}: transported {pct(wm[-1])}, unpermuted "
-        f"{pct(control[-1])}, IMP on B {pct(mean_acc['IMP on B (gold standard)'][-1])}"
+        f"one-shot {pct(oneshot[oneshot_j])}"
+        + (f"; at {pct(remaining[-1])}: transported {pct(wm[-1])}" if oneshot_j != len(remaining) - 1 else "")
+        + f", unpermuted {pct(control[-1])}, IMP on B {pct(mean_acc['IMP on B (gold standard)'][-1])}"
     )

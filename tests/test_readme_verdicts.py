@@ -1,0 +1,54 @@
+"""tools/readme_verdicts.py: the README's latest-verdicts table comes from a report, between its markers."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from lmccheck.report import write_report
+
+TOOL = Path(__file__).resolve().parents[1] / "tools" / "readme_verdicts.py"
+
+
+def _tool():
+    spec = importlib.util.spec_from_file_location("readme_verdicts", TOOL)
+    module = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(module)
+    return module
+
+
+def _report(tmp_path: Path, outcome: str) -> Path:
+    assertion = {"name": "aligned below", "rule": "Below", "bound": "< 0.05", "outcome": outcome, "observed": 0.01,
+                 "interval": [0.0, 0.02], "level": 0.95, "n": 3, "df": 2.0, "mde": 0.06, "seeds_needed": None,
+                 "source": {"kind": "paper", "text": "3-8%", "where": "§5.1"}, "over": None, "points": [],
+                 "decides": True, "note": ""}
+    extra = dict(assertion, name="lmccheck's own", decides=False)
+    record = {"claim": "S3", "setting": "mlp", "nodeid": "claims/test_s3.py::test_s3[mlp]", "verdict": outcome,
+              "assertions": [assertion, extra]}
+    write_report([record], tmp_path / outcome, {"git_commit": "abcdef0123456", "device": "cpu", "budget": "full"})
+    return tmp_path / outcome / "claims.json"
+
+
+def test_the_table_replaces_what_stands_between_the_markers_and_check_says_when_it_is_stale(tmp_path: Path) -> None:
+    tool = _tool()
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\nbefore\n\n{tool.START}\nold hand-written text\n{tool.END}\n\nafter\n", "utf-8")
+    passed = _report(tmp_path, "PASS")
+    assert tool.main([str(passed), "--readme", str(readme), "--check"]) == 1
+    assert tool.main([str(passed), "--readme", str(readme)]) == 0
+    text = readme.read_text("utf-8")
+    assert text.startswith("# x\n\nbefore\n\n") and text.endswith("\n\nafter\n")
+    assert "old hand-written text" not in text and "commit abcdef0123, cpu" in text
+    assert "| S3 | mlp | PASS | aligned below: PASS 0.01 [0, 0.02] (95%) |" in text
+    assert "lmccheck's own" not in text  # only deciding assertions
+    assert tool.main([str(passed), "--readme", str(readme), "--check"]) == 0
+    assert tool.main([str(_report(tmp_path, "FAIL")), "--readme", str(readme), "--check"]) == 1
+
+
+def test_a_readme_without_markers_is_refused(tmp_path: Path) -> None:
+    tool = _tool()
+    readme = tmp_path / "README.md"
+    readme.write_text("# no markers\n", "utf-8")
+    assert tool.main([str(_report(tmp_path, "PASS")), "--readme", str(readme)]) == 2
+    assert readme.read_text("utf-8") == "# no markers\n"
