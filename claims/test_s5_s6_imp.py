@@ -212,8 +212,20 @@ def _column(rows: list[list[float]], j: int) -> list[float]:
 # --------------------------------------------------------------------------------------------------------------- #
 # S5
 # --------------------------------------------------------------------------------------------------------------- #
+#: a significant FAIL of (b) at this setting (H.2 predicts that magnitude-pruned networks keep weight matching's
+#: signal, so weight matching the sparse networks directly does well on this MLP)
+S5_FINDINGS = {"mlp128-fmnist": (
+    "(b) fails: at the sparsest matching levels (16.8%, 13.4%, 10.7% remaining) weight matching the sparse networks "
+    "directly gives a LOWER error barrier than the dense permutation: dense - sparse-sparse, worst level, "
+    "WM +1.7 points [0.5, 2.8], AM +1.6 [0.5, 2.8] (95%, Holm-significant) in the build of one 2-thread process "
+    "(CLAIMS_WORKERS=1); in the default build of 2 one-thread workers the same contrast is INCONCLUSIVE "
+    "(WM +1.5 [0.06, 2.9], not significant after Holm over 3 levels). (a) passes in both: the dense permutation "
+    "stays far below the unpermuted barrier at every matching level. 2 seeds, 10k test examples."
+)}
+
+
 @pytest.mark.claim("S5")
-@pytest.mark.parametrize("setting", params(["mlp128-fmnist"], SPARSE_GPU))
+@pytest.mark.parametrize("setting", params(["mlp128-fmnist"], SPARSE_GPU, findings=S5_FINDINGS))
 def test_s5_dense_permutation_aligns_every_imp_level(setting: Setting, lab: Lab, n_seeds: int, measure) -> None:
     """For WM and AM, per seed and paired: barrier(A(i), B(i)) - barrier(A(i), P[B(i)]) > 0 at every matching
     level, and barrier(A(i), P(i)[B(i)]) - barrier(A(i), P[B(i)]) > 0 at every sparsest level (test error; the
