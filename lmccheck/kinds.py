@@ -463,7 +463,9 @@ def _build_pruned(product: Product, builder: Builder) -> tuple[dict[str, torch.T
 
 
 # a pruned copy is one masked checkpoint: derived on demand, never stored
-register(Kind("pruned", 1, _build_pruned, _decode_run, network=True, phase="other", stored=False,
+# version 2: random scores drawn in sorted key order (version 1 drew them in the state's dict order, so a
+# network loaded from the store, names sorted, and one trained in this process got different masks)
+register(Kind("pruned", 2, _build_pruned, _decode_run, network=True, phase="other", stored=False,
               describe=lambda p: f"{p.params['method']} p={p.params['fraction']:g}"))
 
 

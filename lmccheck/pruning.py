@@ -150,8 +150,9 @@ def _check_fraction(name: str, f: float) -> float:
 
 
 def _prune_lowest(mask: Mapping[str, torch.Tensor], scores: Mapping[str, torch.Tensor], n_prune: int) -> Mask:
-    """Remove the ``n_prune`` kept entries with the lowest score (ties: earliest position first)."""
-    keys = list(mask)
+    """Remove the ``n_prune`` kept entries with the lowest score (ties: earliest position first, the
+    positions taken in sorted key order, so the result does not depend on the mask's dict order)."""
+    keys = sorted(mask)
     flat_mask = torch.cat([mask[k].reshape(-1).cpu() for k in keys])
     flat_scores = torch.cat([scores[k].detach().reshape(-1).cpu().double() for k in keys])
     alive = torch.nonzero(flat_mask).squeeze(1)
@@ -165,7 +166,7 @@ def _prune_lowest(mask: Mapping[str, torch.Tensor], scores: Mapping[str, torch.T
         n = mask[k].numel()
         out[k] = new_flat[offset : offset + n].reshape(mask[k].shape).clone()
         offset += n
-    return out
+    return {k: out[k] for k in mask}  # the caller's order
 
 
 def magnitude_prune(state: StateDict, mask: Mapping[str, torch.Tensor] | None = None, fraction: float = 0.2) -> Mask:
@@ -187,13 +188,15 @@ def random_prune(
 ) -> Mask:
     """Prune ``round(fraction * remaining)`` remaining weights chosen uniformly at random (global).
 
-    The choice depends only on ``seed`` and the mask (not on the weights).
+    The choice depends only on ``seed`` and the mask (not on the weights, nor on the order of the mask's keys:
+    the scores are drawn key by key in sorted order, so a state read back from the store, whose names are
+    sorted, and one in module order give the same mask).
     """
     fraction = _check_fraction("fraction", fraction)
     mask = dense_mask(state) if mask is None else mask
     _check_mask_against(state, mask)
     gen = torch.Generator().manual_seed(int(seed))
-    scores = {k: torch.rand(mask[k].shape, generator=gen, dtype=torch.float64) for k in mask}
+    scores = {k: torch.rand(mask[k].shape, generator=gen, dtype=torch.float64) for k in sorted(mask)}
     return _prune_lowest(mask, scores, _round_half_up(fraction * sparsity(mask).kept))
 
 

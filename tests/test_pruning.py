@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import json
 
 import pytest
@@ -334,3 +335,16 @@ def test_imp_adds_a_missing_rewind_checkpoint_and_accepts_the_recipe_s_ends(data
     for bad_levels in (-1, 1.5, True):
         with pytest.raises(ValueError, match="levels must be a non-negative int"):
             imp(cfg, bad_levels, rewind_epoch=0.5, data=data)
+
+
+@pytest.mark.parametrize("method", ["magnitude", "random"])
+def test_a_mask_does_not_depend_on_the_order_of_the_state_keys(method: str) -> None:
+    """A state from the store has sorted names, one trained in this process is in module order: same mask.
+    Equal magnitudes everywhere make every choice a tie, so position order decides it."""
+    state = {"layers.0.weight": torch.ones(6, 4), "layers.1.weight": torch.ones(5, 6), "head.weight": torch.ones(3, 5)}
+    backwards = dict(reversed(list(state.items())))
+    prune = magnitude_prune if method == "magnitude" else functools.partial(random_prune, seed=3)
+    a = prune(state, dense_mask(state, list(state)), fraction=0.4)
+    b = prune(backwards, dense_mask(backwards, list(backwards)), fraction=0.4)
+    assert list(b) == list(backwards)  # the caller's order is kept
+    assert all(torch.equal(a[k], b[k]) for k in state)
