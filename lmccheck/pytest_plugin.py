@@ -246,7 +246,7 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption(
         "--lmc-barrier-precision", choices=("bf16", "fp32", "auto"), default="bf16",
         help="precision of barrier evaluations (default: bf16 autocast on every device, which on a CPU with "
-        "native bf16 halves the tier's main cost and moves error barriers by under 0.1 point; fp32 for exact "
+        "native bf16 halves the tier's main cost and moves error barriers by up to 0.2 point; fp32 for exact "
         "figures; auto: bf16 on CUDA only). It is part of every barrier's store key",
     )
     group.addoption(
