@@ -500,6 +500,9 @@ def matching_product(
         params["device_type"] = torch.device(device).type
     if method == "commutativity":  # a local search from activation matching's permutation (its own product)
         inputs["init"] = Ref(matching_product("activation", a, b, device=device))
+        # the search's version: Frank-Wolfe with an exact line search, then 2-opt swaps (products of the earlier
+        # Frank-Wolfe-only search are not reused); only commutativity matchings carry it
+        params["search"] = "frank-wolfe+2opt"
     return Product("matching", params, inputs)
 
 
@@ -741,5 +744,7 @@ def _decode_features(product: Product, entry: Entry, builder: Builder) -> dict[s
     return dict(entry.meta["result"])
 
 
-register(Kind("feature_stats", 1, _build_features, _decode_features, phase="evaluation",
+# version 2: dist is NaN (undefined) where one feature vector is zero, left out of the mean and counted (version 1
+# summed +inf into it); weak additivity records Dist_sigma at alpha = 1/2 as well as the max over alpha
+register(Kind("feature_stats", 2, _build_features, _decode_features, phase="evaluation",
               describe=lambda p: f"{p.params['metric']}, {p.params['split']} x {p.params['n_examples']} examples"))
