@@ -18,7 +18,10 @@ so 10k examples of a wide network fit a workstation. Per-sample metrics come bac
 standard deviation (:class:`Moments`); dataset-level distances (Eq. 8's ``Dist_com``, ``Dist_W``, ``Dist_H``)
 accumulate their squared norms in float64.
 
-dist(x, y) = ||x - y||^2 / (||x|| ||y||) (§5.1); two zero vectors are at distance 0 and have cosine 1.
+dist(x, y) = ||x - y||^2 / (||x|| ||y||) (§5.1); two zero vectors are at distance 0 and have cosine 1. With
+exactly one zero vector dist is undefined (the ratio grows without bound as one norm goes to 0): it is NaN, and
+:class:`Moments` leaves such examples out of the mean and counts them (``undefined``), so one dead feature vector
+never makes a mean infinite. Dataset-level distances of an all-zero tensor are NaN likewise.
 """
 
 from __future__ import annotations
@@ -67,11 +70,13 @@ CONV_BATCH = 32
 
 # ---------------------------------------------------------------- small maths
 def dist(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-    """Zhou et al.'s normalized distance ||x - y||^2 / (||x|| ||y||) along the last axis (0 for two zeros)."""
+    """Zhou et al.'s normalized distance ||x - y||^2 / (||x|| ||y||) along the last axis: 0 for two zero vectors,
+    NaN (undefined) where exactly one of the two is zero."""
     x, y = x.double(), y.double()
     num = ((x - y) ** 2).sum(-1)
     den = x.norm(dim=-1) * y.norm(dim=-1)
-    return torch.where(num == 0, torch.zeros_like(num), num / den)
+    return torch.where(num == 0, torch.zeros_like(num),
+                       torch.where(den == 0, torch.full_like(num, math.nan), num / den.clamp_min(torch.finfo(torch.float64).tiny)))
 
 
 def _cos(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -85,15 +90,24 @@ def _cos(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
 
 @dataclass
 class Moments:
-    """Running mean and standard deviation of per-sample values (float64 sums)."""
+    """Running mean and standard deviation of per-sample values (float64 sums). NaN values (a :func:`dist`
+    that is undefined for that example) are left out and counted in ``undefined``."""
 
     n: int = 0
     total: float = 0.0
     total_sq: float = 0.0
     largest: float = -math.inf
+    undefined: int = 0
 
     def add(self, values: torch.Tensor) -> None:
         v = values.double().flatten()
+        nan = torch.isnan(v)
+        if bool(nan.any()):
+            self.undefined += int(nan.sum())
+            v = v[~nan]
+        if bool(torch.isinf(v).any()):
+            raise ValueError("an infinite per-example value reached Moments: the features overflow (check the "
+                             "networks for diverged weights)")
         self.n += int(v.numel())
         self.total += float(v.sum())
         self.total_sq += float((v * v).sum())
@@ -112,7 +126,7 @@ class Moments:
         return math.sqrt(max(var, 0.0))
 
     def as_dict(self) -> dict[str, float]:
-        return {"mean": self.mean, "std": self.std, "max": self.largest, "n": self.n}
+        return {"mean": self.mean, "std": self.std, "max": self.largest, "n": self.n, "undefined": self.undefined}
 
 
 # ---------------------------------------------------------------- sites
@@ -335,7 +349,7 @@ def weak_additivity_distance(pre_a: torch.Tensor, pre_b: torch.Tensor, alphas: i
     best = torch.zeros(a.shape[0], dtype=torch.float64, device=a.device)
     for al in grid:
         best = torch.maximum(best, dist((al * a + (1 - al) * b).relu(), al * ra + (1 - al) * rb))
-    return best
+    return best  # torch.maximum propagates NaN: a row undefined at some alpha is undefined
 
 
 @torch.no_grad()
@@ -350,18 +364,23 @@ def weak_additivity(
     device: str | torch.device | None = None,
     alphas: int | Sequence[float] = DIST_SIGMA_ALPHAS,
 ) -> dict[str, Any]:
-    """Per feature site: the distribution of ``Dist_sigma`` (§5.1, Fig. 5-6) over the examples: moments and
-    a histogram-ready sample (the per-example values of the first batch)."""
+    """Per feature site: the distribution of ``Dist_sigma`` (§5.1, Fig. 5-6) over the examples, as the max over
+    ``alphas`` (``dist_sigma``) and at alpha = 1/2 alone (``dist_sigma_half``, what the authors' script
+    ``scripts/weak_additivity.py`` evaluates): moments and a histogram-ready sample (the per-example values of
+    the first batch)."""
     *_, sites, dev, net_a, net_b = _pair(model, state_a, state_b, device, keep_pre=True)
     out = {n: Moments() for n in sites.features}
+    half = {n: Moments() for n in sites.features}
     sample: dict[str, list[float]] = {}
     for x, _ in _batches(data, n_examples, batch_size, dev, model):
         net_a(x), net_b(x)
         for n in sites.features:
             d = weak_additivity_distance(net_a.pre[n], net_b.pre[n], alphas)
             out[n].add(d)
-            sample.setdefault(n, d.tolist())
-    return {"sites": list(sites.features), "dist_sigma": {n: m.as_dict() for n, m in out.items()}, "sample": sample}
+            half[n].add(weak_additivity_distance(net_a.pre[n], net_b.pre[n], (0.5,)))
+            sample.setdefault(n, [v for v in d.tolist() if not math.isnan(v)])
+    return {"sites": list(sites.features), "dist_sigma": {n: m.as_dict() for n, m in out.items()},
+            "dist_sigma_half": {n: m.as_dict() for n, m in half.items()}, "sample": sample}
 
 
 # ---------------------------------------------------------------- commutativity (Definition 4, Eq. 8)
@@ -392,7 +411,7 @@ class _SqNorms:
     def value(self) -> float:
         if self.diff == 0:
             return 0.0
-        return self.diff / math.sqrt(self.x * self.y) if self.x > 0 and self.y > 0 else math.inf
+        return self.diff / math.sqrt(self.x * self.y) if self.x > 0 and self.y > 0 else math.nan
 
 
 @torch.no_grad()

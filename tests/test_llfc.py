@@ -47,10 +47,19 @@ def test_dist_and_cosine_handle_zero_vectors() -> None:
     x = torch.tensor([[3.0, 4.0], [0.0, 0.0], [1.0, 0.0]])
     y = torch.tensor([[3.0, 4.0], [0.0, 0.0], [0.0, 0.0]])
     d = dist(x, y)
-    assert d[0] == 0 and d[1] == 0 and math.isinf(float(d[2]))  # ||x-y||^2 / 0 for one zero vector
+    assert d[0] == 0 and d[1] == 0 and math.isnan(float(d[2]))  # one zero vector: undefined, not +inf
     assert float(dist(torch.tensor([1.0, 0.0]), torch.tensor([0.0, 2.0]))) == pytest.approx(5 / 2)
     c, k = cosine_and_coef(torch.tensor([[2.0, 0.0], [0.0, 0.0], [1.0, 1.0]]), torch.tensor([[1.0, 0.0], [0.0, 0.0], [0.0, 0.0]]))
     assert c.tolist() == pytest.approx([1.0, 1.0, 0.0]) and k.tolist() == pytest.approx([2.0, 1.0, 0.0])
+
+
+def test_an_undefined_distance_is_left_out_of_the_mean_and_counted() -> None:
+    m = Moments()
+    m.add(dist(torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 0.0]]), torch.tensor([[0.0, 2.0], [0.0, 0.0], [0.0, 0.0]])))
+    assert m.n == 2 and m.undefined == 1 and m.mean == pytest.approx(5 / 4) and math.isfinite(m.std)
+    assert m.as_dict()["undefined"] == 1
+    with pytest.raises(ValueError, match="infinite"):
+        m.add(torch.tensor([math.inf]))
 
 
 def test_moments_match_the_sample_statistics() -> None:
@@ -68,11 +77,19 @@ def test_dist_sigma_is_zero_iff_the_signs_agree(d: int, seed: int) -> None:
     a = torch.randn(5, d, generator=g)
     same = a.abs() * torch.rand(5, d, generator=g) * a.sign()  # same sign pattern as a
     assert torch.all(weak_additivity_distance(a, same) <= 1e-12)
-    flipped = -a
-    assert torch.all(weak_additivity_distance(a, flipped) > 0)
+    # every sign flipped: at alpha = 1/2 the interpolation is 0 and relu(0) = 0 against the nonzero mix of the
+    # relus, so Dist_sigma is unbounded near 1/2: undefined (NaN), never +inf
+    assert torch.all(torch.isnan(weak_additivity_distance(a, -a)))
+    if d < 2:
+        return
+    pos = a.abs() + 0.1
+    one_flipped = pos.clone()
+    one_flipped[:, 0] = -one_flipped[:, 0]  # one sign differs, the rest keep the relu alive: finite and positive
+    got = weak_additivity_distance(one_flipped, pos)
+    assert torch.all(got > 0) and torch.all(torch.isfinite(got))
     # against a dense reference grid, the 25-point max is a lower bound that the grid refines
-    fine = weak_additivity_distance(a, flipped, alphas=1001)
-    assert torch.all(weak_additivity_distance(a, flipped) <= fine + 1e-12)
+    fine = weak_additivity_distance(one_flipped, pos, alphas=1001)
+    assert torch.all(got <= fine + 1e-12)
 
 
 # ---------------------------------------------------------------- sites
@@ -169,6 +186,17 @@ def test_weak_additivity_of_identical_networks_is_zero_and_of_independent_ones_p
     assert all(v["max"] == 0.0 for v in same["dist_sigma"].values())
     other = weak_additivity(m, state(m), state(mlp(1)), data(), n_examples=None)
     assert all(v["mean"] > 0 for v in other["dist_sigma"].values()) and len(other["sample"]["acts.0"]) == 64
+    # alpha = 1/2 alone (the authors' script: relu(a) + relu(b) vs relu(a + b)), at most the max over alpha
+    with torch.no_grad():
+        pre_a, pre_b = m.layers[0](data().x.flatten(1)), mlp(1).layers[0](data().x.flatten(1))
+    left, right = (pre_a.relu() + pre_b.relu()).double(), (pre_a + pre_b).relu().double()
+    num, den = ((left - right) ** 2).sum(-1), left.norm(dim=-1) * right.norm(dim=-1)
+    defined = (num == 0) | (den > 0)
+    ref = torch.where(num == 0, torch.zeros_like(num), num / den)
+    half = other["dist_sigma_half"]["acts.0"]
+    assert half["mean"] == pytest.approx(float(ref[defined].mean()), rel=1e-5)
+    assert half["undefined"] == int((~defined).sum())
+    assert all(other["dist_sigma_half"][s]["mean"] <= other["dist_sigma"][s]["mean"] for s in other["sites"])
 
 
 def test_commutativity_matches_a_reference_computation() -> None:
