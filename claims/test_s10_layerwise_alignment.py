@@ -48,6 +48,7 @@ from __future__ import annotations
 import math
 from typing import Any
 
+import numpy as np
 import pytest
 
 from fixtures import Lab
@@ -312,11 +313,11 @@ def _collect(setting: Setting, lab: Lab, pairs: list, times: list[float], ks: di
     # weight matching's own spread: P_end re-solved with another sweep order
     restarts = [[eb(p, lab.match("weight", p.a, p.b, seed=seed)).error_barrier for seed in RESTART_SEEDS]
                 for p in pairs]  # [seed][restart]; restart 0 is results["P_end"]
-    means = [sum(r) / len(r) for r in restarts]
-    pooled_var = (sum((x - m) ** 2 for r, m in zip(restarts, means) for x in r)
-                  / sum(len(r) - 1 for r in restarts))
-    return {"results": results, "wm_restarts": restarts, "wm_restart_mean": means,
-            "wm_restart_sd": math.sqrt(pooled_var), "connected_threshold": max(thresholds), "spliced": spliced}
+    spread = np.asarray(restarts)
+    # every seed has the same restarts: the pooled variance is the mean of the per-seed sample variances
+    return {"results": results, "wm_restarts": restarts, "wm_restart_mean": spread.mean(axis=1).tolist(),
+            "wm_restart_sd": float(np.sqrt(np.var(spread, axis=1, ddof=1).mean())),
+            "connected_threshold": max(thresholds), "spliced": spliced}
 
 
 def _render(setting: Setting, measure, data: dict[str, Any], times: list[float], ks: dict[str, list[int]],

@@ -48,10 +48,11 @@ def test_a_smoke_setting_keeps_the_recipe_but_not_its_size(name: str) -> None:
 def test_smoke_times_stand_for_the_full_recipes_times() -> None:
     full, s = GPU["vgg16-ln-cifar10"], smoke(GPU["vgg16-ln-cifar10"])
     assert full.at(5.0) == 5.0 and full.at(0.0) == 0.0  # the paper's settings use the times as given
-    assert s.time_scale == pytest.approx(SMOKE_EPOCHS / 100)
+    assert s.time_scale == pytest.approx(SMOKE_EPOCHS / 150)  # App. F: 150 epochs
     assert s.at(0.0) == 0.0
-    assert s.at(5.0) == 0.5  # 5 of 100 epochs -> 0.1 of 2 -> the first checkpoint at or after it
-    assert s.at(60.0) == 1.0  # 1.2 of 2: no checkpoint before the end is later, so the last one before it
+    assert s.at(5.0) == 0.5  # 5 of 150 epochs -> 0.067 of 2 -> the first checkpoint at or after it
+    assert s.at(60.0) == 1.0  # 0.8 of 2 -> the first checkpoint at or after it
+    assert s.at(120.0) == 1.0  # 1.6 of 2: no checkpoint before the end is later, so the last one before it
     assert s.at(1e9) == max(t for t in SMOKE_TIMES if t < SMOKE_EPOCHS)
 
 
