@@ -19,6 +19,13 @@ from fixtures.recipes import CPU, GPU, Setting, smoke, smoke_identity
 BUDGET = "full"
 
 
+#: xdist groups shared across settings (``make claims`` on 2 workers): pytest-xdist's ``loadgroup`` hands each
+#: worker the largest group first and the next one when it is almost out of work, so the CPU tier splits into
+#: mlp512-fmnist (S2, S3, S8, S12, Z1-Z10) plus S4's children on one worker and these, which share mlp128-fmnist's
+#: networks (the width family's 128-wide triples) or are light, on the other: about 28 min each, cold, against
+#: 33 min when the width family and the 6-layer MLP were groups of their own (measured, issue 24)
+WORKER_GROUPS = {"mlp-fmnist-widths": "mlp128-fmnist", "mlp512x6-fmnist": "mlp128-fmnist"}
+
 #: the GPU settings of the sparse-network claims (S5, S6, S9): Sharma et al.'s VGG-16 and ResNet-20x4 with
 #: LayerNorm on CIFAR-10, and their Fashion-MNIST variants that run offline
 SPARSE_GPU = ["vgg16-ln-cifar10", "resnet20x4-ln-cifar10", "vgg16-ln-fmnist", "resnet20x4-ln-fmnist"]
@@ -54,7 +61,8 @@ def params(
         raise ValueError(f"findings for settings the claim does not use: {sorted(unknown)}")
 
     def marks(name: str, gpu_: bool) -> list[pytest.MarkDecorator]:
-        out = [pytest.mark.xdist_group(f"{name}.{group}" if group else name)] + ([pytest.mark.gpu] if gpu_ else [])
+        shared = WORKER_GROUPS.get(name, name)
+        out = [pytest.mark.xdist_group(f"{shared}.{group}" if group else shared)] + ([pytest.mark.gpu] if gpu_ else [])
         if name in findings:
             # only a significant FAIL of the claim's assertions is the finding: an error still fails the run
             out.append(pytest.mark.lmc_finding(reason=findings[name]))
