@@ -453,14 +453,14 @@ def _collect_s6(setting: Setting, lab: Lab, runs: list[tuple[Pair, ImpResult, Im
             p_i = lab.match("weight", a_i, b_i)
             nets = {
                 "transported (WM)": lab.transported(a_i, pair.b, k, p_wm, sgd_seed=seed),
-                TRANSPORTED_AM: (lab.transported(a_i, pair.b, k, p_am, sgd_seed=seed)
-                                 if TRANSPORTED_AM in series else None),
                 "unpermuted mask (control)": lab.transported(a_i, pair.b, k, None, sgd_seed=seed),
                 "one-shot (baseline)": lab.retrain_masked(pair.b, k, pair.b, oneshot_remaining=imp_a[i].remaining,
                                                           sgd_seed=seed),
                 "sparse-sparse P(i) (previous work)": lab.transported(a_i, pair.b, k, p_i, sgd_seed=seed),
                 "IMP on B (gold standard)": b_i,
             }
+            if TRANSPORTED_AM in series:
+                nets[TRANSPORTED_AM] = lab.transported(a_i, pair.b, k, p_am, sgd_seed=seed)
             for s in series:
                 acc[s][-1].append(nets[s].final_metrics["test_acc"])
             untrained = {  # App. F 5(a): (network, the permutation that aligns it with A(i))
