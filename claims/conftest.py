@@ -17,15 +17,15 @@ def pytest_configure(config: pytest.Config) -> None:
     settings.BUDGET = str(config.getoption("lmc_budget", "full") or "full")
 
 
-def _is_smoke(value: object) -> bool:
-    """A smoke setting, or a family / regime pair of them."""
-    return bool(getattr(value, "smoke", False)) or any(getattr(s, "smoke", False) for s in getattr(value, "settings", ()))
+def _is_reduced(value: object) -> bool:
+    """A reduced setting (``--lmc-budget smoke`` or ``dryrun``), or a family / regime pair of them."""
+    return bool(getattr(value, "reduced", "")) or any(getattr(s, "reduced", "") for s in getattr(value, "settings", ()))
 
 
 @pytest.fixture
 def n_seeds(request: pytest.FixtureRequest, lmc_config: LmcConfig) -> int:
-    """Replicates per empirical claim (``--lmc-seeds``; without it 3, and 2 for a setting of ``--lmc-budget
-    smoke``, so that the smoke budget leaves the CPU tier as it is)."""
+    """Replicates per empirical claim (``--lmc-seeds``; without it 3, and 2 for a setting of a reduced
+    ``--lmc-budget``, so that a reduced budget leaves the CPU tier as it is)."""
     callspec = getattr(request.node, "callspec", None)
-    smoke = callspec is not None and any(_is_smoke(v) for v in callspec.params.values())
-    return lmc_config.smoke_seeds if smoke else lmc_config.seeds
+    reduced = callspec is not None and any(_is_reduced(v) for v in callspec.params.values())
+    return lmc_config.reduced_seeds if reduced else lmc_config.seeds

@@ -12,19 +12,25 @@ from collections.abc import Mapping
 
 import pytest
 
-from fixtures.recipes import CPU, GPU, Setting, smoke, smoke_identity
+from fixtures.recipes import CPU, GPU, Setting, identity, reduce
+from lmccheck.pytest_plugin import RUN_ORDER_MARK
 
 #: ``--lmc-budget`` of this run (set by the claims' conftest before the claim modules are collected): under
-#: ``smoke`` every GPU setting is replaced by its reduced version (:func:`fixtures.recipes.smoke`)
+#: ``smoke`` or ``dryrun`` every GPU setting is replaced by its reduced version (:func:`fixtures.recipes.reduce`)
 BUDGET = "full"
 
 
-#: xdist groups shared across settings (``make claims`` on 2 workers): pytest-xdist's ``loadgroup`` hands each
-#: worker the largest group first and the next one when it is almost out of work, so the CPU tier splits into
-#: mlp512-fmnist (S2, S3, S8, S12, Z1-Z10) plus S4's children on one worker and these, which share mlp128-fmnist's
-#: networks (the width family's 128-wide triples) or are light, on the other: about 28 min each, cold, against
-#: 33 min when the width family and the 6-layer MLP were groups of their own (measured, issue 24)
-WORKER_GROUPS = {"mlp-fmnist-widths": "mlp128-fmnist", "mlp512x6-fmnist": "mlp128-fmnist"}
+#: xdist groups shared across settings (``make claims`` on 2 workers). pytest-xdist's ``loadgroup`` hands each
+#: worker the group with the most checks first and the next one when it is almost out of work, so the CPU tier
+#: runs as two groups of about equal time (cold, measured per check in the run at 2c65c3d: 29.0 and 28.6 worker
+#: minutes, against 31.2 and 27.0 with the 6-layer MLP on mlp128-fmnist's worker and S4's children on their own):
+#: mlp512-fmnist (S2, S3, S8, S12, Z1-Z10) then the 6-layer MLP (S10, S12); mlp128-fmnist (S5, S6, S9), then the
+#: width family (S7, S12: its 128- and 512-wide triples are mlp128's and mlp512's networks), then S4's children
+#: (they spawn from mlp512-fmnist's networks, trained by then on the other worker). A merged setting's checks run
+#: after its host's, in this order (the plugin's ``lmc_run_order`` mark), so that nothing waits for a network another worker builds.
+WORKER_GROUPS = {"mlp512x6-fmnist": "mlp512-fmnist", "mlp-fmnist-widths": "mlp128-fmnist",
+                 "mlp512-fmnist.children": "mlp128-fmnist"}
+
 
 #: the GPU settings of the sparse-network claims (S5, S6, S9): Sharma et al.'s VGG-16 and ResNet-20x4 with
 #: LayerNorm on CIFAR-10, and their Fashion-MNIST variants that run offline
@@ -61,22 +67,25 @@ def params(
         raise ValueError(f"findings for settings the claim does not use: {sorted(unknown)}")
 
     def marks(name: str, gpu_: bool) -> list[pytest.MarkDecorator]:
-        shared = WORKER_GROUPS.get(name, name)
-        out = [pytest.mark.xdist_group(f"{shared}.{group}" if group else shared)] + ([pytest.mark.gpu] if gpu_ else [])
+        own = f"{name}.{group}" if group else name
+        order = list(WORKER_GROUPS).index(own) + 1 if own in WORKER_GROUPS else 0
+        out = [pytest.mark.xdist_group(WORKER_GROUPS.get(own, own)), getattr(pytest.mark, RUN_ORDER_MARK)(order)]
+        out += [pytest.mark.gpu] if gpu_ else []
         if name in findings:
             # only a significant FAIL of the claim's assertions is the finding: an error still fails the run
             out.append(pytest.mark.lmc_finding(reason=findings[name]))
         return out
 
     out = [pytest.param(cpu_table[name], id=name, marks=marks(name, False)) for name in cpu]
-    if BUDGET != "smoke":
+    if BUDGET == "full":
         return out + [pytest.param(gpu_table[name], id=name, marks=marks(name, True)) for name in gpu]
-    # smoke: the reduced settings, once each (CIFAR-10 and Fashion-MNIST variants of a recipe become one)
+    # a reduced budget: the reduced settings, once each (under smoke a recipe's CIFAR-10 and Fashion-MNIST
+    # variants become one)
     seen: set[tuple] = set()
     for name in gpu:
-        reduced = smoke(gpu_table[name])  # type: ignore[arg-type]
-        if smoke_identity(reduced) not in seen:
-            seen.add(smoke_identity(reduced))
+        reduced = reduce(gpu_table[name], BUDGET)  # type: ignore[arg-type]
+        if identity(reduced) not in seen:
+            seen.add(identity(reduced))
             out.append(pytest.param(reduced, id=reduced.name, marks=marks(reduced.name, True)))
     return out
 

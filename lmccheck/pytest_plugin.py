@@ -65,9 +65,9 @@ ENTRY_POINT_NAME = "lmccheck"
 RECORD_KEY = "lmccheck_record"
 GPU_SKIP_REASON = "needs CUDA: paper-scale (gpu) setting; run on a machine with a GPU"
 #: --lmc-budget choices, and the replicates per setting without --lmc-seeds
-BUDGETS = ("full", "smoke")
+BUDGETS = ("full", *_report.REDUCED_BUDGETS)
 DEFAULT_SEEDS = 3
-SMOKE_SEEDS = 2
+REDUCED_SEEDS = 2
 DEVICES = ("auto", "cpu", "cuda")
 
 _config_key = pytest.StashKey["LmcConfig"]()
@@ -202,9 +202,9 @@ class LmcConfig:
     barrier_precision: str = "bf16"
     """Precision of the claims' barrier evaluations (``--lmc-barrier-precision``; part of every barrier's key)."""
     budget: str = "full"
-    """``--lmc-budget``: ``full``, or ``smoke`` (the GPU settings at a reduced size)."""
-    smoke_seeds: int = 2
-    """Replicates of a smoke setting (``--lmc-seeds``, else :data:`SMOKE_SEEDS`)."""
+    """``--lmc-budget``: ``full``, ``smoke`` or ``dryrun`` (the GPU settings at a reduced size)."""
+    reduced_seeds: int = 2
+    """Replicates of a reduced setting (``--lmc-seeds``, else :data:`REDUCED_SEEDS`)."""
     train_together: bool | str = False
     """``--lmc-train-together``: ``"auto"`` (replicates as one ensemble on CUDA), or False."""
     seed_offset: int = 0
@@ -227,14 +227,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--lmc-download", action="store_true", default=False, help="allow dataset downloads")
     group.addoption(
         "--lmc-seeds", metavar="N", type=positive_int, default=None,
-        help=f"replicates (seeds) per setting (default: {DEFAULT_SEEDS}; {SMOKE_SEEDS} for the settings of "
-        "--lmc-budget smoke)",
+        help=f"replicates (seeds) per setting (default: {DEFAULT_SEEDS}; {REDUCED_SEEDS} for the settings of "
+        "--lmc-budget smoke or dryrun)",
     )
     group.addoption(
         "--lmc-budget", choices=BUDGETS, default="full",
         help="full: the settings as the papers run them (default); smoke: every GPU setting (-m gpu) at a reduced "
         "size that still runs its claim's whole path (Fashion-MNIST, 2 epochs, at most 4x wide, fewer IMP levels, "
-        f"{SMOKE_SEEDS} seeds), to check the GPU path in minutes. The CPU tier is the same under both",
+        f"{REDUCED_SEEDS} seeds), to check the GPU path on a device in minutes; dryrun: every GPU setting's whole "
+        "path on any device, the CPU included (each on its own dataset, 1/8 of its width, 512 training examples, "
+        f"2 epochs, 256 evaluation examples, {REDUCED_SEEDS} seeds; `make gpu-dryrun`). Reduced verdicts never "
+        "stand for the paper-scale tier. The CPU tier is the same under every budget",
     )
     group.addoption(
         "--lmc-seed-offset", metavar="K", type=nonnegative_int, default=0,
@@ -295,7 +298,7 @@ def build_config(config: pytest.Config) -> LmcConfig:
         data_root=_abs(config, data_root) if data_root else None,
         download=bool(config.getoption("lmc_download")),
         seeds=int(config.getoption("lmc_seeds") or DEFAULT_SEEDS),
-        smoke_seeds=int(config.getoption("lmc_seeds") or SMOKE_SEEDS),
+        reduced_seeds=int(config.getoption("lmc_seeds") or REDUCED_SEEDS),
         budget=str(config.getoption("lmc_budget")),
         train_together="auto" if config.getoption("lmc_train_together") else False,
         seed_offset=int(config.getoption("lmc_seed_offset") or 0),
@@ -329,6 +332,7 @@ def _register_markers(config: pytest.Config) -> None:
         "keeps the run green and is reported as FAIL; a PASS there fails the run, INCONCLUSIVE does not")
     config.addinivalue_line("markers", "gpu: paper-scale setting; needs CUDA (deselected by default, select with -m gpu)")
     config.addinivalue_line("markers", "slow: slow check (minutes on a CPU)")
+    config.addinivalue_line("markers", f"{RUN_ORDER_MARK}(n): run after the checks of a lower n (unmarked: 0)")
 
 
 def _setup_hypothesis(config: pytest.Config) -> None:
@@ -590,9 +594,22 @@ def parse_claim_ids(values: list[str]) -> list[str]:
     return ids
 
 
+#: the mark that orders checks: ``lmc_run_order(n)`` runs after every check of a lower n (0 unmarked), so that a
+#: check sharing an xdist group with another setting's checks runs after them (claims.settings.WORKER_GROUPS)
+RUN_ORDER_MARK = "lmc_run_order"
+
+
+def run_order(item: pytest.Item) -> int:
+    """An item's ``lmc_run_order`` (0 when it has none)."""
+    mark = item.get_closest_marker(RUN_ORDER_MARK)
+    return int(mark.args[0]) if mark is not None else 0
+
+
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """``--lmc-claim S2,S5``: keep the checks whose claim marker names one of the ids, deselect the rest."""
+    """Checks in ``lmc_run_order`` (a stable sort: the files' order within each rank); ``--lmc-claim S2,S5``: keep
+    the checks whose claim marker names one of the ids, deselect the rest."""
+    items.sort(key=run_order)
     wanted = parse_claim_ids(config.getoption("lmc_claim") or [])
     if not wanted:
         return

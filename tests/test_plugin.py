@@ -318,7 +318,7 @@ def test_cfg(lmc_config):
         "retrain": "True",
         "barrier_precision": "fp32",
         "budget": "full",
-        "smoke_seeds": "5",
+        "reduced_seeds": "5",
         "train_together": "False",
         "seed_offset": "0",
     }
@@ -790,6 +790,30 @@ def test_lmc_claim_selects_by_marker_id_without_over_matching(pytester: pytest.P
     result.stdout.fnmatch_lines(["*test_symmetry PASSED*"])
     # the keyword -k S2 over-matches: the file's name mentions s2, so it picks every check in it
     pytester.runpytest("-k", "S2", "--lmc-no-report").assert_outcomes(passed=4)
+
+
+def test_lmc_run_order_runs_marked_checks_after_the_others_in_a_stable_order(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_order="""
+import pytest
+
+@pytest.mark.lmc_run_order(2)
+def test_late():
+    pass
+
+@pytest.mark.lmc_run_order(1)
+def test_middle():
+    pass
+
+def test_first():
+    pass
+
+def test_second():
+    pass
+""")
+    result = pytester.runpytest("--lmc-no-report", "-v")
+    result.assert_outcomes(passed=4)
+    result.stdout.fnmatch_lines(["*test_first PASSED*", "*test_second PASSED*", "*test_middle PASSED*",
+                                 "*test_late PASSED*"])
 
 
 def test_lmc_claim_takes_lists_repeats_and_any_case(pytester: pytest.Pytester) -> None:
