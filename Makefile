@@ -18,7 +18,7 @@ CLAIMS_WORKERS ?= 2
 CLAIMS_XDIST := $(if $(filter-out 0 1,$(CLAIMS_WORKERS)),-n $(CLAIMS_WORKERS) --dist loadgroup)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: test claims install data bench gpu-claims gpu-check clean-report
+.PHONY: test claims install data bench gpu-claims gpu-check gpu-dryrun clean-report
 
 install: $(STAMP)
 
@@ -56,6 +56,15 @@ GPU_CHECK_OUT ?= gpu-check
 GPU_PY ?= $(if $(wildcard $(PY)),$(PY),$(PYTHON))
 gpu-check: data
 	PY=$(GPU_PY) bash tools/gpu_check.sh $(GPU_CHECK_OUT)
+
+# The GPU tier's dry run: every -m gpu setting's whole path at a tiny size (--lmc-budget dryrun) on whatever
+# device is there, the CPU included, with a synthetic CIFAR-10 stand-in so the CIFAR-10 path runs offline.
+# Its own data root, store and report (a synthetic dataset must never share a store with the real one).
+DRYRUN_DIR ?= .lmccheck-dryrun
+gpu-dryrun: install data
+	@[ -e $(DRYRUN_DIR)/data/cifar10.safetensors ] || $(PY) -m lmccheck.cli data synthetic cifar10 --root $(DRYRUN_DIR)/data
+	$(PY) -m pytest claims -m gpu --lmc-budget dryrun --lmc-data-root $(DRYRUN_DIR)/data \
+		--lmc-cache $(DRYRUN_DIR)/store --lmc-report $(DRYRUN_DIR)/report $(CLAIMS_XDIST) $(CLAIMS_SELECT) $(CLAIMS_ARGS)
 
 bench: install data
 	$(PY) -m pytest benchmarks --benchmark-only $(PYTEST_ARGS)

@@ -61,7 +61,7 @@ import pytest
 
 from fixtures import Lab
 from fixtures.lab import Pair
-from fixtures.recipes import Setting
+from fixtures.recipes import REDUCTIONS, Setting
 from lmccheck.pruning import ImpResult
 from lmccheck.report import line_panel, pct
 from lmccheck.verdict import Above, Within, binomial_se, paired_noise, paper, reading
@@ -79,9 +79,6 @@ PAPER_REWIND_FRACTION = 5 / 150
 #: sparsest matching level (i = 12, 6.8%)
 CPU_LEVELS = 10
 GPU_LEVELS = 14
-#: IMP levels of a --lmc-budget smoke setting: 0.8^8 = 16.8% remaining, the first level S5 counts as sparsest, so
-#: that every step of S5, S6 and S9 runs
-SMOKE_LEVELS = 8
 #: S6 retrains five networks per level it measures, so it measures every second level (ending at the last)
 S6_LEVEL_STEP = 2
 #: replicates at CPU scale: IMP retrains a network per level for A and B and S6 five more per measured
@@ -165,8 +162,8 @@ def rewind_epoch(setting: Setting) -> float:
 
 
 def n_levels(setting: Setting) -> int:
-    if setting.smoke:
-        return SMOKE_LEVELS
+    if setting.reduced:
+        return REDUCTIONS[setting.reduced].imp_levels
     return GPU_LEVELS if setting.gpu else CPU_LEVELS
 
 

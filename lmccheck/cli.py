@@ -621,6 +621,15 @@ def _entries(n: int) -> str:
     return f"{n} entry" if n == 1 else f"{n} entries"
 
 
+def cmd_data_synthetic(args: argparse.Namespace) -> int:
+    from .data import synthetic_arrays, write_arrays
+
+    path = write_arrays(args.name, args.root, *synthetic_arrays(args.name, args.train, args.test, args.seed))
+    print(f"wrote a synthetic stand-in for {args.name} ({args.train} training, {args.test} test examples, seed "
+          f"{args.seed}) to {path}; it is read in place of {args.name} under this data root (not for measurements)")
+    return 0
+
+
 def cmd_cache_ls(args: argparse.Namespace) -> int:
     store = _store(args)
     rows = store.ls()
@@ -751,6 +760,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verdict-table", action="store_true",
                    help="print the claims index (verdict and deciding assertions per check) as Markdown")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("data", help="prepare datasets under a data root")
+    data_sub = p.add_subparsers(dest="action", metavar="ACTION", required=True)
+    q = data_sub.add_parser(
+        "synthetic", help="write a small learnable stand-in for a dataset (<root>/<name>.safetensors)",
+        description="Write a small synthetic dataset in NAME's shape and classes as ROOT/NAME.safetensors, which "
+        "lmccheck reads in place of NAME under that data root: for exercising code paths offline (the GPU tier's "
+        "dry run, --lmc-budget dryrun --lmc-data-root ROOT), never for measurements.")
+    q.add_argument("name", metavar="NAME", choices=[n for n in DATASETS if n != "fashion-mnist"],
+                   help="dataset to stand in for (" + ", ".join(n for n in DATASETS if n != "fashion-mnist") + ")")
+    q.add_argument("--root", metavar="DIR", required=True, help="data root to write into")
+    q.add_argument("--train", type=int, default=512, help="training examples (default 512)")
+    q.add_argument("--test", type=int, default=256, help="test examples (default 256)")
+    q.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
+    q.set_defaults(func=cmd_data_synthetic)
 
     p = sub.add_parser("cache", help="list, inspect or clear the fixture store")
     p.add_argument(

@@ -6,6 +6,13 @@ from the folder named by ``LMCCHECK_DATA``. ``mnist``, ``cifar10``,
 ``cifar100`` and ``svhn`` come through torchvision from a data root, downloaded
 only when asked (``download=True`` / ``--lmc-download``).
 
+A data root may instead hold ``<name>.safetensors`` (uint8 ``train_images`` and
+``test_images`` ``(N, C, H, W)``, int64 ``train_labels`` and ``test_labels``):
+it is read first, with no unpickling. :func:`write_arrays` writes one, and
+:func:`synthetic_arrays` makes a small learnable stand-in for a dataset (``lmccheck
+data synthetic``), with which the GPU tier's dry run (``--lmc-budget dryrun``) takes
+the CIFAR-10 path offline.
+
 Every split is a pair of tensors: normalized float images ``(N, C, H, W)`` and
 int64 labels. Whole datasets fit in memory (and on a GPU), so training and
 evaluation index tensors directly instead of going through a DataLoader.
@@ -33,6 +40,10 @@ DEFAULT_DATA_ROOT = Path(os.environ.get("LMCCHECK_DATA_ROOT", "~/.cache/lmccheck
 
 class DatasetNotFoundError(FileNotFoundError):
     """A dataset's files are not where lmccheck looked."""
+
+
+class DatasetFormatError(ValueError):
+    """A dataset file is there but does not hold what lmccheck reads."""
 
 
 @dataclass(frozen=True)
@@ -186,7 +197,7 @@ def _torchvision_arrays(name: str, root: Path, download: bool) -> tuple[np.ndarr
         raise DatasetNotFoundError(
             f"{name} not found under {root} ({e}). Pass --lmc-download (or download=True) on a "
             "machine with internet to fetch it, or point --lmc-data-root / LMCCHECK_DATA_ROOT "
-            "at a folder that holds it."
+            f"at a folder that holds it (torchvision's layout, or {name}.safetensors: lmccheck.data.write_arrays)."
         ) from None
     return xtr, ytr, xte, yte
 
@@ -197,15 +208,99 @@ class DatasetInfo:
     mean: tuple[float, ...]
     std: tuple[float, ...]
     augmentable: bool
+    size: int  # images are (len(mean), size, size)
 
 
 DATASETS: dict[str, DatasetInfo] = {
-    "fashion-mnist": DatasetInfo(10, (0.2860,), (0.3530,), False),
-    "mnist": DatasetInfo(10, (0.1307,), (0.3081,), False),
-    "cifar10": DatasetInfo(10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), True),
-    "cifar100": DatasetInfo(100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), True),
-    "svhn": DatasetInfo(10, (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970), False),
+    "fashion-mnist": DatasetInfo(10, (0.2860,), (0.3530,), False, 28),
+    "mnist": DatasetInfo(10, (0.1307,), (0.3081,), False, 28),
+    "cifar10": DatasetInfo(10, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), True, 32),
+    "cifar100": DatasetInfo(100, (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762), True, 32),
+    "svhn": DatasetInfo(10, (0.4377, 0.4438, 0.4728), (0.1980, 0.2010, 0.1970), False, 32),
 }
+
+ARRAY_KEYS = ("train_images", "train_labels", "test_images", "test_labels")
+
+
+def arrays_path(name: str, root: str | os.PathLike[str]) -> Path:
+    """Where a data root holds ``name`` as one safetensors file."""
+    return Path(root).expanduser() / f"{name}.safetensors"
+
+
+def _read_arrays(name: str, path: Path) -> tuple[np.ndarray, ...]:
+    """The four arrays of ``path``, checked against the dataset's registered shape and classes."""
+    from safetensors import SafetensorError
+    from safetensors.numpy import load_file
+
+    info = DATASETS[name]
+    fix = (f"rewrite it with lmccheck.data.write_arrays (or `lmccheck data synthetic {name}` for a stand-in), "
+           f"or remove it so that the torchvision copy under {path.parent} is read")
+    try:
+        arrays = load_file(str(path))
+    except (SafetensorError, OSError, ValueError) as e:
+        raise DatasetFormatError(f"{path} is not a readable safetensors file ({e}); {fix}") from None
+    missing = [k for k in ARRAY_KEYS if k not in arrays]
+    if missing:
+        raise DatasetFormatError(f"{path} lacks {', '.join(missing)} (needs {', '.join(ARRAY_KEYS)}); {fix}")
+    shape = (len(info.mean), info.size, info.size)
+    for split in ("train", "test"):
+        x, y = arrays[f"{split}_images"], arrays[f"{split}_labels"]
+        if x.dtype != np.uint8 or x.ndim != 4 or tuple(x.shape[1:]) != shape:
+            raise DatasetFormatError(f"{path}: {split}_images must be uint8 (N, {', '.join(map(str, shape))}) for "
+                                     f"{name}, got {x.dtype} {tuple(x.shape)}; {fix}")
+        if y.dtype != np.int64 or y.shape != (x.shape[0],) or x.shape[0] == 0:
+            raise DatasetFormatError(f"{path}: {split}_labels must be int64 with one label per image (N >= 1), got "
+                                     f"{y.dtype} {tuple(y.shape)} for {x.shape[0]} images; {fix}")
+        if y.min() < 0 or y.max() >= info.num_classes:
+            raise DatasetFormatError(f"{path}: {split}_labels must lie in 0..{info.num_classes - 1} for {name}, got "
+                                     f"{int(y.min())}..{int(y.max())}; {fix}")
+    return tuple(arrays[k] for k in ARRAY_KEYS)
+
+
+def write_arrays(name: str, root: str | os.PathLike[str], train_images: np.ndarray, train_labels: np.ndarray,
+                 test_images: np.ndarray, test_labels: np.ndarray) -> Path:
+    """Write a dataset as ``<root>/<name>.safetensors`` (atomically; checked by reading it back)."""
+    from safetensors.numpy import save_file
+
+    from .fileio import atomic_path
+
+    if name not in DATASETS:
+        raise KeyError(f"unknown dataset {name!r}; available: {', '.join(DATASETS)}")
+    path = arrays_path(name, root)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays = dict(zip(ARRAY_KEYS, (np.ascontiguousarray(a) for a in
+                                   (train_images, train_labels, test_images, test_labels))))
+    with atomic_path(path) as tmp:
+        save_file(arrays, str(tmp))
+        _read_arrays(name, tmp)
+    return path
+
+
+def synthetic_arrays(name: str, n_train: int, n_test: int, seed: int = 0) -> tuple[np.ndarray, ...]:
+    """A small learnable stand-in for dataset ``name``, in its shape and number of classes: each class is a
+    fixed random low-frequency image (a 4x4 pattern per channel, upsampled), and each example is its class's
+    pattern at a random contrast plus pixel noise, clipped to uint8. Labels cycle through the classes, so every
+    class has examples in both splits. For exercising code paths (the dry run), not for any measurement."""
+    if name not in DATASETS:
+        raise KeyError(f"unknown dataset {name!r}; available: {', '.join(DATASETS)}")
+    if n_train < 1 or n_test < 1:
+        raise ValueError(f"need at least one training and one test example, got {n_train} and {n_test}")
+    info = DATASETS[name]
+    rng = np.random.default_rng(seed)
+    c, size = len(info.mean), info.size
+    coarse = rng.uniform(-1.0, 1.0, size=(info.num_classes, c, 4, 4))
+    patterns = np.repeat(np.repeat(coarse, -(-size // 4), axis=2), -(-size // 4), axis=3)[..., :size, :size]
+
+    def split(n: int) -> tuple[np.ndarray, np.ndarray]:
+        y = np.arange(n, dtype=np.int64) % info.num_classes
+        rng.shuffle(y)
+        contrast = rng.uniform(0.5, 1.0, size=(n, 1, 1, 1))
+        x = 128.0 + 60.0 * contrast * patterns[y] + rng.normal(0.0, 30.0, size=(n, c, size, size))
+        return np.clip(np.rint(x), 0, 255).astype(np.uint8), y
+
+    xtr, ytr = split(n_train)
+    xte, yte = split(n_test)
+    return xtr, ytr, xte, yte
 
 
 def _normalize(images: np.ndarray | torch.Tensor, mean: tuple[float, ...], std: tuple[float, ...]) -> torch.Tensor:
@@ -225,7 +320,10 @@ def _load_cpu(name: str, root: str | None, download: bool) -> Dataset:
         xtr, ytr, xte, yte = _load_fashion_mnist()
     else:
         data_root = Path(root).expanduser() if root else DEFAULT_DATA_ROOT
-        xtr, ytr, xte, yte = _torchvision_arrays(name, data_root, download)  # type: ignore[assignment]
+        if arrays_path(name, data_root).is_file():
+            xtr, ytr, xte, yte = _read_arrays(name, arrays_path(name, data_root))  # type: ignore[assignment]
+        else:
+            xtr, ytr, xte, yte = _torchvision_arrays(name, data_root, download)  # type: ignore[assignment]
     train = Split(_normalize(xtr, info.mean, info.std), torch.as_tensor(ytr, dtype=torch.long))
     test = Split(_normalize(xte, info.mean, info.std), torch.as_tensor(yte, dtype=torch.long))
     return Dataset(

@@ -560,10 +560,25 @@ def _md_cell(text: Any) -> str:
     return str(text if text is not None else "").replace("|", "\\|").replace("\n", " ").strip()
 
 
+#: ``--lmc-budget`` values below the paper's size; a reduced setting's name ends in ``-<budget>``
+REDUCED_BUDGETS = ("smoke", "dryrun")
+REDUCED_NOTE = "{budget}: not the paper's size"
+
+
+def reduced_budget(setting: Any) -> str:
+    """The reduced budget a setting's name carries (``vgg16-ln-cifar10-dryrun`` -> ``dryrun``), else ``""``."""
+    name = str(setting or "")
+    return next((b for b in REDUCED_BUDGETS if name.endswith(f"-{b}")), "")
+
+
 def format_markdown(records: Sequence[Mapping[str, Any]], meta: Mapping[str, Any]) -> str:
     """The ``claims.md`` text: title, meta list, one table, failures, figure links."""
     recs = sort_records(records)
     lines = ["# lmccheck claim report", ""]
+    if meta.get("budget") in REDUCED_BUDGETS:
+        lines += [f"> **Reduced budget ({meta['budget']})**: the GPU settings ran at a reduced size to exercise "
+                  "every claim's whole path. Their verdicts are not the paper-scale tier's and never stand for "
+                  "it; the CPU-scale rows are the CPU tier's as usual.", ""]
     for key in ("lmccheck_version", "git_commit", "device", "budget", "seed_offset", "processes", "torch", "python",
                 "platform", "start", "end"):
         if key in meta:
@@ -583,6 +598,8 @@ def format_markdown(records: Sequence[Mapping[str, Any]], meta: Mapping[str, Any
             shown += " (known finding)"
         elif r.get("finding_reason") and verdict == "INCONCLUSIVE":
             shown += " (known finding not confirmed)"
+        if reduced_budget(r.get("setting")):
+            shown += f" ({REDUCED_NOTE.format(budget=reduced_budget(r.get('setting')))})"
         lines.append(
             f"| {_md_cell(r.get('claim'))} | {_md_cell(r.get('setting'))} | "
             f"{shown} | "

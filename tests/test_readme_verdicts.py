@@ -18,7 +18,7 @@ def _tool():
     return module
 
 
-def _report(tmp_path: Path, outcome: str) -> Path:
+def _report(tmp_path: Path, outcome: str, budget: str = "full") -> Path:
     assertion = {"name": "aligned below", "rule": "Below", "bound": "< 0.05", "outcome": outcome, "observed": 0.01,
                  "interval": [0.0, 0.02], "level": 0.95, "n": 3, "df": 2.0, "mde": 0.06, "seeds_needed": None,
                  "source": {"kind": "paper", "text": "3-8%", "where": "§5.1"}, "over": None, "points": [],
@@ -26,8 +26,9 @@ def _report(tmp_path: Path, outcome: str) -> Path:
     extra = dict(assertion, name="lmccheck's own", decides=False)
     record = {"claim": "S3", "setting": "mlp", "nodeid": "claims/test_s3.py::test_s3[mlp]", "verdict": outcome,
               "assertions": [assertion, extra]}
-    write_report([record], tmp_path / outcome, {"git_commit": "abcdef0123456", "device": "cpu", "budget": "full"})
-    return tmp_path / outcome / "claims.json"
+    write_report([record], tmp_path / f"{outcome}-{budget}",
+                 {"git_commit": "abcdef0123456", "device": "cpu", "budget": budget})
+    return tmp_path / f"{outcome}-{budget}" / "claims.json"
 
 
 def test_the_table_replaces_what_stands_between_the_markers_and_check_says_when_it_is_stale(tmp_path: Path) -> None:
@@ -52,3 +53,13 @@ def test_a_readme_without_markers_is_refused(tmp_path: Path) -> None:
     readme.write_text("# no markers\n", "utf-8")
     assert tool.main([str(_report(tmp_path, "PASS")), "--readme", str(readme)]) == 2
     assert readme.read_text("utf-8") == "# no markers\n"
+
+
+def test_a_reduced_budgets_report_never_becomes_the_readmes_table(tmp_path: Path) -> None:
+    tool = _tool()
+    readme = tmp_path / "README.md"
+    original = f"# x\n{tool.START}\nold\n{tool.END}\n"
+    readme.write_text(original, "utf-8")
+    for budget in ("dryrun", "smoke"):
+        assert tool.main([str(_report(tmp_path, "PASS", budget)), "--readme", str(readme)]) == 2
+    assert readme.read_text("utf-8") == original

@@ -241,6 +241,17 @@ def test_a_report_without_assertions_has_no_assertion_section() -> None:
     assert "## Assertions" not in md and "INCONCLUSIVE" not in md
 
 
+def test_a_reduced_budgets_report_says_its_verdicts_are_not_the_papers_size() -> None:
+    recs = [_record("S3", "mlp512-fmnist"), _record("S3", "vgg16-ln-cifar10-dryrun")]
+    md = rp.format_markdown(recs, {**META, "budget": "dryrun"})
+    assert "**Reduced budget (dryrun)**" in md and "never stand for it" in md
+    assert "| S3 | vgg16-ln-cifar10-dryrun | PASS (dryrun: not the paper's size) |" in md
+    assert "| S3 | mlp512-fmnist | PASS |" in md
+    full = rp.format_markdown(recs[:1], {**META, "budget": "full"})
+    assert "Reduced budget" not in full and "not the paper's size" not in full
+    assert rp.reduced_budget("vgg16-ln-cifar10-smoke") == "smoke" and rp.reduced_budget("smoke-mlp") == ""
+
+
 def test_format_table_shows_inconclusive_and_findings_in_the_verdict_column() -> None:
     recs = [_record("S2", "a", "INCONCLUSIVE"), _record("S2", "b", "FAIL", known_finding=True), _record("S3", "c")]
     body = rp.format_table(recs).splitlines()[2:]

@@ -14,7 +14,7 @@ import sys
 from pathlib import Path
 
 from lmccheck.assertions import markdown_table, verdict_rows
-from lmccheck.report import load_report, sort_records
+from lmccheck.report import REDUCED_BUDGETS, load_report, sort_records
 
 START, END = "<!-- verdicts:start -->", "<!-- verdicts:end -->"
 README = Path(__file__).resolve().parents[1] / "README.md"
@@ -36,6 +36,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--readme", type=Path, default=README)
     parser.add_argument("--check", action="store_true", help="exit 1 when the README's table differs")
     args = parser.parse_args(argv)
+    budget = load_report(args.report)[1].get("budget")
+    if budget in REDUCED_BUDGETS:
+        print(f"{args.report}: a --lmc-budget {budget} report; its verdicts do not stand for the tiers the README "
+              "lists: use a report of `make claims` (budget full)", file=sys.stderr)
+        return 2
     text = args.readme.read_text(encoding="utf-8")
     if START not in text or END not in text:
         print(f"{args.readme}: no {START} ... {END} markers", file=sys.stderr)
