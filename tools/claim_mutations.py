@@ -1,0 +1,925 @@
+#!/usr/bin/env python3
+"""Break one assertion of a claim check at a time and show that the check reacts (issue 24's acceptance).
+
+Issue 24 asks of every assertion it changed: "Each changed assertion is checked by breaking it (for example
+the 0.8 constant back, or the per-seed conjunction back), and the check reacts". :data:`MUTATIONS` is that
+list: each entry replaces one piece of text (which must occur exactly once) in one file under ``claims/``,
+says what the replacement restores or breaks, and what reaction to expect on the CPU tier's current data.
+
+For each selected mutation the tool
+
+1. copies the working tree (``git ls-files -co --exclude-standard``: tracked files and untracked ones git
+   does not ignore) to a temporary folder and applies the replacement there (never to the working tree);
+2. runs only the mutated claim's checks of that file, in that copy, against the fixture store ``--store``::
+
+       <repo>/.venv/bin/python -m pytest claims/<file> --lmc-claim <ids> -p no:cacheprovider -q \\
+           --lmc-no-progress --lmc-report <tmp>/report [options of the baseline run]
+
+   with ``LMCCHECK_CACHE=<store>`` and ``PYTHONPATH=<copy>`` (the copy's ``claims`` and ``fixtures`` are the
+   ones imported). ``--lmc-claim`` selects by the checks' ``claim`` marker: ``-k`` matches file names too, so
+   ``-k S2`` also picks S1 (file ``test_s1_s2_symmetry.py``), ``-k S12`` picks S7 and S8 (files
+   ``test_s7_s12_...``, ``test_s8_s12_...``), ``-k S5`` picks S6, ``-k S1`` picks S10-S12 and ``-k Z1`` Z10.
+   The file path keeps a claim whose checks live in two files (S12) to the mutated one. The options that key
+   products or choose settings (``--lmc-seeds``, ``--lmc-seed-offset``, ``--lmc-barrier-precision``,
+   ``--lmc-budget``, ``--lmc-device``) are taken from the baseline report's recorded command line, so the
+   mutated run reads the products the baseline run used (the store is content-addressed: a mutation that needs
+   another product builds it, and nothing stored is changed). The run still writes the plan manifests of the
+   checks it ran (``<store>/plans/``); the tool puts them back as they were afterwards (``--keep-plans`` leaves
+   them);
+3. compares the mutated run's ``claims.json`` with the baseline report's records of the same checks: the
+   check's verdict before -> after, and every assertion whose outcome, estimate, interval, bound, rule,
+   ``decides`` or points changed, or which appeared or disappeared (an assertion whose name changed with
+   the mutation, e.g. "all but 0 of 4", is paired with its closest old name). lmccheck's own comparison
+   (:func:`lmccheck.assertions.compare`, ``--lmc-compare``) is printed too; it lists only estimates that
+   moved beyond their interval, which is why the finer comparison is needed here.
+
+A mutation REACTS when a check's verdict changes, or a deciding assertion's outcome, estimate, interval,
+bound, rule, role (``decides``) or points change, or a deciding assertion appears or disappears. A run that
+ends in ERROR / NOT RUN, or writes no report, is BROKEN (a broken mutation, not a reaction). The exit status
+is 0 when every mutation reacts, 1 otherwise (2 for a usage error).
+
+Usage (the baseline must be a report of the same code, store and options, e.g. the latest ``make claims``)::
+
+    .venv/bin/python tools/claim_mutations.py --list
+    .venv/bin/python tools/claim_mutations.py --store ~/.cache/lmccheck --baseline report/claims.json \\
+        [--only S3-ratio-3of70 --only S8-fig4-0.8 ...] [--control] [--out mutations.md]
+    .venv/bin/python tools/claim_mutations.py --store DIR --baseline report/claims.json --dry-run
+
+``--control`` first runs each file of the selected mutations unmutated (with every claim they run there) and
+reports any difference from the baseline: a stale baseline, or one made from another tree, store or options,
+would make every mutation look as if it reacted (a control that differs makes the exit status 1). The copies
+are the working tree as it is now, uncommitted changes included, so the baseline must come from the same tree.
+``--dry-run`` applies and compiles every selected mutation in a copy and prints the commands, running nothing.
+Each mutated run is a claim run in one process: seconds to minutes per mutation with a warm store (a cold
+store trains everything first). Do not run it beside another claim run on the same store (the plan manifests
+are put back as they were before each mutated run).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import difflib
+import math
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+CLAIMS_DIR = "claims"
+#: verdicts that mean the mutated check did not run to a verdict (a broken mutation, not a reaction)
+BROKEN_VERDICTS = ("ERROR", "NOT RUN")
+#: options of the baseline run that key products or choose the checks' settings, copied to every mutated run
+KEYED_OPTIONS = ("--lmc-seeds", "--lmc-seed-offset", "--lmc-barrier-precision", "--lmc-budget", "--lmc-device",
+                 "--lmc-data-root")
+#: relative tolerance of "changed" for numbers (the same stored products give the same numbers; a difference of
+#: thread count may move float32 computations done inside a check in their last bits)
+DEFAULT_RTOL = 1e-6
+ABS_TOL = 1e-12
+#: pytest exit codes that mean the run itself failed (interrupted, internal error, usage error, nothing collected)
+PYTEST_BROKEN_RC = (2, 3, 4, 5)
+
+
+class MutationError(ValueError):
+    """A catalog entry that cannot be applied (its text is missing or not unique)."""
+
+
+@dataclass(frozen=True)
+class Mutation:
+    """One deliberate break of a claim check's assertion."""
+
+    name: str
+    #: claim id(s) of the checks to run, as ``--lmc-claim`` takes them ("S3", or "Z1,Z2,Z6")
+    claim: str
+    #: the file under ``claims/`` that is changed
+    file: str
+    #: text replaced (must occur exactly once in the file) ...
+    old: str
+    #: ... by this
+    new: str
+    #: what the replacement restores or breaks
+    breaks: str
+    #: the reaction expected on the CPU tier's current data, in words
+    expected: str
+    #: an optional ``-k`` expression narrowing the checks further (empty: every check of ``claim`` in ``file``)
+    k: str = ""
+
+    @property
+    def path(self) -> str:
+        """The file, relative to the repository root."""
+        return f"{CLAIMS_DIR}/{self.file}"
+
+    @property
+    def claims(self) -> list[str]:
+        return [c.strip().upper() for c in self.claim.split(",") if c.strip()]
+
+    def apply(self, text: str) -> str:
+        """``text`` with ``old`` replaced by ``new``; :class:`MutationError` unless ``old`` occurs exactly once."""
+        count = text.count(self.old)
+        if count != 1:
+            where = "does not occur" if count == 0 else f"occurs {count} times"
+            raise MutationError(f"mutation {self.name}: its old text {where} in {self.path} (it must occur exactly "
+                                f"once): {self.old[:120]!r}")
+        if self.new == self.old:
+            raise MutationError(f"mutation {self.name}: new text equals old text")
+        return text.replace(self.old, self.new, 1)
+
+
+# --------------------------------------------------------------------------------------------------------------- #
+# The catalog
+# --------------------------------------------------------------------------------------------------------------- #
+MUTATIONS: list[Mutation] = [
+    # ------------------------------------------------------------------ S3
+    Mutation(
+        name="S3-ratio-3of70", claim="S3", file="test_s3_trajectory.py",
+        old="HIGHLY_REDUCED_RATIO = 8 / 70",
+        new="HIGHLY_REDUCED_RATIO = 3 / 70",
+        breaks="the bound: 3/70 (the best case of the paper's '3-8%') instead of its worst case 8/70",
+        expected="every contrast 8/70*U_end - aligned falls by 5/70 of the converged unaligned barrier (about 1.5 "
+                 "points): estimates and intervals of all four rows move down; AM test/train INCONCLUSIVE -> FAIL "
+                 "(their seed means sit ~0.5 point inside 8/70), WM rows lose most of their margin; check "
+                 "INCONCLUSIVE -> FAIL",
+    ),
+    Mutation(
+        name="S3-per-seed", claim="S3", file="test_s3_trajectory.py",
+        old=('            measure.expect(f"{METHOD_NAMES[m]} {split}: error barrier under P_end <= 8/70 of the '
+             'converged unaligned",\n'
+             '                           Above(0.0), contrast, SOURCE, over="every", noise=noise, pool=True)'),
+        new=('            measure.expect_exact(f"{METHOD_NAMES[m]} {split}: error barrier under P_end <= 8/70 of the '
+             'converged unaligned",\n'
+             '                                 all(c > 0 for v in contrast.values() for c in v),\n'
+             '                                 min(c for v in contrast.values() for c in v),\n'
+             '                                 "every seed > 0 at every t (per-seed conjunction)", SOURCE)'),
+        breaks="the per-seed conjunction back: every seed at every checkpoint must be below 8/70 (an exact "
+               "check of the smallest per-seed contrast) instead of the seed mean with its pooled t interval",
+        expected="all four rows become Exact (no interval; estimate = the smallest per-seed contrast): rule, "
+                 "bound, interval and points change on every row; AM rows (seed means ~0.5 point inside the bound) "
+                 "INCONCLUSIVE -> FAIL where one seed exceeds 8/70 at one checkpoint; check INCONCLUSIVE -> FAIL "
+                 "(or PASS if no seed ever exceeds it)",
+    ),
+    # ------------------------------------------------------------------ S4
+    Mutation(
+        name="S4-delta-tenth", claim="S4", file="test_s4_children.py",
+        old="SAME_ALIGNMENT_RATIO = 5 / 70",
+        new="SAME_ALIGNMENT_RATIO = 0.5 / 70",
+        breaks="delta of 'aligned as well as the parents': 0.5/70 of the unaligned children's barrier (~0.15 "
+               "point) instead of 5/70 (~1.5 points), below the contrast's own noise",
+        expected="bound '<= 0.0148' -> '<= 0.0015' on the two deciding TOST rows (and the recorded Fig. 8 col. 3 and "
+                 "before-onset rows); WM/AM 'aligned as well as the parents' PASS -> INCONCLUSIVE (90% intervals "
+                 "reach ~1.3 points); check PASS -> INCONCLUSIVE",
+    ),
+    Mutation(
+        name="S4-onset-no-noise", claim="S4", file="test_s4_children.py",
+        old="if all(x <= thr for x in inst_mean[i:])), None)",
+        new="if all(x <= 0 for x in inst_mean[i:])), None)",
+        breaks="the onset rule: 'no error barrier' read literally (instability mean <= 0) instead of below the "
+               "Monte Carlo noise threshold (§2.1)",
+        expected="no spawn time has a zero instability barrier, so there is no onset: the deciding rows turn "
+                 "non-deciding (premise note) and the check is skipped; check PASS -> SKIP",
+    ),
+    # ------------------------------------------------------------------ S5
+    Mutation(
+        name="S5a-8of70", claim="S5", file="test_s5_s6_imp.py",
+        old="{level_label(i, remaining[i]): [err[other][s][i] - err[series][s][i] for s in range(len(runs))]",
+        new=("{level_label(i, remaining[i]): [(8 / 70 if other == \"unpermuted\" else 1) * err[other][s][i] "
+             "- err[series][s][i] for s in range(len(runs))]"),
+        breaks="S5(a) with S3's 8/70 bound imported for Fig. 2 (P's barrier <= 8/70 of the unpermuted one) instead "
+               "of the plain ordering 'below the unpermuted barrier'",
+        expected="the two (a) rows' contrasts shrink from ~0.28 to 8/70*0.28 - P's barrier (~0.03 minus P's barrier "
+                 "at the sparse levels): estimates and intervals move; outcome PASS -> INCONCLUSIVE or FAIL where "
+                 "P's barrier at a sparse matching level approaches 3 points; (b) unchanged",
+    ),
+    Mutation(
+        name="S5b-every-level", claim="S5", file="test_s5_s6_imp.py",
+        old="sparsest = [i for i in matching if remaining[i] <= SPARSEST_REMAINING] or [max(matching)]",
+        new="sparsest = list(matching)",
+        breaks="S5(b) judged at every matching level instead of the sparsest ones (<= 20% remaining), the spread "
+               "pooled over all of them",
+        expected="(b)'s points gain the dense and near-dense levels (level 0: contrast 0 by construction for WM), "
+                 "its pooled spread and worst point change: estimate/interval move, outcome stays INCONCLUSIVE or "
+                 "becomes FAIL/PASS; the check stays a known-finding candidate",
+    ),
+    # ------------------------------------------------------------------ S6
+    Mutation(
+        name="S6-tie-fails", claim="S6", file="test_s5_s6_imp.py",
+        old=('    measure.expect(\n'
+             '        f"the transported mask (WM) is more accurate than one-shot pruning {where}", Above(0.0),'),
+        new=('    (measure.expect if stops else lambda name, rule, contrast, source, **_: measure.expect_exact(\n'
+             '        name, False, sum(contrast) / len(contrast),\n'
+             '        "one-shot matching down to the sparsest level: a tie, counted as FAIL", source))(\n'
+             '        f"the transported mask (WM) is more accurate than one-shot pruning {where}", Above(0.0),'),
+        breaks="the tie rule: where one-shot pruning is matching at every measured level (no transition on the grid) "
+               "the comparison counts as FAIL instead of INCONCLUSIVE (not exercised)",
+        expected="on the CPU grid one-shot pruning matches down to 10.7%, so the one-shot row turns from INCONCLUSIVE "
+                 "(not exercised) into an Exact FAIL; check INCONCLUSIVE -> FAIL",
+    ),
+    Mutation(
+        name="S6-delta-wide", claim="S6", file="test_s5_s6_imp.py",
+        old="MATCHING_DELTA = 0.01",
+        new="MATCHING_DELTA = 0.05",
+        breaks="the matching delta: 5 points below the dense accuracy still counts as 'matching' (instead of 1 point)",
+        expected="bounds '>= -0.01' -> '>= -0.05' and '<= -0.01' -> '<= -0.05'; the transported mask 'matching' "
+                 "INCONCLUSIVE -> PASS, the unpermuted mask 'not matching at any level' INCONCLUSIVE -> FAIL (it is "
+                 "within ~1 point of dense); check INCONCLUSIVE -> FAIL",
+    ),
+    # ------------------------------------------------------------------ S7
+    Mutation(
+        name="S7-slope-sign", claim="S7", file="test_s7_s12_strong_connectivity.py",
+        old='indirect barrier falls with width (slope per doubling < 0)", Below(0.0),',
+        new='indirect barrier falls with width (slope per doubling < 0)", Above(0.0),',
+        breaks="the sign of 'the indirect barrier falls with width' (slope over log2 width > 0 asserted)",
+        expected="the four slope rows (WM/AM, loss/error) PASS -> FAIL, bound '< 0' -> '> 0'; check INCONCLUSIVE "
+                 "-> FAIL",
+    ),
+    # ------------------------------------------------------------------ S8 (same file as S12 mlp512/mlp512x6)
+    Mutation(
+        name="S8-fig4-0.8", claim="S8", file="test_s8_s12_early_permutations.py",
+        old="FIG4_FAILS_BEFORE = 80.0 / PAPER_EPOCHS",
+        new="FIG4_FAILS_BEFORE = 0.8",
+        breaks="the old constant back: Fig. 4's window 'before 80% of training' instead of 'before 80/150'",
+        expected="the Fig. 4 row gains the checkpoint t = 3 (of 5 epochs), where WM's P_t is as good as P_end: a "
+                 "point appears; the row stays FAIL (the known finding) and the check stays FAIL",
+    ),
+    Mutation(
+        name="S8-similar-after-40of150", claim="S8", file="test_s8_s12_early_permutations.py",
+        old="SIMILAR_AFTER = 10.0 / PAPER_EPOCHS",
+        new="SIMILAR_AFTER = 40.0 / PAPER_EPOCHS",
+        breaks="H.1's 'after around epoch 10' moved to epoch 40 of 150 (the old 0.1 selects the same checkpoints "
+               "as 10/150 on the CPU grid, so it would not show)",
+        expected="the 'before 10/150' windows gain t = 0.5 and 1 epoch and 'from 10/150' loses them: the L2 row, "
+                 "the 'clearly > 0.05 before' row and the 'similar from' row change points and estimates (the "
+                 "'clearly > 0.05 before' row INCONCLUSIVE, or FAIL where P_t's end gap at t = 1 is shown below 2 "
+                 "points); the check stays FAIL (known finding)",
+    ),
+    # ------------------------------------------------------------------ S12
+    Mutation(
+        name="S12-depth-sign", claim="S12", file="test_s8_s12_early_permutations.py",
+        old='"(Spearman, every checkpoint)", Below(0.0),',
+        new='"(Spearman, every checkpoint)", Above(0.0),',
+        breaks="the sign of 'highest in early layers' (rank correlation of depth with the fraction > 0 asserted)",
+        expected="mlp512x6: the deciding depth row's bound '< 0' -> '> 0' and every point's outcome flips side "
+                 "(t = 0.25, 0.5: rho +0.71, +0.54 now PASS); the row FAIL -> INCONCLUSIVE, or stays FAIL if a later "
+                 "checkpoint's rho is significantly negative; check FAIL (known finding) -> INCONCLUSIVE or stays; "
+                 "mlp512: the recorded row's bound flips (not deciding, 3 groups)",
+    ),
+    # ------------------------------------------------------------------ S9
+    Mutation(
+        name="S9-every-p", claim="S9", file="test_s9_pruned_matching.py",
+        old="moderate = [j for j, p in enumerate(SPARSITIES) if 0 < p <= MODERATE_SPARSITY]",
+        new="moderate = [j for j, p in enumerate(SPARSITIES) if 0 < p]",
+        breaks="the p <= 0.5 window of 'magnitude pruning generally does not raise the barrier': the mean over "
+               "every p up to 0.95",
+        expected="the magnitude rows average in p = 0.6-0.95, where magnitude pruning of the 128-wide MLP raises "
+                 "the barrier: estimates rise well above 0; the deciding row PASS -> FAIL or INCONCLUSIVE; check "
+                 "PASS -> FAIL or INCONCLUSIVE",
+    ),
+    # ------------------------------------------------------------------ S10
+    Mutation(
+        name="S10-edge-one-solve", claim="S10", file="test_s10_layerwise_alignment.py",
+        old='edge_value = ([data["wm_restart_mean"][s] for s in seed_range] if edge == "low"',
+        new='edge_value = ([r.error_barrier for r in ref] if edge == "low"',
+        breaks="the band's lower edge from one weight-matching solve of P_end instead of the mean of the 5 restarts",
+        expected="the 'at least P_end's' row's contrasts change at every (t, mode, k): estimate/interval move; it "
+                 "moved INCONCLUSIVE -> PASS when the restart mean came in, so PASS -> INCONCLUSIVE is expected",
+    ),
+    # ------------------------------------------------------------------ Z (one file)
+    Mutation(
+        name="Z-premise-gate", claim="Z1,Z2,Z6", file="test_z_llfc.py",
+        old='return {"decides": True} if met.get(kind, False) else {"decides": False, "note": PREMISE_NOTE}',
+        new='return {"decides": True}',
+        breaks="the LMC premise gate: LLFC is judged on pair kinds that miss the premise (WM-/AM-aligned pairs)",
+        expected="the WM-/AM-aligned rows become deciding: Z1 PASS -> INCONCLUSIVE (WM-aligned ratio ~0.12), "
+                 "Z2 PASS -> INCONCLUSIVE (AM-aligned ~0.10), Z6 PASS -> INCONCLUSIVE (WM-aligned ~0.28)",
+    ),
+    Mutation(
+        name="Z3-premise-gate", claim="Z3", file="test_z_llfc.py",
+        old="judged = [k for k in LMC_KINDS if met.get(k) and _in_scope(setting, k)]",
+        new="judged = [k for k in LMC_KINDS if _in_scope(setting, k)]",
+        breaks="Z3's premise gate: the median case counts the (layer, alpha) cases of pair kinds that miss the "
+               "premise",
+        expected="the median case's |E[coef] - 1| takes the WM-/AM-aligned cases in (up to ~0.35): the deciding "
+                 "median row's estimate rises from ~0.04 (PASS -> INCONCLUSIVE if it passes 0.1, else the reaction "
+                 "is in the estimate); the recorded share row is renamed (its counts change)",
+    ),
+    Mutation(
+        name="Z-every-layer", claim="Z1,Z2", file="test_z_llfc.py",
+        old="return min(max(1, n_layers // NEARLY_ALL_PER_EXCEPTION), n_layers - 1)",
+        new="return 0",
+        breaks="'nearly all the layers' back to every layer (no layer may miss)",
+        expected="the nearly-all rows are renamed ('all but 0 of 4') and take each seed's worst layer: estimates "
+                 "rise (Z1 spawned ~0.059 -> ~0.062, Z2 ~0.041 -> ~0.07); outcomes likely stay PASS (the reaction "
+                 "is in the estimate)",
+    ),
+    Mutation(
+        name="Z-negligible-0.05", claim="Z1,Z6", file="test_z_llfc.py",
+        old="CLEARLY_NEGLIGIBLE = 0.1",
+        new="CLEARLY_NEGLIGIBLE = 0.05",
+        breaks="'negligible' (CLEARLY_NEGLIGIBLE): a ratio below 0.05 instead of 0.1 is clearly negligible",
+        expected="bound '< 0.1' -> '< 0.05'; Z1 spawned (0.059 [0.054, 0.064]) PASS -> INCONCLUSIVE, Z6 spawned "
+                 "(0.059 [0.052, 0.066]) PASS -> INCONCLUSIVE; both checks PASS -> INCONCLUSIVE",
+    ),
+    Mutation(
+        name="Z10-sign", claim="Z10", file="test_z_llfc.py",
+        old="{s: [u - v for u, v in zip(before[s], after[m][s], strict=True)] for s in sites},",
+        new="{s: [v - u for u, v in zip(before[s], after[m][s], strict=True)] for s in sites},",
+        breaks="Z10's contrast reversed: Dist_com after matching minus the unmatched pair's",
+        expected="'Dist_com falls below the unmatched pair's, every layer' PASS -> FAIL for WM and AM (estimates "
+                 "change sign); check PASS -> FAIL",
+    ),
+]
+
+
+def by_name(names: Sequence[str]) -> list[Mutation]:
+    """The catalog entries named (comma-separated names allowed); SystemExit naming an unknown one."""
+    wanted = [n.strip() for arg in names for n in arg.split(",") if n.strip()]
+    known = {m.name: m for m in MUTATIONS}
+    unknown = [n for n in wanted if n not in known]
+    if unknown:
+        raise SystemExit(f"unknown mutation(s) {', '.join(unknown)}; known: {', '.join(known)}")
+    return [known[n] for n in dict.fromkeys(wanted)]
+
+
+def check_catalog(root: Path = ROOT) -> None:
+    """Every entry applies to its file exactly once and names unique (:class:`MutationError` otherwise)."""
+    names = [m.name for m in MUTATIONS]
+    dup = sorted({n for n in names if names.count(n) > 1})
+    if dup:
+        raise MutationError(f"mutation names are not unique: {', '.join(dup)}")
+    for m in MUTATIONS:
+        m.apply((root / m.path).read_text(encoding="utf-8"))
+
+
+# --------------------------------------------------------------------------------------------------------------- #
+# Comparing two reports' records
+# --------------------------------------------------------------------------------------------------------------- #
+@dataclass(frozen=True)
+class RowChange:
+    """One changed field of one assertion (or a whole assertion that appeared or disappeared)."""
+
+    assertion: str
+    what: str
+    before: str
+    after: str
+    deciding: bool
+
+
+@dataclass
+class CheckDiff:
+    """One check of the mutated run against the baseline's record of it."""
+
+    nodeid: str
+    before: str
+    after: str
+    rows: list[RowChange] = field(default_factory=list)
+    compare_lines: list[str] = field(default_factory=list)
+
+    @property
+    def broken(self) -> bool:
+        return self.after in BROKEN_VERDICTS or self.after == "absent" or self.before == "absent"
+
+    @property
+    def reacts(self) -> bool:
+        if self.broken:
+            return False
+        return self.before != self.after or any(r.deciding for r in self.rows)
+
+
+def _num(x: Any, digits: int = 4) -> str:
+    if x is None:
+        return "-"
+    try:
+        f = float(x)
+    except (TypeError, ValueError):
+        return str(x)
+    if math.isnan(f):
+        return "nan"
+    return f"{f:.{digits}g}"
+
+
+def _same_num(x: Any, y: Any, rtol: float) -> bool:
+    if x is None or y is None:
+        return x is None and y is None
+    try:
+        fx, fy = float(x), float(y)
+    except (TypeError, ValueError):
+        return x == y
+    if math.isnan(fx) or math.isnan(fy):
+        return math.isnan(fx) and math.isnan(fy)
+    return math.isclose(fx, fy, rel_tol=rtol, abs_tol=ABS_TOL)
+
+
+def _same_interval(a: Any, b: Any, rtol: float) -> bool:
+    a, b = list(a or []), list(b or [])
+    return len(a) == len(b) and all(_same_num(x, y, rtol) for x, y in zip(a, b))
+
+
+def _interval(a: Mapping[str, Any]) -> str:
+    iv = list(a.get("interval") or [])
+    text = f"[{_num(iv[0])}, {_num(iv[1])}]" if len(iv) == 2 else "[]"
+    level = a.get("level")
+    return text + (f" ({float(level):.0%})" if isinstance(level, (int, float)) else "")
+
+
+def _estimate(a: Mapping[str, Any]) -> str:
+    return f"{_num(a.get('observed'))} {_interval(a)}"
+
+
+def _point_text(p: Mapping[str, Any]) -> str:
+    return f"{p.get('label')}: {_num(p.get('mean'))} {_interval(p)} {p.get('outcome')}"
+
+
+def _points_change(old: Sequence[Mapping[str, Any]], new: Sequence[Mapping[str, Any]], rtol: float,
+                   limit: int = 6) -> tuple[str, str] | None:
+    """A short before/after text of the points that appeared, disappeared or changed (None: no change)."""
+    o = {str(p.get("label")): p for p in old}
+    n = {str(p.get("label")): p for p in new}
+    gone = [k for k in o if k not in n]
+    added = [k for k in n if k not in o]
+    changed = [k for k in o if k in n and (
+        o[k].get("outcome") != n[k].get("outcome") or not _same_num(o[k].get("mean"), n[k].get("mean"), rtol)
+        or not _same_interval(o[k].get("interval"), n[k].get("interval"), rtol))]
+    if not (gone or added or changed):
+        return None
+
+    def listing(keys: list[str], src: Mapping[str, Mapping[str, Any]], prefix: str) -> list[str]:
+        shown = [prefix + _point_text(src[k]) for k in keys[:limit]]
+        return shown + ([f"... {len(keys) - limit} more"] if len(keys) > limit else [])
+
+    before = listing(gone, o, "-") + listing(changed, o, "")
+    after = listing(added, n, "+") + listing(changed, n, "")
+    return "; ".join(before) or "(none)", "; ".join(after) or "(none)"
+
+
+def _pair_assertions(old: Sequence[Mapping[str, Any]], new: Sequence[Mapping[str, Any]]
+                     ) -> tuple[list[tuple[Mapping[str, Any], Mapping[str, Any]]], list[Mapping[str, Any]],
+                                list[Mapping[str, Any]]]:
+    """(pairs matched by name, then by the closest remaining name; old ones left; new ones left)."""
+    old_by = {str(a.get("name")): a for a in old}
+    new_left: list[Mapping[str, Any]] = []
+    pairs: list[tuple[Mapping[str, Any], Mapping[str, Any]]] = []
+    for b in new:
+        a = old_by.pop(str(b.get("name")), None)
+        (new_left.append(b) if a is None else pairs.append((a, b)))
+    still: list[Mapping[str, Any]] = []
+    for b in new_left:
+        close = difflib.get_close_matches(str(b.get("name")), list(old_by), n=1, cutoff=0.85)
+        if close:
+            pairs.append((old_by.pop(close[0]), b))
+        else:
+            still.append(b)
+    return pairs, list(old_by.values()), still
+
+
+def diff_assertions(old: Sequence[Mapping[str, Any]], new: Sequence[Mapping[str, Any]],
+                    rtol: float = DEFAULT_RTOL) -> list[RowChange]:
+    """Every changed field of the assertions two records of one check share, and the assertions only one has."""
+    pairs, gone, added = _pair_assertions(old, new)
+    rows: list[RowChange] = []
+    for a, b in pairs:
+        name = str(b.get("name"))
+        deciding = bool(a.get("decides", True)) or bool(b.get("decides", True))
+        if str(a.get("name")) != name:
+            rows.append(RowChange(name, "renamed", str(a.get("name")), name, False))
+        for key in ("outcome", "rule", "bound", "decides"):
+            if a.get(key) != b.get(key):
+                rows.append(RowChange(name, key, str(a.get(key)), str(b.get(key)), deciding))
+        if not (_same_num(a.get("observed"), b.get("observed"), rtol)
+                and _same_interval(a.get("interval"), b.get("interval"), rtol)
+                and _same_num(a.get("level"), b.get("level"), rtol)):
+            rows.append(RowChange(name, "estimate", _estimate(a), _estimate(b), deciding))
+        pts = _points_change(a.get("points") or [], b.get("points") or [], rtol)
+        if pts is not None:
+            rows.append(RowChange(name, "points", pts[0], pts[1], deciding))
+    for a in gone:
+        rows.append(RowChange(str(a.get("name")), "assertion gone", f"{a.get('outcome')} {_estimate(a)}", "absent",
+                              bool(a.get("decides", True))))
+    for b in added:
+        rows.append(RowChange(str(b.get("name")), "new assertion", "absent", f"{b.get('outcome')} {_estimate(b)}",
+                              bool(b.get("decides", True))))
+    return rows
+
+
+def _record_key(record: Mapping[str, Any]) -> str:
+    return str(record.get("nodeid") or f"{record.get('claim')}[{record.get('setting')}]")
+
+
+def diff_records(baseline: Sequence[Mapping[str, Any]], mutated: Sequence[Mapping[str, Any]],
+                 rtol: float = DEFAULT_RTOL) -> list[CheckDiff]:
+    """Per check of the mutated run: its verdict in the baseline and now, the assertion changes, and lmccheck's own
+    comparison lines (:func:`lmccheck.assertions.compare`) for it."""
+    from lmccheck.assertions import compare
+
+    base = {_record_key(r): r for r in baseline}
+    out = []
+    for r in mutated:
+        key = _record_key(r)
+        old = base.get(key)
+        if old is None:
+            out.append(CheckDiff(key, "absent", str(r.get("verdict")),
+                                 compare_lines=["the baseline report has no record of this check"]))
+            continue
+        d = CheckDiff(key, _verdict_text(old), _verdict_text(r),
+                      diff_assertions(old.get("assertions") or [], r.get("assertions") or [], rtol))
+        d.compare_lines = [c.line() for c in compare([old], [r])]
+        out.append(d)
+    return out
+
+
+def _verdict_text(record: Mapping[str, Any]) -> str:
+    v = str(record.get("verdict"))
+    return v + (" (known finding)" if record.get("known_finding") else "")
+
+
+# --------------------------------------------------------------------------------------------------------------- #
+# Running one mutation
+# --------------------------------------------------------------------------------------------------------------- #
+@dataclass
+class Outcome:
+    """The result of one mutated (or control) run."""
+
+    name: str
+    mutation: Mutation | None
+    checks: list[CheckDiff] = field(default_factory=list)
+    error: str = ""
+    seconds: float = 0.0
+    command: str = ""
+    log: Path | None = None
+    #: whether the copy, its log and report outlive the run (--keep, --workdir)
+    kept: bool = False
+
+    @property
+    def reacts(self) -> bool:
+        return not self.error and bool(self.checks) and any(c.reacts for c in self.checks)
+
+    @property
+    def status(self) -> str:
+        if self.error or not self.checks or all(c.broken for c in self.checks):
+            return "BROKEN"
+        if self.mutation is None:  # a control run: it should not differ from the baseline at all
+            differs = any(c.rows or c.before != c.after for c in self.checks)
+            return "DIFFERS FROM BASELINE" if differs else "SAME AS BASELINE"
+        return "REACTS" if self.reacts else "DOES NOT REACT"
+
+
+def _git_files(root: Path) -> list[str]:
+    try:
+        out = subprocess.run(["git", "-C", str(root), "ls-files", "-co", "--exclude-standard", "-z"],
+                             capture_output=True, text=True, check=True).stdout
+    except (OSError, subprocess.CalledProcessError) as exc:
+        raise SystemExit(f"cannot list the files of {root} with git: {exc}") from None
+    return [f for f in out.split("\0") if f]
+
+
+def stage(root: Path, dest: Path, files: Sequence[str] | None = None) -> Path:
+    """Copy the working tree's files (``git ls-files -co --exclude-standard``) of ``root`` to ``dest``."""
+    for rel in files if files is not None else _git_files(root):
+        if "__pycache__" in rel or rel.startswith("mutation/"):
+            continue
+        src = root / rel
+        if not src.is_file():  # deleted but still tracked
+            continue
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, target)
+    return dest
+
+
+def baseline_options(meta: Mapping[str, Any]) -> list[str]:
+    """The options of the baseline run that key products or choose settings (:data:`KEYED_OPTIONS`), from its
+    recorded command line; the seed offset and device from the meta where the command line lacks them."""
+    args = [str(a) for a in meta.get("args") or []]
+    out: list[str] = []
+    seen: set[str] = set()
+    i = 0
+    while i < len(args):
+        a = args[i]
+        for opt in KEYED_OPTIONS:
+            if a == opt and i + 1 < len(args):
+                out += [opt, args[i + 1]]
+                seen.add(opt)
+                i += 1
+            elif a.startswith(opt + "="):
+                out += [opt, a.split("=", 1)[1]]
+                seen.add(opt)
+        i += 1
+    if "--lmc-seed-offset" not in seen and meta.get("seed_offset"):
+        out += ["--lmc-seed-offset", str(meta["seed_offset"])]
+    if "--lmc-device" not in seen and str(meta.get("device") or "").startswith("cpu"):
+        out += ["--lmc-device", "cpu"]
+    return out
+
+
+def baseline_threads(meta: Mapping[str, Any]) -> str | None:
+    """The torch CPU threads each process of the baseline run had ("2 workers, 1 CPU thread each" -> "1")."""
+    m = re.search(r"(\d+) CPU threads? each", str(meta.get("processes") or ""))
+    return m.group(1) if m else None
+
+
+def pytest_command(python: Path, m_path: str, claims: Sequence[str], report: Path, options: Sequence[str],
+                   k: str = "", extra: Sequence[str] = ()) -> list[str]:
+    cmd = [str(python), "-m", "pytest", m_path, "--lmc-claim", ",".join(claims), "-p", "no:cacheprovider", "-q",
+           "--lmc-no-progress", "--lmc-report", str(report), *options]
+    if k:
+        cmd += ["-k", k]
+    return cmd + list(extra)
+
+
+@contextlib.contextmanager
+def preserve_plans(store: Path, enabled: bool = True) -> Iterator[None]:
+    """Put ``<store>/plans/`` back as it was: a mutated run rewrites the manifests of the checks it runs."""
+    plans = store / "plans"
+    before = {p.name: p.read_bytes() for p in plans.glob("*.json")} if enabled and plans.is_dir() else {}
+    try:
+        yield
+    finally:
+        if enabled and plans.is_dir():
+            for p in plans.glob("*.json"):
+                if p.name not in before:
+                    p.unlink(missing_ok=True)
+                elif p.read_bytes() != before[p.name]:
+                    p.write_bytes(before[p.name])
+
+
+def run_one(name: str, mutation: Mutation | None, file: str, claims: Sequence[str], *, work: Path, files: list[str],
+            store: Path, baseline: Sequence[Mapping[str, Any]], options: Sequence[str], env: Mapping[str, str],
+            python: Path, timeout: float, rtol: float, keep_plans: bool, extra: Sequence[str], k: str = "",
+            dry_run: bool = False, kept: bool = False) -> Outcome:
+    """Stage a copy, apply ``mutation`` (None: a control run), run its checks, compare with the baseline."""
+    tree = work / re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
+    if tree.exists():
+        shutil.rmtree(tree)
+    stage(ROOT, tree / "repo", files)
+    repo = tree / "repo"
+    path = f"{CLAIMS_DIR}/{file}"
+    out = Outcome(name, mutation, log=tree / "pytest.log", kept=kept)
+    if mutation is not None:
+        target = repo / path
+        try:
+            text = mutation.apply(target.read_text(encoding="utf-8"))
+            compile(text, str(target), "exec")
+        except (MutationError, SyntaxError) as exc:
+            out.error = str(exc)
+            return out
+        target.write_text(text, encoding="utf-8")
+    report = tree / "report"
+    cmd = pytest_command(python, path, claims, report, options, k, extra)
+    out.command = shlex.join(cmd)
+    if dry_run:
+        return out
+    run_env = dict(env)
+    run_env["PYTHONPATH"] = str(repo) + (os.pathsep + run_env["PYTHONPATH"] if run_env.get("PYTHONPATH") else "")
+    t0 = time.monotonic()
+    with preserve_plans(store, enabled=not keep_plans), open(out.log, "w", encoding="utf-8") as log:
+        log.write(f"$ {out.command}\n(cwd {repo}, LMCCHECK_CACHE={store})\n\n")
+        log.flush()
+        try:
+            proc = subprocess.run(cmd, cwd=repo, env=run_env, stdout=log, stderr=subprocess.STDOUT, timeout=timeout,
+                                  check=False)
+            rc: int | None = proc.returncode
+        except subprocess.TimeoutExpired:
+            rc = None
+    out.seconds = time.monotonic() - t0
+    if rc is None:
+        out.error = f"timed out after {timeout:g} s: {_tail(out.log)}"
+        return out
+    json_path = report / "claims.json"
+    if rc in PYTEST_BROKEN_RC or not json_path.is_file():
+        out.error = f"pytest exited {rc} without a usable report: {_tail(out.log)}"
+        return out
+    from lmccheck.report import load_report
+
+    records, _ = load_report(json_path)
+    if not records:
+        out.error = f"the run selected no claim check: {_tail(out.log)}"
+        return out
+    out.checks = diff_records(baseline, records, rtol)
+    return out
+
+
+def _tail(log: Path, n: int = 6) -> str:
+    try:
+        lines = log.read_text(encoding="utf-8", errors="replace").strip().splitlines()
+    except OSError:
+        return ""
+    return " | ".join(lines[-n:])
+
+
+def check_import_from_copy(python: Path, repo: Path, env: Mapping[str, str], file: str) -> str | None:
+    """None when ``claims.<module>`` imports from the copy ``repo`` (not from the working tree); else why not."""
+    module = f"{CLAIMS_DIR}.{Path(file).stem}"
+    run_env = dict(env)
+    run_env["PYTHONPATH"] = str(repo) + (os.pathsep + run_env["PYTHONPATH"] if run_env.get("PYTHONPATH") else "")
+    probe = subprocess.run([str(python), "-c", f"import {module} as m, fixtures as f; print(m.__file__); "
+                                               "print(f.__file__)"],
+                           cwd=repo, env=run_env, capture_output=True, text=True, check=False)
+    paths = [Path(p).resolve() for p in probe.stdout.split()]
+    if probe.returncode != 0 or len(paths) != 2 or not all(repo.resolve() in p.parents for p in paths):
+        return f"{module} / fixtures do not import from the copy {repo}: {probe.stdout.strip()} {probe.stderr[-800:]}"
+    return None
+
+
+# --------------------------------------------------------------------------------------------------------------- #
+# Reporting
+# --------------------------------------------------------------------------------------------------------------- #
+def _short(nodeid: str) -> str:
+    return nodeid.rsplit("::", 1)[-1]
+
+
+def print_outcome(o: Outcome, stream: Any = sys.stdout) -> None:
+    m = o.mutation
+    head = f"[{o.name}]" + (f" {m.claim} {m.path}: {m.breaks}" if m else " control (unmutated)")
+    print(head, file=stream)
+    if m:
+        print(f"  expected: {m.expected}", file=stream)
+    if o.error:
+        print(f"  error: {o.error}", file=stream)
+    for c in o.checks:
+        print(f"  {_short(c.nodeid)}: {c.before} -> {c.after}", file=stream)
+        for r in c.rows:
+            mark = "*" if r.deciding else " "
+            print(f"    {mark} {r.assertion[:110]}: {r.what}: {r.before[:300]} -> {r.after[:300]}", file=stream)
+        for line in c.compare_lines:
+            print(f"      lmccheck compare: {line[:300]}", file=stream)
+    took = f" ({o.seconds:.0f} s)" if o.seconds else ""
+    quiet = ("REACTS", "SAME AS BASELINE")
+    where = (f"; log {o.log}" if o.kept else "; --keep keeps its log") if o.log and o.status not in quiet else ""
+    print(f"  => {o.status}{took}{where}", file=stream)
+    print(file=stream, flush=True)
+
+
+def markdown(outcomes: Sequence[Outcome], controls: Sequence[Outcome], meta: Mapping[str, Any]) -> str:
+    from lmccheck.assertions import markdown_table
+
+    lines = ["# Claim mutations: does each check react when its assertion is broken?", "",
+             f"Baseline: {meta.get('baseline')} (commit {str(meta.get('commit') or '?')[:10]}); store "
+             f"{meta.get('store')}; options {' '.join(meta.get('options') or []) or '(none)'}.", "",
+             "A mutation REACTS when a check's verdict changes or a deciding assertion's outcome, estimate, "
+             "interval, bound, rule, role or points change (or it appears / disappears). `*` marks deciding rows.",
+             ""]
+    rows = []
+    for o in outcomes:
+        m = o.mutation
+        checks = "; ".join(f"{_short(c.nodeid)}: {c.before} → {c.after}" for c in o.checks) or o.error
+        n = sum(1 for c in o.checks for r in c.rows if r.deciding)
+        rows.append([o.name, m.claim if m else "", m.breaks if m else "", checks, str(n), o.status])
+    lines.append(markdown_table(["mutation", "claim", "breaks / restores", "check: before → after",
+                                 "deciding rows changed", "reaction"], rows))
+    if controls:
+        lines += ["", "## Control runs (unmutated)", ""]
+        lines.append(markdown_table(["run", "checks", "changed rows", "result"], [
+            [o.name, "; ".join(f"{_short(c.nodeid)}: {c.before} → {c.after}" for c in o.checks) or o.error,
+             str(sum(len(c.rows) for c in o.checks)), o.status]
+            for o in controls]))
+    lines += ["", "## Details", ""]
+    for o in outcomes:
+        m = o.mutation
+        lines += [f"### {o.name}: {o.status}", ""]
+        if m:
+            lines += [f"- file: `{m.path}`, claims {m.claim}", f"- breaks: {m.breaks}", f"- expected: {m.expected}",
+                      f"- replaced `{m.old.strip()[:200]}` by `{m.new.strip()[:200]}`"]
+        if o.command:
+            lines.append(f"- command: `{o.command}`" + (f" ({o.seconds:.0f} s)" if o.seconds else ""))
+        if o.error:
+            lines.append(f"- error: {o.error}")
+        lines.append("")
+        for c in o.checks:
+            lines += [f"**{c.nodeid}**: {c.before} → {c.after}", ""]
+            if c.rows:
+                lines.append(markdown_table(["", "assertion", "what", "before", "after"], [
+                    ["*" if r.deciding else "", r.assertion, r.what, r.before[:400], r.after[:400]] for r in c.rows]))
+                lines.append("")
+            if c.compare_lines:
+                lines += [f"- lmccheck compare: {x}" for x in c.compare_lines] + [""]
+    return "\n".join(lines) + "\n"
+
+
+# --------------------------------------------------------------------------------------------------------------- #
+# Command line
+# --------------------------------------------------------------------------------------------------------------- #
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--store", type=Path, help="the fixture store the baseline run used (LMCCHECK_CACHE)")
+    parser.add_argument("--baseline", type=Path, help="the baseline report's claims.json (same code, store, options)")
+    parser.add_argument("--only", action="append", default=[], metavar="NAME",
+                        help="run only these mutations (repeatable, or comma-separated)")
+    parser.add_argument("--out", type=Path, help="write a Markdown table and the details to this file")
+    parser.add_argument("--list", action="store_true", help="print the catalog and exit")
+    parser.add_argument("--dry-run", action="store_true",
+                        help="apply and compile every selected mutation in a copy and print the commands; run nothing")
+    parser.add_argument("--control", action="store_true",
+                        help="first run each selected (file, claims) unmutated and report differences from the "
+                             "baseline")
+    parser.add_argument("--workdir", type=Path, help="where the copies go (default: a new temporary folder)")
+    parser.add_argument("--keep", action="store_true", help="keep the copies, logs and reports")
+    parser.add_argument("--keep-plans", action="store_true",
+                        help="leave the plan manifests the mutated runs write in <store>/plans/")
+    parser.add_argument("--timeout", type=float, default=3600.0, help="seconds per run (default 3600)")
+    parser.add_argument("--rtol", type=float, default=DEFAULT_RTOL,
+                        help=f"relative tolerance of a changed number (default {DEFAULT_RTOL:g})")
+    parser.add_argument("--python", type=Path, default=ROOT / ".venv" / "bin" / "python",
+                        help="the interpreter that runs pytest (default: the repository's .venv)")
+    parser.add_argument("--pytest-args", default="", help="extra pytest arguments, one shell-quoted string")
+    args = parser.parse_args(argv)
+
+    selected = by_name(args.only) if args.only else list(MUTATIONS)
+    if args.list:
+        for m in selected:
+            print(f"{m.name}  [{m.claim}, {m.path}]\n  breaks: {m.breaks}\n  expected: {m.expected}\n")
+        return 0
+    try:
+        check_catalog()
+    except MutationError as exc:
+        print(f"claim_mutations: {exc}", file=sys.stderr)
+        return 2
+    if args.store is None or args.baseline is None:
+        parser.error("--store and --baseline are required (unless --list)")
+    if not args.python.is_file():
+        parser.error(f"no interpreter at {args.python}: run `make test` once, or pass --python")
+    store = args.store.expanduser().resolve()
+    if not store.is_dir() and not args.dry_run:
+        parser.error(f"the store {store} does not exist")
+    from lmccheck.report import load_report
+
+    try:
+        baseline, meta = load_report(args.baseline.expanduser())
+    except ValueError as exc:
+        parser.error(str(exc))
+    options = baseline_options(meta)
+    env = dict(os.environ)
+    env["LMCCHECK_CACHE"] = str(store)
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    threads = baseline_threads(meta)
+    if threads and "OMP_NUM_THREADS" not in env:
+        env["OMP_NUM_THREADS"] = threads  # as many torch threads as each baseline process had
+    extra = shlex.split(args.pytest_args)
+    files = _git_files(ROOT)
+    work = (args.workdir.expanduser().resolve() if args.workdir
+            else Path(tempfile.mkdtemp(prefix="claim-mutations-")))
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"claim_mutations: {len(selected)} mutation(s); baseline {args.baseline} (commit "
+          f"{str(meta.get('git_commit') or '?')[:10]}); store {store}; options {' '.join(options) or '(none)'}"
+          + (f"; OMP_NUM_THREADS={env['OMP_NUM_THREADS']}" if env.get("OMP_NUM_THREADS") else "")
+          + f"; copies under {work}", flush=True)
+    common = dict(work=work, files=files, store=store, baseline=baseline, options=options, env=env,
+                  python=args.python, timeout=args.timeout, rtol=args.rtol, keep_plans=args.keep_plans, extra=extra,
+                  dry_run=args.dry_run, kept=args.keep or args.workdir is not None)
+    controls: list[Outcome] = []
+    outcomes: list[Outcome] = []
+    try:
+        if not args.dry_run:
+            probe_tree = stage(ROOT, work / "_probe" / "repo", files)
+            why = check_import_from_copy(args.python, probe_tree, env, selected[0].file)
+            shutil.rmtree(work / "_probe", ignore_errors=True)
+            if why:
+                print(f"claim_mutations: {why}", file=sys.stderr)
+                return 2
+        if args.control and not args.dry_run:
+            per_file: dict[str, list[str]] = {}
+            for m in selected:  # one unmutated run per file, with every claim the selected mutations run there
+                per_file.setdefault(m.file, [])
+                per_file[m.file] += [c for c in m.claims if c not in per_file[m.file]]
+            for file, ids in per_file.items():
+                claim = ",".join(ids)
+                o = run_one(f"control {file} {claim}", None, file, ids, **common)
+                controls.append(o)
+                print_outcome(o)
+                if o.status == "DIFFERS FROM BASELINE":
+                    print(f"  WARNING: the unmutated run differs from the baseline for {claim}: the baseline is stale "
+                          "or the run is not reproducible; reactions of these checks are not evidence", flush=True)
+        for m in selected:
+            o = run_one(m.name, m, m.file, m.claims, k=m.k, **common)
+            outcomes.append(o)
+            if args.dry_run:
+                print(f"[{m.name}] " + (f"error: {o.error}" if o.error else f"applies and compiles\n  {o.command}"))
+            else:
+                print_outcome(o)
+    finally:
+        if not args.keep and args.workdir is None:
+            shutil.rmtree(work, ignore_errors=True)
+    if args.dry_run:
+        return 1 if any(o.error for o in outcomes) else 0
+    stale = {o.name.split()[1] for o in controls if o.status != "SAME AS BASELINE"}
+    print("summary:")
+    for o in outcomes:
+        note = " [control of this file differs from the baseline: not evidence]" if o.mutation and \
+            o.mutation.file in stale else ""
+        print(f"  {o.status:15} {o.name}" + (f" ({o.mutation.claim})" if o.mutation else "") + note)
+    if args.out:
+        args.out.write_text(markdown(outcomes, controls, {"baseline": args.baseline, "store": store, "options": options,
+                                                          "commit": meta.get("git_commit")}), encoding="utf-8")
+        print(f"written: {args.out}")
+    return 0 if outcomes and not stale and all(o.status == "REACTS" for o in outcomes) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
