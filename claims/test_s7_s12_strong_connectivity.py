@@ -139,13 +139,13 @@ def _value(res: BarrierResult | SimplexResult, kind: str) -> float:
     return float(getattr(res, f"{kind}_barrier"))
 
 
-def _triangles(lab: Lab, method: str, t: Triple, p: dict[str, Permutation],
-               which: tuple[str, ...]) -> dict[str, tuple[SimplexResult, tuple[BarrierResult, ...]]]:
+def _triangles(lab: Lab, method: str, t: Triple, p: dict[str, Permutation], which: tuple[str, ...],
+               n_examples: int) -> dict[str, tuple[SimplexResult, tuple[BarrierResult, ...]]]:
     """Per triangle in ``which``: the simplex result and the pairwise barriers of its edges (0-1, 0-2, 1-2),
     each taken in the simplex's vertex order so that the two evaluations agree to the bit."""
     out = {}
-    kw = {"split": "test"}
-    grid = {"resolution": SIMPLEX_RESOLUTION, "edge_resolution": SIMPLEX_EDGE_RESOLUTION}
+    kw = {"split": "test", "n_examples": n_examples}
+    grid = {"resolution": SIMPLEX_RESOLUTION, "edge_resolution": SIMPLEX_EDGE_RESOLUTION, "n_examples": n_examples}
     if "to_C" in which:  # {P_{A->C}[A], P_{B->C}[B], C}: its A-B edge is the indirect pair
         out["to_C"] = (lab.simplex([t.a, t.b, t.c], perms=[p["A->C"], p["B->C"], None], **grid),
                        (lab.barrier(t.a, t.b, perm_a=p["A->C"], perm=p["B->C"], **kw),
@@ -191,14 +191,15 @@ def _collect_barriers(family: WidthFamily, lab: Lab, n_seeds: int) -> dict:
         counts.append(len(triples))
         for t in triples:
             results: dict[str, dict[str, BarrierResult]] = {"unaligned": {
-                sp: lab.barrier(t.a, t.b, split=sp) for sp in SPLITS}}
+                sp: lab.barrier(t.a, t.b, split=sp, n_examples=setting.eval_examples) for sp in SPLITS}}
             for m in METHODS:
                 p = _perms(lab, m, t)
                 for sp in SPLITS:
-                    results.setdefault(f"direct_{m}", {})[sp] = lab.barrier(t.a, t.b, perm=p["B->A"], split=sp)
+                    results.setdefault(f"direct_{m}", {})[sp] = lab.barrier(
+                        t.a, t.b, perm=p["B->A"], split=sp, n_examples=setting.eval_examples)
                     results.setdefault(f"indirect_{m}", {})[sp] = lab.barrier(
-                        t.a, t.b, perm_a=p["A->C"], perm=p["B->C"], split=sp)
-                for tri, (sim, edges) in _triangles(lab, m, t, p, triangles).items():
+                        t.a, t.b, perm_a=p["A->C"], perm=p["B->C"], split=sp, n_examples=setting.eval_examples)
+                for tri, (sim, edges) in _triangles(lab, m, t, p, triangles, setting.eval_examples).items():
                     consistency += [f"w={widths[i]:g}, seed {t.replicate}, {SHORT[m]}, {tri}: {msg}"
                                     for msg in _consistency(sim, edges)]
                     for k in KINDS:

@@ -210,8 +210,9 @@ Z10_SOURCE = reading(
 
 # ---------------------------------------------------------------------------- pairs and the LMC premise
 def _pairs(lab: Lab, setting: Setting, n_seeds: int) -> dict[str, list[dict[str, Any]]]:
-    """Per kind, one pair per seed: ``{"a", "b", "perm", "end"}``; ``end`` is the checkpoint of S3's end-of-training
-    barrier (None for the children: S4's barrier of them, at the end)."""
+    """Per kind, one pair per seed: ``{"a", "b", "perm", "end", "n"}``; ``end`` is the checkpoint of S3's
+    end-of-training barrier (None for the children: S4's barrier of them, at the end); ``n`` the setting's
+    evaluation examples (every statistic and barrier of the pair is taken on them)."""
     cfg = setting.config
     pairs = lab.pairs(cfg, n_seeds)
     spawned_seeds = n_seeds if setting.gpu else min(n_seeds, SPAWNED_CPU_SEEDS)
@@ -222,11 +223,12 @@ def _pairs(lab: Lab, setting: Setting, n_seeds: int) -> dict[str, list[dict[str,
         if r < spawned_seeds:
             out["spawned"].append({"a": lab.child(pair.a, at, CHILD_SGD_SEED_BASE + 3 * r),
                                    "b": lab.child(pair.a, at, CHILD_SGD_SEED_BASE + 3 * r + 1),
-                                   "perm": None, "end": None})
+                                   "perm": None, "end": None, "n": setting.eval_examples})
         end = pair.a.times[-1]
         for m in METHODS:
-            out[m].append({"a": pair.a, "b": pair.b, "perm": lab.match(m, pair.a, pair.b), "end": end})
-        out["independent"].append({"a": pair.a, "b": pair.b, "perm": None, "end": end})
+            out[m].append({"a": pair.a, "b": pair.b, "perm": lab.match(m, pair.a, pair.b), "end": end,
+                           "n": setting.eval_examples})
+        out["independent"].append({"a": pair.a, "b": pair.b, "perm": None, "end": end, "n": setting.eval_examples})
     return out
 
 
@@ -308,7 +310,7 @@ def _skip_without_premise(met: Mapping[str, bool], premise: dict[str, dict[str, 
 # ---------------------------------------------------------------------------- small helpers
 def _stat(lab: Lab, metric: str, p: dict[str, Any]) -> dict[str, Any]:
     kw = {"alphas": ALPHAS} if metric == "llfc" else {}
-    return lab.features(metric, p["a"], p["b"], perm=p["perm"], **kw)
+    return lab.features(metric, p["a"], p["b"], perm=p["perm"], n_examples=p["n"], **kw)
 
 
 def _mean(values: Sequence[float]) -> float:
@@ -731,7 +733,8 @@ def test_z7_commutativity_holds_for_lmc_pairs(setting: Setting, lab: Lab, n_seed
                        Below(1.0), kappa_ratio, KAPPA_SOURCE, over="every", pool=True, decides=False,
                        note="lmccheck's diagnostic, beyond the paper")
     decomposition = ({k: lab.features("decomposition", pairs[k][0]["a"], pairs[k][0]["b"], perm=pairs[k][0]["perm"],
-                                      n_examples=DECOMPOSITION_EXAMPLES, alphas=(0.5,))["per_layer"] for k in KINDS}
+                                      n_examples=min(DECOMPOSITION_EXAMPLES, setting.eval_examples),
+                                      alphas=(0.5,))["per_layer"] for k in KINDS}
                      if _cm_applies(setting) else None)
     _render_z7(setting, measure, stats, premise, met, {"ratio": ratios, "not_lmc": not_lmc, "kappa": kappa},
                decomposition)
@@ -877,13 +880,14 @@ def _commutativity_matching(lab: Lab, setting: Setting, pairs: dict[str, list[di
     out: dict = {"dist_com_per_seed": [], "objective": [], "barrier": {m: [] for m in (*METHODS, "commutativity")}}
     for p in pairs["weight"]:
         perm = lab.match("commutativity", p["a"], p["b"])
-        out["dist_com_per_seed"].append(lab.features("commutativity", p["a"], p["b"], perm=perm)["dist_com"])
+        out["dist_com_per_seed"].append(lab.features("commutativity", p["a"], p["b"], perm=perm,
+                                                     n_examples=p["n"])["dist_com"])
         out["objective"].append({k: perm.stats[k] for k in (
             "objective_init", "objective_fw", "objective_final", "accepted_fw", "accepted_swaps", "local_optimum",
             "first_step_slope", "sweeps", "examples", "seconds")})
         for m, q in (("weight", lab.match("weight", p["a"], p["b"])),
                      ("activation", lab.match("activation", p["a"], p["b"])), ("commutativity", perm)):
-            res = lab.barrier(p["a"], p["b"], perm=q)
+            res = lab.barrier(p["a"], p["b"], perm=q, n_examples=p["n"])
             out["barrier"][m].append((res.error_barrier, res.loss_barrier))
     sites = list(out["dist_com_per_seed"][0])
     out["dist_com_per_seed_by_site"] = {s: [d[s] for d in out["dist_com_per_seed"]] for s in sites}
@@ -953,7 +957,7 @@ def test_z9_trained_weights_have_lower_stable_rank_than_early_ones(setting: Sett
     for pair in pairs:
         for run in (pair.a, pair.b):
             for n in layers:
-                ranks["epoch_1"][n].append(stable_rank(run.state_at(EARLY_EPOCH)[f"{n}.weight"]))
+                ranks["epoch_1"][n].append(stable_rank(run.state_at(setting.at(EARLY_EPOCH))[f"{n}.weight"]))
                 ranks["end"][n].append(stable_rank(run.final[f"{n}.weight"]))
     measure.expect("stable rank at the end below the stable rank after 1 epoch, every weight layer", Above(0.0),
                    {n: [e - f for e, f in zip(ranks["epoch_1"][n], ranks["end"][n], strict=True)] for n in layers},
@@ -973,7 +977,8 @@ def _render_z9(setting: Setting, lab: Lab, measure, pairs: list, layers: list[st
     # Fig. 20 and 21: singular values of the weights and of the post-activations over the test set, of network
     # A of the first replicate (an AM- and WM-aligned pair's), after 1 epoch and at the end (recorded, not asserted)
     a0 = pairs[0].a
-    spec_of = {when: lab.features("spectra", a0, a0, time=t) for when, t in (("epoch 1", EARLY_EPOCH), ("end", None))}
+    spec_of = {when: lab.features("spectra", a0, a0, time=t, n_examples=setting.eval_examples)
+               for when, t in (("epoch 1", setting.at(EARLY_EPOCH)), ("end", None))}
     sites = list(spec_of["end"]["features"])
     feature_rank = {when: {n: _spectrum_stable_rank(sp["features"][n]) for n in sites} for when, sp in spec_of.items()}
     measure.values.update({"feature_sites": sites, "feature_stable_rank_seed0_a": feature_rank})
