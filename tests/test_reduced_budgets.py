@@ -49,7 +49,7 @@ def test_a_dryrun_setting_keeps_the_recipe_and_its_dataset_at_an_eighth_of_its_w
     c, f = s.config, full.config
     assert s.reduced == "dryrun" and s.gpu and s.name == f"{name}-dryrun"
     assert (c.dataset, c.augment) == (f.dataset, f.augment)  # CIFAR-10 stays CIFAR-10, with its augmentation
-    assert c.model_kwargs["width"] == pytest.approx(f.model_kwargs["width"] / 8)
+    assert c.model_kwargs["width"] == pytest.approx(min(f.model_kwargs["width"] / 8, 1.0))
     assert (c.epochs, c.train_subset, s.eval_examples, c.eval_examples) == (DRYRUN.epochs, 512, 256, 256)
     # every checkpoint of the recipe at its relative time
     assert c.checkpoints == pytest.approx(tuple(t * DRYRUN.epochs / f.epochs for t in f.checkpoints))
