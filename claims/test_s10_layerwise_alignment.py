@@ -162,6 +162,8 @@ def test_s10_weight_matching_aligns_lower_layers_earlier(setting: Setting, lab: 
     end = setting.config.epochs
     times = ([t for t in pairs[0].a.times if setting.at(GPU_FIRST_REWIND) <= t < end] if setting.gpu
              else list(CPU_REWIND_TIMES))
+    if setting.reduced:  # a reduced budget takes the path with the fewest rewind times the onset assertion needs
+        times = sorted({times[0], times[len(times) // 2], times[-1]})
     spec = lab.spec(pairs[0].a)
     n_layers = len(weight_layers(spec))
     ks = split_points(n_layers, setting.gpu)

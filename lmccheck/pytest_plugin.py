@@ -450,8 +450,9 @@ def _cuda_available() -> bool:
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
-    """Skip ``gpu`` items without CUDA or with --lmc-device=cpu (before any fixture is set up)."""
-    if item.get_closest_marker("gpu") is None:
+    """Skip ``gpu`` items without CUDA or with --lmc-device=cpu (before any fixture is set up), except under
+    ``--lmc-budget dryrun``, whose reduced GPU settings run on whatever device is there."""
+    if item.get_closest_marker("gpu") is None or item.config.getoption("lmc_budget") == "dryrun":
         return
     if not _cuda_available():
         pytest.skip(GPU_SKIP_REASON)
@@ -662,6 +663,10 @@ def measure(request: pytest.FixtureRequest, lmc_config: LmcConfig) -> Measuremen
     return m
 
 
+#: the xfail reason of a claim that FAILs at the dry run's size (``--lmc-budget dryrun``)
+DRYRUN_PREFIX = "dry run (not the paper's size): "
+
+
 class ClaimFailed(AssertionError):
     """A claim check whose assertions FAILed (significantly, under :mod:`lmccheck.verdict`)."""
 
@@ -691,6 +696,9 @@ def pytest_runtest_call(item: pytest.Item) -> Generator[None, Any, Any]:
     if verdict == _verdict.FAIL:
         if finding is not None:
             pytest.xfail(f"finding: {finding}")
+        if item.get_closest_marker("gpu") is not None and item.config.getoption("lmc_budget") == "dryrun":
+            # the dry run exercises the code path; a claim failing at its tiny size is no finding and no error
+            pytest.xfail(f"{DRYRUN_PREFIX}claim {m.claim} fails at {m.setting}: " + "; ".join(m.failing()))
         raise ClaimFailed(f"claim {m.claim} fails at {m.setting}: " + "; ".join(m.failing()))
     if verdict == _verdict.PASS and finding is not None:
         raise ClaimFailed(
@@ -704,6 +712,9 @@ def _outcome_fields(report: pytest.TestReport, call: pytest.CallInfo[None], m: M
     """``verdict`` plus ``failure``/``reason`` for a report of a claim item."""
     wasxfail = getattr(report, "wasxfail", None)
     if report.skipped:
+        if wasxfail is not None and str(wasxfail).startswith(DRYRUN_PREFIX):
+            # a claim failing at the dry run's size: reported as FAIL, the run goes on (the code path ran)
+            return {"verdict": "FAIL", "reason": str(wasxfail).removeprefix(DRYRUN_PREFIX)}
         if wasxfail is not None:
             # a claim that fails significantly at a setting marked as a known finding: reported as FAIL
             return {"verdict": "FAIL", "known_finding": True, "reason": str(wasxfail).removeprefix("finding: ")}

@@ -269,6 +269,28 @@ def test_gpu_items_skipped_without_cuda(pytester: pytest.Pytester) -> None:
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behaviour without CUDA")
+def test_gpu_items_run_without_cuda_under_the_dry_run_budget(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_gpu=GPU_CLAIM)
+    for args in ((), ("--lmc-device", "cpu")):
+        result = pytester.runpytest("-m", "gpu", "--lmc-budget", "dryrun", "--lmc-no-report", *args)
+        assert result.parseoutcomes().get("skipped", 0) == 0 and result.parseoutcomes().get("deselected") == 1
+
+
+def test_a_claim_failing_at_the_dry_run_size_is_reported_as_fail_and_does_not_fail_the_run(
+        pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(test_gpu=GPU_CLAIM.replace(RAN, 'measure.expect_exact("ran", False, 0.0, "ran", '
+                                                        'reading("a test of the plugin: a failing check"))'))
+    result = pytester.runpytest("-m", "gpu", "--lmc-budget", "dryrun", "--lmc-report", "out")
+    result.assert_outcomes(xfailed=1, deselected=1)
+    rec = _records(pytester.path / "out" / "claims.json")["default"]
+    assert rec["verdict"] == "FAIL" and not rec.get("known_finding") and "not the paper's size" not in rec["reason"]
+    assert rec["reason"].startswith("claim S98 fails at")
+    # the same failing check outside the dry run fails the run (where it runs at all)
+    if torch.cuda.is_available():
+        pytester.runpytest("-m", "gpu", "--lmc-no-report").assert_outcomes(failed=1, deselected=1)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behaviour without CUDA")
 def test_cuda_request_without_cuda_is_usage_error(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_plain="def test_x():\n    pass\n")
     result = pytester.runpytest("--lmc-device", "cuda")

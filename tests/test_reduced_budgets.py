@@ -43,14 +43,14 @@ def test_a_smoke_setting_keeps_the_recipe_but_not_its_size(name: str) -> None:
 
 
 @pytest.mark.parametrize("name", list(GPU))
-def test_a_dryrun_setting_keeps_the_recipe_and_its_dataset_at_an_eighth_of_its_width(name: str) -> None:
+def test_a_dryrun_setting_keeps_the_recipe_and_its_dataset_at_a_sixteenth_of_its_width(name: str) -> None:
     full = GPU[name]
     s = reduce(full, "dryrun")
     c, f = s.config, full.config
     assert s.reduced == "dryrun" and s.gpu and s.name == f"{name}-dryrun"
     assert (c.dataset, c.augment) == (f.dataset, f.augment)  # CIFAR-10 stays CIFAR-10, with its augmentation
-    assert c.model_kwargs["width"] == pytest.approx(min(f.model_kwargs["width"] / 8, 1.0))
-    assert (c.epochs, c.train_subset, s.eval_examples, c.eval_examples) == (DRYRUN.epochs, 512, 256, 256)
+    assert c.model_kwargs["width"] == pytest.approx(min(f.model_kwargs["width"] / 16, 0.5))
+    assert (c.epochs, c.train_subset, s.eval_examples, c.eval_examples) == (DRYRUN.epochs, 256, 128, 128)
     # every checkpoint of the recipe at its relative time
     assert c.checkpoints == pytest.approx(tuple(t * DRYRUN.epochs / f.epochs for t in f.checkpoints))
     assert c.warmup_epochs == pytest.approx(f.warmup_epochs * DRYRUN.epochs / PAPER_EPOCHS)
