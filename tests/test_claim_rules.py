@@ -155,3 +155,14 @@ def test_error_barrier_se_is_the_binomial_noise_of_the_peak_and_of_the_line_unde
     assert error_barrier_se(_barrier(0.0, (0.1, 0.5), 0.0)) == pytest.approx(0.003 * math.sqrt(2))
     # a quarter of the examples doubles the noise
     assert error_barrier_se(_barrier(0.5, (0.1, 0.1), 0.1, n=2_500)) == pytest.approx(2 * math.sqrt(20.5e-6))
+
+
+def test_s7_direct_over_indirect_is_defined_where_the_indirect_barrier_is_zero() -> None:
+    """Found by the dry run: a 128-example indirect error barrier of 0 divided S7's ratio by zero."""
+    from claims.test_s7_s12_strong_connectivity import _direct_over_indirect
+
+    assert _direct_over_indirect(0.1, 0.4) == pytest.approx(0.25)
+    assert _direct_over_indirect(0.0, 0.0) == 1.0 and _direct_over_indirect(0.2, 0.0) == 1.0
+    from claims.test_s7_s12_strong_connectivity import _ratio_noise
+
+    assert _ratio_noise([0.2, 0.1], [0.0, 0.4], [0.01, 0.01], [0.01, 0.01]) > 0  # no division by zero
