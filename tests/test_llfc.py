@@ -92,6 +92,26 @@ def test_dist_sigma_is_zero_iff_the_signs_agree(d: int, seed: int) -> None:
     assert torch.all(got <= fine + 1e-12)
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 12), st.integers(0, 10_000), st.sampled_from([2, 5, 25]))
+def test_dist_sigma_equals_the_definition_entry_by_entry(d: int, seed: int, alphas: int) -> None:
+    """The sign-split evaluation equals dist(relu(alpha a + (1 - alpha) b), alpha relu(a) + (1 - alpha) relu(b))
+    maxed over the grid, zeros (some rows all 0, some entries exactly 0) and NaN rows included."""
+    g = torch.Generator().manual_seed(seed)
+    a, b = torch.randn(6, d, generator=g), torch.randn(6, d, generator=g)
+    a[0] = 0.0
+    b[1] = -b[1].abs()
+    a[2, 0] = 0.0
+    want = torch.zeros(6, dtype=torch.float64)
+    for al in [i / (alphas - 1) for i in range(alphas)]:
+        x = (al * a.double() + (1 - al) * b.double()).relu()
+        y = al * a.double().relu() + (1 - al) * b.double().relu()
+        want = torch.maximum(want, dist(x, y))
+    got = weak_additivity_distance(a, b, alphas)
+    assert torch.equal(torch.isnan(got), torch.isnan(want))
+    assert torch.allclose(got.nan_to_num(), want.nan_to_num(), rtol=1e-12, atol=1e-300)
+
+
 # ---------------------------------------------------------------- sites
 def test_sites_of_the_three_architectures() -> None:
     s = sites_of(mlp(0))
