@@ -22,14 +22,14 @@ BUDGET = "full"
 
 #: xdist groups shared across settings (``make claims`` on 2 workers). pytest-xdist's ``loadgroup`` hands each
 #: worker the group with the most checks first and the next one when it is almost out of work, so the CPU tier
-#: runs as two groups of about equal time (cold, measured per check in the run at 2c65c3d: 29.0 and 28.6 worker
-#: minutes, against 31.2 and 27.0 with the 6-layer MLP on mlp128-fmnist's worker and S4's children on their own):
-#: mlp512-fmnist (S2, S3, S8, S12, Z1-Z10) then the 6-layer MLP (S10, S12); mlp128-fmnist (S5, S6, S9), then the
-#: width family (S7, S12: its 128- and 512-wide triples are mlp128's and mlp512's networks), then S4's children
-#: (they spawn from mlp512-fmnist's networks, trained by then on the other worker). A merged setting's checks run
-#: after its host's, in this order (the plugin's ``lmc_run_order`` mark), so that nothing waits for a network another worker builds.
-WORKER_GROUPS = {"mlp512x6-fmnist": "mlp512-fmnist", "mlp-fmnist-widths": "mlp128-fmnist",
-                 "mlp512-fmnist.children": "mlp128-fmnist"}
+#: runs as two groups of about equal time (cold, from the per-check times of the run at 4a0df7b less this
+#: build's cuts: about 1640 and 1700 worker seconds): mlp512-fmnist (S2, S3, S8, S12, Z1-Z10) then S4's
+#: children (they spawn from mlp512-fmnist's networks); mlp128-fmnist (S5, S6, S9), then the width family (S7,
+#: S12: its 128- and 512-wide triples are mlp128's and mlp512's networks, trained by then on the other worker),
+#: then the 6-layer MLP (S10, S12). A merged setting's checks run after its host's, in this order (the plugin's
+#: ``lmc_run_order`` mark), so that nothing waits for a network another worker builds.
+WORKER_GROUPS = {"mlp-fmnist-widths": "mlp128-fmnist", "mlp256x6-fmnist": "mlp128-fmnist",
+                 "mlp512-fmnist.children": "mlp512-fmnist"}
 
 
 #: the GPU settings of the sparse-network claims (S5, S6, S9): Sharma et al.'s VGG-16 and ResNet-20x4 with

@@ -149,7 +149,7 @@ def slope(xs: list[float], ys: list[float]) -> float:
 
 @pytest.mark.claim("S10")
 @pytest.mark.parametrize("setting", params(
-    ["mlp512x6-fmnist"], ["vgg16-ln-cifar10", "resnet20x4-ln-cifar10"],
+    ["mlp256x6-fmnist"], ["vgg16-ln-cifar10", "resnet20x4-ln-cifar10"],
 ))
 def test_s10_weight_matching_aligns_lower_layers_earlier(setting: Setting, lab: Lab, n_seeds: int,
                                                           measure) -> None:

@@ -92,8 +92,9 @@ def test_a_check_can_take_an_xdist_group_of_its_own_that_node_ids_still_strip() 
     [plain] = params(["mlp512-fmnist"], [])
     [own, gpu] = params(["mlp512-fmnist"], ["vgg16-ln-cifar10"], group="children")
     assert group_of(plain) == "mlp512-fmnist"
-    # S4's children share mlp128-fmnist's worker (WORKER_GROUPS); a GPU setting's children keep a group of their own
-    assert (group_of(own), group_of(gpu)) == ("mlp128-fmnist", "vgg16-ln-cifar10.children")
+    # S4's children run on mlp512-fmnist's worker after its other checks (WORKER_GROUPS); a GPU setting's
+    # children keep a group of their own
+    assert (group_of(own), group_of(gpu)) == ("mlp512-fmnist", "vgg16-ln-cifar10.children")
     node = "claims/test_s4_children.py::test_s4[mlp512-fmnist]"
     assert base_nodeid(f"{node}@{group_of(own)}") == node
 
@@ -106,9 +107,10 @@ def test_merged_settings_run_after_their_hosts_checks_in_the_worker_groups_order
         return next(m.args[0] for m in param.marks if m.name == RUN_ORDER_MARK)  # type: ignore[attr-defined]
 
     [host] = params(["mlp128-fmnist"], [])
-    [x6] = params(["mlp512x6-fmnist"], [])
+    [widths] = params(["mlp-fmnist-widths"], [], cpu_table={"mlp-fmnist-widths": object()})
+    [x6] = params(["mlp256x6-fmnist"], [])
     [children] = params(["mlp512-fmnist"], [], group="children")
-    assert order_of(host) == 0 and 0 < order_of(x6) < order_of(children) == len(WORKER_GROUPS)
+    assert order_of(host) == 0 and 0 < order_of(widths) < order_of(x6) < order_of(children) == len(WORKER_GROUPS)
     assert {WORKER_GROUPS[k] for k in WORKER_GROUPS} == {"mlp512-fmnist", "mlp128-fmnist"}
 
 
