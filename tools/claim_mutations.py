@@ -74,6 +74,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from worktree import git_files  # noqa: E402  (tools/worktree.py, beside this script)
+from worktree import stage as _stage_files  # noqa: E402
+
 ROOT = Path(__file__).resolve().parents[1]
 CLAIMS_DIR = "claims"
 #: verdicts that mean the mutated check did not run to a verdict (a broken mutation, not a reaction)
@@ -571,26 +575,15 @@ class Outcome:
 
 
 def _git_files(root: Path) -> list[str]:
-    try:
-        out = subprocess.run(["git", "-C", str(root), "ls-files", "-co", "--exclude-standard", "-z"],
-                             capture_output=True, text=True, check=True).stdout
-    except (OSError, subprocess.CalledProcessError) as exc:
-        raise SystemExit(f"cannot list the files of {root} with git: {exc}") from None
-    return [f for f in out.split("\0") if f]
+    files = git_files(root)
+    if files is None:
+        raise SystemExit(f"cannot list the files of {root} with git (is it a git checkout?)")
+    return files
 
 
 def stage(root: Path, dest: Path, files: Sequence[str] | None = None) -> Path:
     """Copy the working tree's files (``git ls-files -co --exclude-standard``) of ``root`` to ``dest``."""
-    for rel in files if files is not None else _git_files(root):
-        if "__pycache__" in rel or rel.startswith("mutation/"):
-            continue
-        src = root / rel
-        if not src.is_file():  # deleted but still tracked
-            continue
-        target = dest / rel
-        target.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src, target)
-    return dest
+    return _stage_files(root, dest, files if files is not None else _git_files(root))
 
 
 def baseline_options(meta: Mapping[str, Any]) -> list[str]:

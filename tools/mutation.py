@@ -57,6 +57,9 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from worktree import git_files, stage  # noqa: E402  (tools/worktree.py, beside this script)
+
 ROOT = Path(__file__).resolve().parents[1]
 OUT_DIR = ROOT / "mutation"
 WORK_DIR = OUT_DIR / "work"
@@ -132,20 +135,11 @@ def _stage(repo: Path) -> None:
     """Copy the working tree (tracked and untracked, not ignored files) to ``repo``."""
     if repo.exists():
         shutil.rmtree(repo)
-    listing = _git("ls-files", "-co", "--exclude-standard", "-z")
-    files = [f for f in listing.split("\0") if f] if listing else []
+    files = git_files(ROOT)
     if not files:  # not a git checkout: the package, the tests and the config are enough
         files = [str(p.relative_to(ROOT)) for d in ("lmccheck", "tests") for p in (ROOT / d).rglob("*") if p.is_file()]
         files += [f for f in ("conftest.py", "pyproject.toml") if (ROOT / f).is_file()]
-    for rel in files:
-        if rel.startswith("mutation/") or "__pycache__" in rel:
-            continue
-        src = ROOT / rel
-        if not src.is_file():  # deleted but still tracked
-            continue
-        dest = repo / rel
-        dest.parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(src, dest)
+    stage(ROOT, repo, files)
 
 
 def _env(repo: Path) -> dict[str, str]:
