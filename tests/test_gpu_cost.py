@@ -140,7 +140,7 @@ def test_every_gpu_check_of_the_claims_is_in_the_table(gc, stub_nets) -> None:
     if settings.BUDGET != "full":  # the claim modules' params were built under a reduced budget
         pytest.skip(f"claims.settings.BUDGET is {settings.BUDGET!r} in this session")
     collected = _gpu_params()
-    assert len(collected) == 76  # pytest claims -m gpu --collect-only: 76 checks at the full budget
+    assert len(collected) == 77  # pytest claims -m gpu --collect-only: 77 checks at the full budget
     est = gc.estimate()
     assert {(c.function, c.claim, c.param) for c in est.checks} == collected
     assert {(c.function, c.claim) for c in gc.CHECKS} == {(f, c) for f, c, _ in collected}

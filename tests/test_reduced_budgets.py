@@ -32,12 +32,12 @@ def test_a_smoke_setting_keeps_the_recipe_but_not_its_size(name: str) -> None:
     c, f = s.config, full.config
     assert s.reduced == "smoke" and s.gpu and s.name == f"{name}-smoke"
     assert (c.dataset, c.augment, c.epochs, c.checkpoints) == ("fashion-mnist", False, SMOKE.epochs, SMOKE.times)
-    assert c.model_kwargs["width"] == min(f.model_kwargs["width"], SMOKE.max_width)
+    assert c.model_kwargs["width"] == pytest.approx(_reduced_width(f, SMOKE))
     assert c.warmup_epochs == pytest.approx(f.warmup_epochs * SMOKE.epochs / PAPER_EPOCHS)
     assert 0 < c.warmup_epochs < SMOKE.epochs or f.warmup_epochs == 0
     for field in KEPT:
         assert getattr(c, field) == getattr(f, field), field
-    assert c.model_kwargs["norm"] == f.model_kwargs["norm"] and c.train_subset is None
+    assert c.model_kwargs.get("norm") == f.model_kwargs.get("norm") and c.train_subset is None
     assert s.eval_examples == min(full.eval_examples, SMOKE.eval_examples)
     c.validate()
 
@@ -49,15 +49,29 @@ def test_a_dryrun_setting_keeps_the_recipe_and_its_dataset_at_a_sixteenth_of_its
     c, f = s.config, full.config
     assert s.reduced == "dryrun" and s.gpu and s.name == f"{name}-dryrun"
     assert (c.dataset, c.augment) == (f.dataset, f.augment)  # CIFAR-10 stays CIFAR-10, with its augmentation
-    assert c.model_kwargs["width"] == pytest.approx(min(f.model_kwargs["width"] / 16, 0.5))
+    assert c.model_kwargs["width"] == pytest.approx(_reduced_width(f, DRYRUN))
     assert (c.epochs, c.train_subset, s.eval_examples, c.eval_examples) == (DRYRUN.epochs, 256, 128, 128)
     # every checkpoint of the recipe at its relative time
     assert c.checkpoints == pytest.approx(tuple(t * DRYRUN.epochs / f.epochs for t in f.checkpoints))
     assert c.warmup_epochs == pytest.approx(f.warmup_epochs * DRYRUN.epochs / PAPER_EPOCHS)
     for field in KEPT:
         assert getattr(c, field) == getattr(f, field), field
-    assert c.model_kwargs["norm"] == f.model_kwargs["norm"]
+    assert c.model_kwargs.get("norm") == f.model_kwargs.get("norm")
     c.validate()
+
+
+def _reduced_width(f: object, r: object) -> float:
+    """A conv net's width multiplier times the factor, capped; an MLP's units times the factor, at least 8."""
+    w = f.model_kwargs["width"]  # type: ignore[attr-defined]
+    if f.arch == "mlp":  # type: ignore[attr-defined]
+        return max(8, round(w * r.width_factor))  # type: ignore[attr-defined]
+    return min(w * r.width_factor, r.max_width)  # type: ignore[attr-defined]
+
+
+def test_a_reduced_mlp_counts_units_not_a_multiplier() -> None:
+    """The 1/2x cap is a conv multiplier's: the 6x512 MLP goes to 32 units in the dry run, and stays 512 in smoke."""
+    assert reduce(GPU["mlp512x6-fmnist"], "dryrun").config.model_kwargs == {"width": 32, "depth": 6}
+    assert reduce(GPU["mlp512x6-fmnist"], "smoke").config.model_kwargs == {"width": 512, "depth": 6}
 
 
 def test_reduced_times_stand_for_the_full_recipes_times() -> None:
