@@ -11,6 +11,7 @@ import pytest
 from fixtures.recipes import (
     CPU,
     DRYRUN,
+    DRYRUN_KEEP,
     GPU,
     PAPER_EPOCHS,
     REGIMES_GPU,
@@ -51,8 +52,10 @@ def test_a_dryrun_setting_keeps_the_recipe_and_its_dataset_at_a_sixteenth_of_its
     assert (c.dataset, c.augment) == (f.dataset, f.augment)  # CIFAR-10 stays CIFAR-10, with its augmentation
     assert c.model_kwargs["width"] == pytest.approx(_reduced_width(f, DRYRUN))
     assert (c.epochs, c.train_subset, s.eval_examples, c.eval_examples) == (DRYRUN.epochs, 256, 128, 128)
-    # every checkpoint of the recipe at its relative time
-    assert c.checkpoints == pytest.approx(tuple(t * DRYRUN.epochs / f.epochs for t in f.checkpoints))
+    # the recipe's checkpoints nearest to DRYRUN_KEEP, at their relative times: its first and its end among them
+    kept = sorted({min(f.checkpoints, key=lambda t: abs(t / f.epochs - k)) for k in DRYRUN_KEEP})
+    assert c.checkpoints == pytest.approx(tuple(t * DRYRUN.epochs / f.epochs for t in kept))
+    assert (c.checkpoints[0], c.checkpoints[-1]) == (0.0, DRYRUN.epochs) and len(c.checkpoints) <= len(DRYRUN_KEEP)
     assert c.warmup_epochs == pytest.approx(f.warmup_epochs * DRYRUN.epochs / PAPER_EPOCHS)
     for field in KEPT:
         assert getattr(c, field) == getattr(f, field), field
@@ -83,9 +86,11 @@ def test_reduced_times_stand_for_the_full_recipes_times() -> None:
     assert s.at(60.0) == 1.0  # 0.8 of 2 -> the first checkpoint at or after it
     assert s.at(120.0) == 1.0  # 1.6 of 2: no checkpoint before the end is later, so the last one before it
     assert s.at(1e9) == max(t for t in SMOKE.times if t < SMOKE.epochs)
-    d = reduce(full, "dryrun")  # the recipe's own checkpoints, scaled: every time has its own checkpoint
-    for t in full.config.checkpoints[:-1]:
+    d = reduce(full, "dryrun")  # the kept checkpoints of the recipe, scaled: each stands for its own time
+    assert len(d.config.checkpoints) == 6 < len(full.config.checkpoints) == 14
+    for t in (0.0, 1.0, 5.0, 40.0, 80.0):  # Z9's first epoch, the rewind/spawn epoch 5, S8's 80 of 150
         assert d.at(t) == pytest.approx(t * DRYRUN.epochs / 150) and d.at(t) in d.config.checkpoints
+    assert d.at(15.0) == d.at(40.0) and d.at(60.0) == d.at(80.0)  # S9's 10% and 40%: the next kept checkpoint
 
 
 @pytest.mark.parametrize("budget", ["smoke", "dryrun"])
