@@ -28,6 +28,7 @@ __all__ = [
     "PermutationSpec",
     "Permutation",
     "FixedPoints",
+    "check_layers",
     "check_spec",
     "check_state",
     "permutation_spec",
@@ -159,6 +160,29 @@ def check_spec(spec: PermutationSpec, model_or_state: nn.Module | StateDict) -> 
                     f"group {g!r} acts on axis {ax} of {key!r} (size {n}) and on "
                     f"axis {a0} of {k0!r} (size {n0}); all its axes must have the same size"
                 )
+    check_layers(spec)
+
+
+def check_layers(spec: PermutationSpec) -> None:
+    """Where ``spec.layers`` is given, its layers partition the state dict: every entry in exactly one layer
+    (partial rewinding takes whole layers, so an entry in none, such as a forgotten projection shortcut, would
+    silently stay at the end of training in every hybrid)."""
+    if not spec.layers:
+        return
+    owner: dict[str, str] = {}
+    for name, keys in spec.layers.items():
+        for key in keys:
+            if key not in spec.axes:
+                raise ValueError(f"permutation spec layer {name!r} names {key!r}, which spec.axes does not list")
+            if key in owner:
+                raise ValueError(f"permutation spec puts {key!r} in two layers, {owner[key]!r} and {name!r}")
+            owner[key] = name
+    missing = [k for k in spec.axes if k not in owner]
+    if missing:
+        raise ValueError(
+            f"permutation spec's layers miss state-dict entry {missing[0]!r}: every entry belongs to one weight "
+            "layer (a projection shortcut to the layer its output is added to, a norm to the layer it follows)"
+        )
 
 
 def check_state(

@@ -672,9 +672,13 @@ class ClaimFailed(AssertionError):
 
 
 def _finding(item: pytest.Item) -> str | None:
-    """The reason of the item's ``lmc_finding`` marker (a known finding at this setting), or None."""
+    """The reason of the item's ``lmc_finding`` marker (a known finding at this setting), or None. A GPU
+    setting at a reduced budget (``--lmc-budget smoke`` or ``dryrun``) has none: its finding was measured at the
+    paper's size, which a reduced run neither confirms nor contradicts."""
     marker = item.get_closest_marker("lmc_finding")
     if marker is None:
+        return None
+    if item.get_closest_marker("gpu") is not None and item.config.getoption("lmc_budget") != "full":
         return None
     return str(marker.kwargs.get("reason") or (marker.args[0] if marker.args else "known finding"))
 

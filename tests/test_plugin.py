@@ -291,6 +291,28 @@ def test_a_claim_failing_at_the_dry_run_size_is_reported_as_fail_and_does_not_fa
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behaviour without CUDA")
+@pytest.mark.parametrize("setting", ["fails", "passes"])
+def test_a_known_finding_does_not_apply_at_the_dry_run_size(pytester: pytest.Pytester, tmp_path: Path,
+                                                            setting: str) -> None:
+    """The finding was measured at the paper's size: in the dry run a FAIL there is the dry run's FAIL (not
+    'known finding'), and a PASS does not fail the run as if the finding no longer held."""
+    pytester.makeini("[pytest]\naddopts = --strict-markers\n")
+    pytester.makepyfile(test_finding=FINDING_CLAIMS.replace('@pytest.mark.claim("S95")',
+                                                            '@pytest.mark.gpu\n@pytest.mark.claim("S95")'))
+    result = pytester.runpytest("-p", "no:cacheprovider", "-m", "gpu", "--lmc-budget", "dryrun",
+                                f"--lmc-report={tmp_path}", "-k", setting)
+    (rec,) = json.loads((tmp_path / "claims.json").read_text())["records"]
+    assert result.ret == pytest.ExitCode.OK
+    assert not rec.get("known_finding") and "finding_reason" not in rec
+    if setting == "fails":
+        result.assert_outcomes(xfailed=1, deselected=3)
+        assert rec["verdict"] == "FAIL" and rec["reason"].startswith("claim S95 fails at")
+    else:
+        result.assert_outcomes(passed=1, deselected=3)
+        assert rec["verdict"] == "PASS"
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behaviour without CUDA")
 def test_cuda_request_without_cuda_is_usage_error(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_plain="def test_x():\n    pass\n")
     result = pytester.runpytest("--lmc-device", "cuda")

@@ -122,6 +122,22 @@ def test_a_hand_built_spec_without_layers_says_how_to_add_them() -> None:
         weight_layers(PermutationSpec({"w": ("g", None)}))
 
 
+def test_a_spec_whose_layers_miss_an_entry_is_refused_before_any_hybrid() -> None:
+    """A projection shortcut left out of the layers would stay at the end of training in every hybrid, silently:
+    weight_layers refuses the spec, naming the entry (and a doubly listed or unknown entry likewise)."""
+    spec = get_model("resnet20", **ARCHS["resnet20"][0]).permutation_spec()
+    shortcut = "stages.1.0.shortcut.0.weight"
+    dropped = {n: tuple(k for k in ks if k != shortcut) for n, ks in spec.layers.items()}
+    with pytest.raises(ValueError, match=f"layers miss state-dict entry '{shortcut}'"):
+        weight_layers(PermutationSpec(spec.axes, spec.activations, dropped))
+    twice = {**spec.layers, "head": (*spec.layers["head"], shortcut)}
+    with pytest.raises(ValueError, match="in two layers"):
+        weight_layers(PermutationSpec(spec.axes, spec.activations, twice))
+    unknown = {**spec.layers, "head": (*spec.layers["head"], "nope.weight")}
+    with pytest.raises(ValueError, match="'nope.weight', which spec.axes does not list"):
+        weight_layers(PermutationSpec(spec.axes, spec.activations, unknown))
+
+
 # --------------------------------------------------------------------------- the lab's hybrids
 @pytest.fixture
 def lab(tmp_path: Path) -> Lab:
