@@ -32,6 +32,15 @@ WORKER_GROUPS = {"mlp-fmnist-widths": "mlp128-fmnist", "mlp256x6-fmnist": "mlp12
                  "mlp512-fmnist.children": "mlp512-fmnist"}
 
 
+#: SGD seeds of the children spawned from a pair's networks, shared by S4 (A^1, A^2, B^1 of replicate r use
+#: these plus 3r, 3r + 1, 3r + 2) and Zhou's spawned pairs (A^1, A^2), so that the two build the same children
+CHILD_SGD_SEED_BASE = 3000
+#: replicates that have children at CPU scale: children are the most expensive products of the CPU tier (3 per
+#: spawn time and seed); 3 seeds, the fewest that give a seed spread with 2 degrees of freedom per spawn time
+#: (issue 24); GPU settings use --lmc-seeds
+CHILDREN_CPU_SEEDS = 3
+
+
 #: the GPU settings of the sparse-network claims (S5, S6, S9): Sharma et al.'s VGG-16 and ResNet-20x4 with
 #: LayerNorm on CIFAR-10, and their Fashion-MNIST variants that run offline
 SPARSE_GPU = ["vgg16-ln-cifar10", "resnet20x4-ln-cifar10", "vgg16-ln-fmnist", "resnet20x4-ln-fmnist"]

@@ -43,7 +43,7 @@ from lmccheck.report import line_panel, pct
 from lmccheck.verdict import Above, Within, paper, reading
 
 from .rules import connected_threshold, contrast_noise, error_barrier_se, mean_std, seed_halfwidths, seed_means
-from .settings import params
+from .settings import CHILD_SGD_SEED_BASE, CHILDREN_CPU_SEEDS, params
 
 METHODS = ("weight", "activation")
 SHORT = {"weight": "WM", "activation": "AM"}
@@ -52,14 +52,10 @@ SHORT = {"weight": "WM", "activation": "AM"}
 #: barriers) and took `make claims` past its budget; GPU settings spawn at every checkpoint before the end
 #: (Fig. 8's log axis)
 CPU_SPAWN_TIMES = (0.0, 2.0)
-#: replicates at CPU scale: children are the most expensive products of the CPU tier (3 per spawn time and
-#: seed); 3 seeds, the fewest that give a seed spread with 2 degrees of freedom per spawn time (issue 24);
-#: GPU settings use --lmc-seeds
-CPU_SEEDS = 3
+#: replicates at CPU scale (:data:`claims.settings.CHILDREN_CPU_SEEDS`)
+CPU_SEEDS = CHILDREN_CPU_SEEDS
 #: the paper's replicates (App. D: "All results are averaged over 5 replicates")
 PAPER_SEEDS = 5
-#: SGD seeds of the children: replicate r's children A^1, A^2, B^1 use these plus 3r, 3r + 1, 3r + 2
-CHILD_SGD_SEED_BASE = 3000
 #: delta of "P_end is able to align the children": the aligned children's error barrier may exceed the aligned
 #: parents' by at most this fraction of the unaligned children's barrier. The paper gives no number; it counts
 #: aligned error barriers anywhere from 3% to 8% as the same success ("drops from around 70% ... to 3-8% at any

@@ -68,9 +68,7 @@ from .rules import (
     seed_halfwidths,
     seed_means,
 )
-from .settings import params
-from .test_s4_children import CHILD_SGD_SEED_BASE
-from .test_s4_children import CPU_SEEDS as SPAWNED_CPU_SEEDS
+from .settings import CHILD_SGD_SEED_BASE, CHILDREN_CPU_SEEDS, params
 
 #: "close to 0", "negligible", "much smaller": the ratio to the baseline is clearly negligible below a tenth ...
 CLEARLY_NEGLIGIBLE = 0.1
@@ -215,7 +213,7 @@ def _pairs(lab: Lab, setting: Setting, n_seeds: int) -> dict[str, list[dict[str,
     evaluation examples (every statistic and barrier of the pair is taken on them)."""
     cfg = setting.config
     pairs = lab.pairs(cfg, n_seeds)
-    spawned_seeds = n_seeds if setting.gpu else min(n_seeds, SPAWNED_CPU_SEEDS)
+    spawned_seeds = n_seeds if setting.gpu else min(n_seeds, CHILDREN_CPU_SEEDS)
     at = setting.at(SPAWN_AT.get(cfg.arch, SPAWN_AT_DEFAULT))  # a smoke setting's nearest checkpoint
     out: dict[str, list[dict[str, Any]]] = {k: [] for k in KINDS}
     for pair in pairs:
@@ -266,7 +264,7 @@ def _judge_premise(measure, premise: dict[str, dict[str, list[float]]], setting:
             measure.expect(_premise_name(kind), Above(0.0), contrasts[kind], PREMISE, decides=False, note=note)
             continue
         decides = undetermined and outcomes[kind] == INCONCLUSIVE and _in_scope(setting, kind)
-        cap = (f"; the CPU tier has children for S4's {SPAWNED_CPU_SEEDS} replicates only, whatever --lmc-seeds says"
+        cap = (f"; the CPU tier has children for S4's {CHILDREN_CPU_SEEDS} replicates only, whatever --lmc-seeds says"
                if kind == "spawned" and not setting.gpu else "")
         measure.expect(_premise_name(kind), Below(0.0), contrasts[kind], PREMISE, decides=decides,
                        note=note + cap + ("; deciding only because no pair kind meets the premise: the claim cannot "

@@ -9,7 +9,7 @@ tree, through the repository's root ``conftest.py``). It provides:
   check fills in; its record rides on the test report's ``user_properties``
   (as a JSON string under :data:`RECORD_KEY`) so it reaches the controller
   under pytest-xdist;
-* the markers ``claim(id)``, ``gpu`` and ``slow``;
+* the markers ``claim(id)`` and ``gpu``;
 * Hypothesis profiles ``ci`` / ``dev``;
 * one GPU per xdist worker (``CUDA_VISIBLE_DEVICES``) and an even share of
   the CPU cores (torch threads) per worker;
@@ -331,7 +331,6 @@ def _register_markers(config: pytest.Config) -> None:
         "markers", "lmc_finding(reason): a setting where the claim fails significantly (a known finding): its FAIL "
         "keeps the run green and is reported as FAIL; a PASS there fails the run, INCONCLUSIVE does not")
     config.addinivalue_line("markers", "gpu: paper-scale setting; needs CUDA (deselected by default, select with -m gpu)")
-    config.addinivalue_line("markers", "slow: slow check (minutes on a CPU)")
     config.addinivalue_line("markers", f"{RUN_ORDER_MARK}(n): run after the checks of a lower n (unmarked: 0)")
 
 
