@@ -959,7 +959,9 @@ class _Controller:
         exists = Path(cfg.cache).is_dir()
         store = self.store()
         size = store_size(store) if exists else "empty: every product will be built"
-        reporter.write_line(f"lmccheck: store {cfg.cache} ({size}); device {cfg.device}; {cfg.seeds} seeds per setting")
+        seeds = (f"{cfg.seeds} seeds per setting" if cfg.budget == "full" else
+                 f"{cfg.reduced_seeds} seeds per {cfg.budget} setting, {cfg.seeds} per CPU setting")
+        reporter.write_line(f"lmccheck: store {cfg.cache} ({size}); device {cfg.device}; {seeds}")
         if cfg.retrain:
             reporter.write_line("lmccheck plan: --lmc-retrain: every product the checks use is built again")
             return

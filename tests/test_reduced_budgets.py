@@ -51,7 +51,7 @@ def test_a_dryrun_setting_keeps_the_recipe_and_its_dataset_at_a_sixteenth_of_its
     assert s.reduced == "dryrun" and s.gpu and s.name == f"{name}-dryrun"
     assert (c.dataset, c.augment) == (f.dataset, f.augment)  # CIFAR-10 stays CIFAR-10, with its augmentation
     assert c.model_kwargs["width"] == pytest.approx(_reduced_width(f, DRYRUN))
-    assert (c.epochs, c.train_subset, s.eval_examples, c.eval_examples) == (DRYRUN.epochs, 256, 32, 32)
+    assert (c.epochs, c.train_subset, s.eval_examples, c.eval_examples) == (DRYRUN.epochs, 256, 16, 16)
     # the recipe's checkpoints nearest to DRYRUN_KEEP, at their relative times: its first and its end among them
     kept = sorted({min(f.checkpoints, key=lambda t: abs(t / f.epochs - k)) for k in DRYRUN_KEEP})
     assert c.checkpoints == pytest.approx(tuple(t * DRYRUN.epochs / f.epochs for t in kept))

@@ -123,3 +123,12 @@ def test_time_accounting_adds_up_per_claim_and_kind() -> None:
     md = rp.format_markdown(recs, META)
     assert "| S2 / mlp | 10.0 s | 6.00 s | 1.00 s | 3.00 s |" in md
     assert "| train | 2 | 5.00 s | 2 | 0.50 s |" in md
+
+
+def test_many_figures_render_in_parallel_to_the_same_pngs_in_order() -> None:
+    """From PARALLEL_FIGURES figures on, the report draws them on a process pool: the same bytes, in order."""
+    specs = [{"title": f"figure {i}", "panels": [rp.line_panel({"s": ([0, 1, 2], [i, i + 1, i * i])}, xlabel="x")]}
+             for i in range(rp.PARALLEL_FIGURES + 1)]
+    serial = [rp._figure_png(s) for s in specs]
+    assert len(set(serial)) == len(specs)  # every figure differs, so a reordering would show
+    assert rp._render_figures(specs) == serial
