@@ -22,8 +22,8 @@ BUDGET = "full"
 
 #: xdist groups shared across settings (``make claims`` on 2 workers). pytest-xdist's ``loadgroup`` hands each
 #: worker the group with the most checks first and the next one when it is almost out of work, so the CPU tier
-#: runs as two groups of about equal time (cold, from the per-check times of the run at 4a0df7b less this
-#: build's cuts: about 1640 and 1700 worker seconds): mlp512-fmnist (S2, S3, S8, S12, Z1-Z10) then S4's
+#: runs as two groups of about equal time (cold at eee78ce: 1170 and 1095 worker seconds): mlp512-fmnist (S2,
+#: S3, S8, S12, Z1-Z10) then S4's
 #: children (they spawn from mlp512-fmnist's networks); mlp128-fmnist (S5, S6, S9), then the width family (S7,
 #: S12: its 128- and 512-wide triples are mlp128's and mlp512's networks, trained by then on the other worker),
 #: then the 6-layer MLP (S10, S12). A merged setting's checks run after its host's, in this order (the plugin's
