@@ -353,13 +353,14 @@ def weak_additivity_distance(pre_a: torch.Tensor, pre_b: torch.Tensor, alphas: i
     a, b = _flat(pre_a).double(), _flat(pre_b).double()
     rows = a.shape[0]
     ra, rb = a.relu(), b.relu()
-    both = (a > 0) & (b > 0)
+    pos_a, pos_b = a > 0, b > 0
+    both = pos_a & pos_b
     # where both are positive: sum (alpha a + (1 - alpha) b)^2 = alpha^2 paa + 2 alpha (1 - alpha) pab + (1 - alpha)^2 pbb
     pa, pb = a * both, b * both
     paa, pab, pbb = (pa * pa).sum(1), (pa * pb).sum(1), (pb * pb).sum(1)
     # ||alpha relu(a) + (1 - alpha) relu(b)||^2 over every entry (relu(a) relu(b) is nonzero only where both are positive)
     saa, sbb = (ra * ra).sum(1), (rb * rb).sum(1)
-    row, col = torch.nonzero((a > 0) != (b > 0), as_tuple=True)
+    row, col = torch.nonzero(pos_a != pos_b, as_tuple=True)
     da, db, dra, drb = a[row, col], b[row, col], ra[row, col], rb[row, col]
     best = torch.zeros(rows, dtype=torch.float64, device=a.device)
     for al in grid:

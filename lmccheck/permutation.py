@@ -60,7 +60,11 @@ class PermutationSpec:
     """Weight layers in forward order: a name (the conv or linear module) -> its state-dict
     keys (weight, bias, and those of the norm applied to its output). A projection shortcut
     joins the layer whose output it is added to. Used by partial rewinding
-    (:mod:`lmccheck.rewinding`); empty for hand-built specs."""
+    (:mod:`lmccheck.rewinding`); empty for hand-built specs. When given, they partition the
+    entries of ``axes`` (:func:`check_layers`, at construction)."""
+
+    def __post_init__(self) -> None:
+        check_layers(self)
 
     @cached_property
     def groups(self) -> dict[str, tuple[tuple[str, int], ...]]:
@@ -160,7 +164,6 @@ def check_spec(spec: PermutationSpec, model_or_state: nn.Module | StateDict) -> 
                     f"group {g!r} acts on axis {ax} of {key!r} (size {n}) and on "
                     f"axis {a0} of {k0!r} (size {n0}); all its axes must have the same size"
                 )
-    check_layers(spec)
 
 
 def check_layers(spec: PermutationSpec) -> None:

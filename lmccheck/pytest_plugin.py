@@ -42,6 +42,7 @@ import pytest
 from lmccheck import report as _report
 from lmccheck import assertions as _assertions
 from lmccheck import verdict as _verdict
+from lmccheck.cpus import available_cpus as _available_cpus
 from lmccheck.fileio import atomic_write_bytes
 from lmccheck.argtypes import nonnegative_int, positive_int
 from lmccheck.measurement import Measurement
@@ -388,13 +389,6 @@ def threads_per_worker(cpus: int, workers: int) -> int:
     oversubscribe them.
     """
     return max(1, int(cpus) // max(1, int(workers)))
-
-
-def _available_cpus() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not on Linux
-        return os.cpu_count() or 1
 
 
 def _share_cpu_threads(config: pytest.Config) -> None:

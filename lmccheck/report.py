@@ -21,13 +21,13 @@ from __future__ import annotations
 import io
 import json
 import math
-import os
 import re
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from . import assertions as _assertions
+from .cpus import available_cpus
 from .fileio import atomic_write_bytes
 
 if TYPE_CHECKING:  # pragma: no cover - typing only
@@ -757,7 +757,7 @@ PARALLEL_FIGURES = 8
 def _render_figures(specs: Sequence[Mapping[str, Any]]) -> list[bytes]:
     """PNG bytes of each spec, in order: on the machine's free cores when there are many (matplotlib draws
     in one thread, about 1.5 s per figure of several panels; a dry run's report has about 90)."""
-    workers = min(len(specs), len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1)
+    workers = min(len(specs), available_cpus())
     if len(specs) < PARALLEL_FIGURES or workers < 2:
         return [_figure_png(spec) for spec in specs]
     from concurrent.futures import ProcessPoolExecutor

@@ -124,7 +124,7 @@ def test_a_hand_built_spec_without_layers_says_how_to_add_them() -> None:
 
 def test_a_spec_whose_layers_miss_an_entry_is_refused_before_any_hybrid() -> None:
     """A projection shortcut left out of the layers would stay at the end of training in every hybrid, silently:
-    weight_layers refuses the spec, naming the entry (and a doubly listed or unknown entry likewise)."""
+    the spec is refused when it is built, naming the entry (and a doubly listed or unknown entry likewise)."""
     spec = get_model("resnet20", **ARCHS["resnet20"][0]).permutation_spec()
     shortcut = "stages.1.0.shortcut.0.weight"
     dropped = {n: tuple(k for k in ks if k != shortcut) for n, ks in spec.layers.items()}
