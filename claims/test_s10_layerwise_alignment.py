@@ -285,18 +285,17 @@ def _collect(setting: Setting, lab: Lab, pairs: list, times: list[float], ks: di
     """Per seed, the end-of-training barriers under P_end, P_t and every hybrid's P_hyb (and the spliced
     permutations at GPU scale); the difference of P_end's error barrier when WM is re-solved with another sweep
     order; the largest Monte Carlo noise threshold."""
-    n = setting.eval_examples
     spec = lab.spec(pairs[0].a)
     results: dict[str, Any] = {"P_end": [], "P_t": [], "partial": {m: {k: [] for k in ks[m]} for m in MODES},
                                "spliced": {m: {k: [] for k in ks[m]} for m in MODES}}
     thresholds: list[float] = []
 
     def eb(pair, perm) -> BarrierResult:  # end-of-training barrier of A and perm[B]
-        return lab.barrier(pair.a, pair.b, perm=perm, n_examples=n)
+        return lab.barrier(pair.a, pair.b, perm=perm, **setting.curve)
 
     for pair in pairs:
         p_end = lab.match("weight", pair.a, pair.b)
-        ref = lab.barrier(pair.a, pair.b, perm=p_end, n_examples=n)
+        ref = lab.barrier(pair.a, pair.b, perm=p_end, **setting.curve)
         thresholds.append(connected_threshold(max(ref.error_endpoints), ref.n_examples))
         results["P_end"].append(ref)
         row_t = []

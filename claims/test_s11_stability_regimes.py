@@ -139,17 +139,17 @@ def _collect(setting: Setting, lab: Lab, n_seeds: int) -> dict[str, Any]:
     for pair in pairs:
         seed = CHILD_SGD_SEED_BASE + pair.replicate
         child = lab.child(pair.a, 0.0, seed)
-        res = lab.barrier(pair.a, child, n_examples=setting.eval_examples)
+        res = lab.barrier(pair.a, child, **setting.curve)
         out["instability"].append(res.error_barrier)
         out["child_sgd_seeds"].append(seed)
         thresholds.append(connected_threshold(max(res.error_endpoints), res.n_examples))
         # the converged unaligned barrier, the denominator of S3's rule: one barrier per pair, cheap next to training
-        unaligned = lab.barrier(pair.a, pair.b, n_examples=setting.eval_examples)
+        unaligned = lab.barrier(pair.a, pair.b, **setting.curve)
         out["unaligned_end"].append(unaligned.error_barrier)
         out["unaligned_end_se"].append(error_barrier_se(unaligned))
         for m in METHODS:
             p_end = lab.match(m, pair.a, pair.b)
-            row: list[BarrierResult] = [lab.barrier(pair.a, pair.b, time=t, perm=p_end, n_examples=setting.eval_examples)
+            row: list[BarrierResult] = [lab.barrier(pair.a, pair.b, time=t, perm=p_end, **setting.curve)
                                         for t in times]
             out["traj"][m].append([x.error_barrier for x in row])
             out["traj_se"][m].append([error_barrier_se(x) for x in row])

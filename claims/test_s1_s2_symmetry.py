@@ -154,7 +154,7 @@ def _s2_collect(setting: Setting, lab: Lab) -> dict:
 
     def bar(x, y, p_x: Permutation | None = None, p_y: Permutation | None = None) -> BarrierResult:
         # exact-equality comparisons evaluate in fp32 (no bf16 autocast on CUDA)
-        return lab.barrier(x, y, perm_a=p_x, perm=p_y, split="test", n_examples=n, precision="fp32")
+        return lab.barrier(x, y, perm_a=p_x, perm=p_y, split="test", **setting.curve, precision="fp32")
 
     # joint permutation invariance: B(P[A], P[B]) = B(A, B)
     p = Permutation.random(spec, A.final, 11)

@@ -74,7 +74,7 @@ def _collect(setting: Setting, lab: Lab, pairs: list, times: list[float]) -> dic
         for split in SPLITS:
             for name in SERIES:
                 rows = [lab.barrier(pair.a, pair.b, time=t, perm=perms.get(name), split=split,
-                                    n_examples=setting.eval_examples) for t in times]
+                                    **setting.curve) for t in times]
                 out["loss"][split][name].append([r.loss_barrier for r in rows])
                 out["error"][split][name].append([r.error_barrier for r in rows])
                 out["error_se"][split][name].append([error_barrier_se(r) for r in rows])

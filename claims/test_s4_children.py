@@ -188,7 +188,6 @@ def _rows(per_time: list[list[float]]) -> list[list[float]]:
 def _collect(setting: Setting, lab: Lab, pairs: list, spawn_times: list[float]) -> dict[str, Any]:
     """Error and loss barriers (and the error barrier's test-set noise): ``[time][seed]`` for the children
     series, ``[seed]`` for the parents; the largest Monte Carlo noise threshold of every barrier; the seeds."""
-    n = setting.eval_examples
     k = len(spawn_times)
 
     def empty() -> dict[str, Any]:
@@ -212,16 +211,16 @@ def _collect(setting: Setting, lab: Lab, pairs: list, spawn_times: list[float]) 
         r = pair.replicate
         p_end = {m: lab.match(m, pair.a, pair.b) for m in METHODS}
         for m in METHODS:
-            put(("parents", m), lab.barrier(pair.a, pair.b, perm=p_end[m], n_examples=n))
+            put(("parents", m), lab.barrier(pair.a, pair.b, perm=p_end[m], **setting.curve))
         child_seeds = (CHILD_SGD_SEED_BASE + 3 * r, CHILD_SGD_SEED_BASE + 3 * r + 1, CHILD_SGD_SEED_BASE + 3 * r + 2)
         for i, t in enumerate(spawn_times):
             a1, a2 = lab.child(pair.a, t, child_seeds[0]), lab.child(pair.a, t, child_seeds[1])
             b1 = lab.child(pair.b, t, child_seeds[2])
-            put(("instability", i), lab.barrier(a1, a2, n_examples=n))
-            put(("unaligned", i), lab.barrier(a1, b1, n_examples=n))
+            put(("instability", i), lab.barrier(a1, a2, **setting.curve))
+            put(("unaligned", i), lab.barrier(a1, b1, **setting.curve))
             for m in METHODS:
-                put(("aligned", m, i), lab.barrier(a1, b1, perm=p_end[m], n_examples=n))
-                put(("parent_child", m, i), lab.barrier(pair.a, b1, perm=p_end[m], n_examples=n))
+                put(("aligned", m, i), lab.barrier(a1, b1, perm=p_end[m], **setting.curve))
+                put(("parent_child", m, i), lab.barrier(pair.a, b1, perm=p_end[m], **setting.curve))
     out["connected_threshold"] = max(thresholds)
     return out
 

@@ -288,7 +288,6 @@ def test_s5_dense_permutation_aligns_every_imp_level(setting: Setting, lab: Lab,
 def _collect_s5(setting: Setting, lab: Lab, runs: list[tuple[Pair, ImpResult, ImpResult]]) -> dict:
     """Per kind (error, loss, error_se), split and series, the barriers ``[seed][level]``; the mean test accuracy
     of A(i) and B(i) ``[seed][level]``; the dense accuracies and the IMP retraining seeds."""
-    n = setting.eval_examples
     levels = list(range(n_levels(setting) + 1))
     splits = s5_splits(setting)
     out: dict = {k: {sp: {s: [] for s in S5_SERIES} for sp in splits} for k in (*KINDS, "error_se")}
@@ -305,7 +304,7 @@ def _collect_s5(setting: Setting, lab: Lab, runs: list[tuple[Pair, ImpResult, Im
             row_acc.append((a_i.final_metrics["test_acc"] + b_i.final_metrics["test_acc"]) / 2)
             for s in S5_SERIES:
                 for sp in splits:
-                    r = lab.barrier(a_i, b_i, perm=level_perms[s], split=sp, n_examples=n)
+                    r = lab.barrier(a_i, b_i, perm=level_perms[s], split=sp, **setting.curve)
                     rows["error", sp, s].append(r.error_barrier)
                     rows["loss", sp, s].append(r.loss_barrier)
                     rows["error_se", sp, s].append(error_barrier_se(r))
@@ -429,7 +428,6 @@ def test_s6_imp_masks_transport_modulo_permutation(setting: Setting, lab: Lab, n
 def _collect_s6(setting: Setting, lab: Lab, runs: list[tuple[Pair, ImpResult, ImpResult]]) -> dict:
     """Per series, the test accuracy after retraining ``[seed][level]``; App. F 5(a)'s barriers with A(i) (error,
     loss) ``[seed][level]``; the dense accuracies and the retraining seeds."""
-    n = setting.eval_examples
     k = rewind_epoch(setting)
     levels = s6_levels(n_levels(setting))
     series = s6_series(setting)
@@ -470,7 +468,7 @@ def _collect_s6(setting: Setting, lab: Lab, runs: list[tuple[Pair, ImpResult, Im
                 "retrained transported (WM)": (nets["transported (WM)"], p_wm),
             }
             for s, (net, perm) in untrained.items():
-                r = lab.barrier(a_i, net, perm=perm, n_examples=n)
+                r = lab.barrier(a_i, net, perm=perm, **setting.curve)
                 barrier_5a[s]["error"][-1].append(r.error_barrier)
                 barrier_5a[s]["loss"][-1].append(r.loss_barrier)
         sgd_seeds.append([imp_b[i].run.config.sgd_seed for i in levels])

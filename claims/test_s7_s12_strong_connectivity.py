@@ -56,8 +56,8 @@ import pytest
 from scipy import stats
 
 from fixtures import Lab, Triple
-from fixtures.recipes import WIDTHS_CPU, WIDTHS_GPU, WidthFamily
-from lmccheck.interpolation import BarrierResult, SimplexResult
+from fixtures.recipes import WIDTHS_CPU, WIDTHS_GPU, Setting, WidthFamily
+from lmccheck.interpolation import DEFAULT_ALPHAS, BarrierResult, SimplexResult
 from lmccheck.matching import fixed_point_stats
 from lmccheck.permutation import Permutation
 from lmccheck.report import line_panel, pct
@@ -74,8 +74,9 @@ KINDS = ("loss", "error")
 SERIES = ("unaligned", *(f"{d}_{m}" for m in METHODS for d in ("direct", "indirect")))
 #: the split the assertions read (train barriers are recorded and plotted)
 ASSERTED_SPLIT = "test"
-#: the pairwise grid of Eq. (1): 25 alphas, i.e. 24 steps along every edge of a simplex
-SIMPLEX_EDGE_RESOLUTION = 24
+#: the pairwise grid of Eq. (1): 25 alphas, i.e. 24 steps along every edge of a simplex (a setting with fewer
+#: alphas, the dry run's, steps its own pairwise grid: :func:`_edge_resolution`)
+SIMPLEX_EDGE_RESOLUTION = DEFAULT_ALPHAS - 1
 #: the interior of a triangle at steps of 1/6: 10 interior points, the centroid among them (each costs one
 #: evaluation on 10k examples, like one alpha of a pairwise curve)
 SIMPLEX_RESOLUTION = 6
@@ -146,13 +147,19 @@ def _value(res: BarrierResult | SimplexResult, kind: str) -> float:
     return float(getattr(res, f"{kind}_barrier"))
 
 
+def _edge_resolution(setting: Setting) -> int:
+    """Steps along a simplex's edge: those of the setting's pairwise grid, so that the edges are its curves."""
+    return setting.alphas - 1
+
+
 def _triangles(lab: Lab, method: str, t: Triple, p: dict[str, Permutation], which: tuple[str, ...],
-               n_examples: int) -> dict[str, tuple[SimplexResult, tuple[BarrierResult, ...]]]:
+               setting: Setting) -> dict[str, tuple[SimplexResult, tuple[BarrierResult, ...]]]:
     """Per triangle in ``which``: the simplex result and the pairwise barriers of its edges (0-1, 0-2, 1-2),
     each taken in the simplex's vertex order so that the two evaluations agree to the bit."""
     out = {}
-    kw = {"split": "test", "n_examples": n_examples}
-    grid = {"resolution": SIMPLEX_RESOLUTION, "edge_resolution": SIMPLEX_EDGE_RESOLUTION, "n_examples": n_examples}
+    kw = {"split": "test", **setting.curve}
+    grid = {"resolution": SIMPLEX_RESOLUTION, "edge_resolution": _edge_resolution(setting),
+            "n_examples": setting.eval_examples}
     if "to_C" in which:  # {P_{A->C}[A], P_{B->C}[B], C}: its A-B edge is the indirect pair
         out["to_C"] = (lab.simplex([t.a, t.b, t.c], perms=[p["A->C"], p["B->C"], None], **grid),
                        (lab.barrier(t.a, t.b, perm_a=p["A->C"], perm=p["B->C"], **kw),
@@ -198,15 +205,15 @@ def _collect_barriers(family: WidthFamily, lab: Lab, n_seeds: int) -> dict:
         counts.append(len(triples))
         for t in triples:
             results: dict[str, dict[str, BarrierResult]] = {"unaligned": {
-                sp: lab.barrier(t.a, t.b, split=sp, n_examples=setting.eval_examples) for sp in SPLITS}}
+                sp: lab.barrier(t.a, t.b, split=sp, **setting.curve) for sp in SPLITS}}
             for m in METHODS:
                 p = _perms(lab, m, t)
                 for sp in SPLITS:
                     results.setdefault(f"direct_{m}", {})[sp] = lab.barrier(
-                        t.a, t.b, perm=p["B->A"], split=sp, n_examples=setting.eval_examples)
+                        t.a, t.b, perm=p["B->A"], split=sp, **setting.curve)
                     results.setdefault(f"indirect_{m}", {})[sp] = lab.barrier(
-                        t.a, t.b, perm_a=p["A->C"], perm=p["B->C"], split=sp, n_examples=setting.eval_examples)
-                for tri, (sim, edges) in _triangles(lab, m, t, p, triangles, setting.eval_examples).items():
+                        t.a, t.b, perm_a=p["A->C"], perm=p["B->C"], split=sp, **setting.curve)
+                for tri, (sim, edges) in _triangles(lab, m, t, p, triangles, setting).items():
                     consistency += [f"w={widths[i]:g}, seed {t.replicate}, {SHORT[m]}, {tri}: {msg}"
                                     for msg in _consistency(sim, edges)]
                     for k in KINDS:
@@ -371,6 +378,7 @@ def test_s7_indirect_alignment_improves_with_width_but_stays_above_direct(
 def _render_s7(family: WidthFamily, measure, data: dict, n_seeds: int) -> None:
     """Values (raw per-triple numbers), the figure (means with 95% t intervals over triples) and the summary."""
     widths, bars, simplex, edge_max = data["widths"], data["bars"], data["simplex"], data["edge_max"]
+    edge = _edge_resolution(family.settings[0])
     trend = {}
     for m in METHODS:
         for k in KINDS:
@@ -392,16 +400,15 @@ def _render_s7(family: WidthFamily, measure, data: dict, n_seeds: int) -> None:
         "wide_widths": [widths[i] for i in _wide(widths)],
         "triangles": list(data["triangles"]),
         "triangles_note": None if family.gpu else "CPU tier: the triangle aligned to C only (budget)",
-        "simplex_grid": {"edge_resolution": SIMPLEX_EDGE_RESOLUTION, "interior_resolution": SIMPLEX_RESOLUTION,
-                         "points": 3 * SIMPLEX_EDGE_RESOLUTION
-                         + (SIMPLEX_RESOLUTION - 1) * (SIMPLEX_RESOLUTION - 2) // 2},
+        "simplex_grid": {"edge_resolution": edge, "interior_resolution": SIMPLEX_RESOLUTION,
+                         "points": 3 * edge + (SIMPLEX_RESOLUTION - 1) * (SIMPLEX_RESOLUTION - 2) // 2},
         "per_seed": {"barriers": bars, "error_barrier_se_test": data["error_se"], "simplex": simplex,
                      "simplex_largest_edge": edge_max},
         "indirect_trend": trend,
         "consistency_mismatches": data["consistency"],
     })
     measure.thresholds.update({"much_higher_direct_over_indirect": [MUCH_HIGHER.clearly, MUCH_HIGHER.clearly_not],
-                               "plane_rounding": PLANE_ROUNDING, "simplex_edge_resolution": SIMPLEX_EDGE_RESOLUTION,
+                               "plane_rounding": PLANE_ROUNDING, "simplex_edge_resolution": edge,
                                "simplex_resolution": SIMPLEX_RESOLUTION})
 
     def panel(split: str, kind: str) -> dict:

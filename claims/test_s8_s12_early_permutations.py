@@ -196,7 +196,6 @@ def _collect_s8(setting: Setting, lab: Lab, n_seeds: int) -> dict:
     """Per method and seed, at every checkpoint t: (loss, error, error SE) of the barrier at time t and at the end
     of training under P_t; under P_end at time t (S3's products); the unaligned barrier at t; WM's L2 distances;
     seed 0's loss and error trajectories under two fixed P_t (Fig. 15 middle)."""
-    n = setting.eval_examples
     pairs = lab.pairs(setting.config, n_seeds)
     times = pairs[0].a.times
     end = times[-1]
@@ -219,24 +218,24 @@ def _collect_s8(setting: Setting, lab: Lab, n_seeds: int) -> dict:
             row_end, row_t = [], []
             for t in times:
                 p_t = lab.match(m, pair.a, pair.b, time=t)
-                row_end.append(row(lab.barrier(pair.a, pair.b, perm=p_t, n_examples=n)))
-                row_t.append(row(lab.barrier(pair.a, pair.b, time=t, perm=p_t, n_examples=n)))
+                row_end.append(row(lab.barrier(pair.a, pair.b, perm=p_t, **setting.curve)))
+                row_t.append(row(lab.barrier(pair.a, pair.b, time=t, perm=p_t, **setting.curve)))
                 if m == "weight":
                     a_t, b_t = pair.a.state_at(t), pair.b.state_at(t)
                     l2["P_t"][-1].append(_l2(a_t, p_t.apply(b_t)))
                     l2["P_end"][-1].append(_l2(a_t, p_end["weight"].apply(b_t)))
                 if pair.replicate == 0 and t in traj_times:  # Fig. 15 middle: the "bump"
-                    rs = [lab.barrier(pair.a, pair.b, time=s, perm=p_t, n_examples=n) for s in times]
+                    rs = [lab.barrier(pair.a, pair.b, time=s, perm=p_t, **setting.curve) for s in times]
                     trajectories[f"{SHORT[m]} P_{t:g}"] = {"times": times, "loss": [r.loss_barrier for r in rs],
                                                           "error": [r.error_barrier for r in rs]}
             at_end[m].append(row_end)
             at_t[m].append(row_t)
             # P_end applied at time t: S3's products (the activation ones are S3's too, stored by its run)
-            pend_at_t[m].append([row(lab.barrier(pair.a, pair.b, time=t, perm=p_end[m], n_examples=n))
+            pend_at_t[m].append([row(lab.barrier(pair.a, pair.b, time=t, perm=p_end[m], **setting.curve))
                                  for t in times])
-        ref = lab.barrier(pair.a, pair.b, perm=p_end["weight"], n_examples=n)
+        ref = lab.barrier(pair.a, pair.b, perm=p_end["weight"], **setting.curve)
         thresholds.append(connected_threshold(max(ref.error_endpoints), ref.n_examples))
-    unaligned_at_t = [[lab.barrier(p.a, p.b, time=t, n_examples=n).error_barrier for t in times] for p in pairs]
+    unaligned_at_t = [[lab.barrier(p.a, p.b, time=t, **setting.curve).error_barrier for t in times] for p in pairs]
     return {"pairs": pairs, "times": times, "at_end": at_end, "at_t": at_t, "pend_at_t": pend_at_t, "l2": l2,
             "threshold": max(thresholds), "unaligned_at_t": unaligned_at_t, "trajectories": trajectories}
 

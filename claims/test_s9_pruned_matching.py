@@ -169,7 +169,6 @@ def test_s9_weight_matching_relies_on_large_weights(setting: Setting, lab: Lab, 
 def _collect(setting: Setting, lab: Lab, pairs: list, times: list[float]) -> dict:
     """Per kind (error, loss, error_se), method and checkpoint, the end-of-training barrier ``[seed][p]``; per
     checkpoint and seed, how far re-solving the p = 0 matching with another sweep order moves the error barrier."""
-    n = setting.eval_examples
     out: dict = {k: {m: {t: [] for t in times} for m in METHODS} for k in (*KINDS, "error_se")}
     wm_spread: dict[float, list[float]] = {t: [] for t in times}
     for pair in pairs:
@@ -180,14 +179,14 @@ def _collect(setting: Setting, lab: Lab, pairs: list, times: list[float]) -> dic
                     how = m if p > 0 else "magnitude"  # p = 0 prunes nothing: one matching for both methods
                     perm = lab.match("weight", lab.pruned_product(pair.a, t, p, how),
                                      lab.pruned_product(pair.b, t, p, how))
-                    r = lab.barrier(pair.a, pair.b, perm=perm, n_examples=n)
+                    r = lab.barrier(pair.a, pair.b, perm=perm, **setting.curve)
                     rows["error"].append(r.error_barrier)
                     rows["loss"].append(r.loss_barrier)
                     rows["error_se"].append(error_barrier_se(r))
                 for k, row in rows.items():
                     out[k][m][t].append(row)
             again = lab.match("weight", lab.pruned_product(pair.a, t, 0.0), lab.pruned_product(pair.b, t, 0.0), seed=1)
-            wm_spread[t].append(abs(lab.barrier(pair.a, pair.b, perm=again, n_examples=n).error_barrier
+            wm_spread[t].append(abs(lab.barrier(pair.a, pair.b, perm=again, **setting.curve).error_barrier
                                     - out["error"]["magnitude"][t][-1][0]))
     out["wm_spread"] = wm_spread
     return out

@@ -233,7 +233,7 @@ def _pairs(lab: Lab, setting: Setting, n_seeds: int) -> dict[str, list[dict[str,
 def _end_barrier(lab: Lab, setting: Setting, p: dict[str, Any]) -> Any:
     """The pair's end-of-training test barrier, as S3 (permuted, independent) and S4 (children) take it."""
     when = {} if p["end"] is None else {"time": p["end"], "split": "test"}
-    return lab.barrier(p["a"], p["b"], perm=p["perm"], n_examples=setting.eval_examples, **when)
+    return lab.barrier(p["a"], p["b"], perm=p["perm"], **setting.curve, **when)
 
 
 def _premise(lab: Lab, setting: Setting, pairs: dict[str, list[dict[str, Any]]],
@@ -894,7 +894,7 @@ def _commutativity_matching(lab: Lab, setting: Setting, pairs: dict[str, list[di
             "first_step_slope", "sweeps", "examples", "seconds")})
         for m, q in (("weight", lab.match("weight", p["a"], p["b"])),
                      ("activation", lab.match("activation", p["a"], p["b"])), ("commutativity", perm)):
-            res = lab.barrier(p["a"], p["b"], perm=q, n_examples=p["n"])
+            res = lab.barrier(p["a"], p["b"], perm=q, **setting.curve)
             out["barrier"][m].append((res.error_barrier, res.loss_barrier))
     sites = list(out["dist_com_per_seed"][0])
     out["dist_com_per_seed_by_site"] = {s: [d[s] for d in out["dist_com_per_seed"]] for s in sites}

@@ -143,6 +143,30 @@ def test_lab_simplex_edges_are_the_lab_barriers(lab: Lab) -> None:
     assert len(other.weights) == 6 and len(lab.store.keys()) == n + 1  # the edge grid is part of the key
 
 
+@pytest.mark.parametrize("alphas", [25, 5])
+def test_s7_triangles_at_a_settings_alphas_have_its_pairwise_curves_as_edges(lab: Lab, alphas: int) -> None:
+    """S7's triangle at a setting's grid (the paper's 25 alphas, the dry run's 5): its edges are the setting's
+    pairwise curves, so the claim's exact consistency check holds."""
+    from claims.test_s7_s12_strong_connectivity import _consistency, _triangles
+
+    setting = Setting("tiny", TINY, eval_examples=64, alphas=alphas)
+    t = lab.triples(TINY, 1)[0]
+    perms = {"A->C": lab.match("weight", t.c, t.a), "B->C": lab.match("weight", t.c, t.b)}
+    sim, edges = _triangles(lab, "weight", t, perms, ("to_C",), setting)["to_C"]
+    assert [len(e.alphas) for e in edges] == [alphas] * 3 and _consistency(sim, edges) == []
+
+
+def test_a_full_size_settings_curve_keeps_the_barrier_keys_of_the_default_grid(lab: Lab) -> None:
+    """Claims pass ``**setting.curve``: at the paper's 25 alphas the stored barriers are the ones the lab's
+    defaults name (a warm store stays warm); the dry run's 5 alphas are another measurement."""
+    pair = lab.pair(TINY, 0)
+    full, dry = Setting("tiny", TINY, eval_examples=64), Setting("tiny", TINY, eval_examples=64, alphas=5)
+    assert lab.barrier_product(pair.a, pair.b, **full.curve).key == lab.barrier_product(pair.a, pair.b,
+                                                                                         n_examples=64).key
+    assert lab.barrier_product(pair.a, pair.b, **dry.curve).key != lab.barrier_product(pair.a, pair.b,
+                                                                                        n_examples=64).key
+
+
 def _recipes_only(lab: Lab, monkeypatch: pytest.MonkeyPatch) -> None:
     """The lab's networks are their recipes: what :meth:`Lab.run` was asked for, nothing trained."""
     monkeypatch.setattr(lab, "run", lambda config: SimpleNamespace(config=config))

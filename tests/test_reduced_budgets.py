@@ -40,6 +40,7 @@ def test_a_smoke_setting_keeps_the_recipe_but_not_its_size(name: str) -> None:
         assert getattr(c, field) == getattr(f, field), field
     assert c.model_kwargs.get("norm") == f.model_kwargs.get("norm") and c.train_subset is None
     assert s.eval_examples == min(full.eval_examples, SMOKE.eval_examples)
+    assert full.alphas == s.alphas == 25 and s.curve == {"n_examples": s.eval_examples, "alphas": 25}  # App. D
     c.validate()
 
 
@@ -52,6 +53,7 @@ def test_a_dryrun_setting_keeps_the_recipe_and_its_dataset_at_a_sixteenth_of_its
     assert (c.dataset, c.augment) == (f.dataset, f.augment)  # CIFAR-10 stays CIFAR-10, with its augmentation
     assert c.model_kwargs["width"] == pytest.approx(_reduced_width(f, DRYRUN))
     assert (c.epochs, c.train_subset, s.eval_examples, c.eval_examples) == (DRYRUN.epochs, 256, 16, 16)
+    assert (full.alphas, s.alphas, s.curve) == (25, 5, {"n_examples": 16, "alphas": 5})
     # the recipe's checkpoints nearest to DRYRUN_KEEP, at their relative times: its first and its end among them
     kept = sorted({min(f.checkpoints, key=lambda t: abs(t / f.epochs - k)) for k in DRYRUN_KEEP})
     assert c.checkpoints == pytest.approx(tuple(t * DRYRUN.epochs / f.epochs for t in kept))
