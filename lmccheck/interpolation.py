@@ -26,7 +26,7 @@ Evaluation engine (``barrier`` / ``simplex_barrier``): the model is deep-copied
 once per call and every interpolated network is written in place into that one
 copy (``torch.lerp(..., out=...)``); data are moved to the device once and
 evaluated under ``torch.inference_mode`` in large batches, with bf16 autocast
-on CUDA (loss always in float32). Two engines: ``"loop"`` (one forward pass per
+where it is fast (:func:`auto_bf16`; loss always in float32). Two engines: ``"loop"`` (one forward pass per
 alpha) and ``"vmap"`` (``torch.func.functional_call`` vectorized over a chunk
 of alphas). For MLPs the first layer is shortcut exactly: its output is linear
 in alpha, so it is computed once for each endpoint and interpolated
@@ -49,6 +49,7 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
+from . import cpus
 from .data import Split
 from .permutation import state_of
 
@@ -59,6 +60,7 @@ __all__ = [
     "BarrierResult",
     "SimplexResult",
     "alpha_grid",
+    "auto_bf16",
     "barrier",
     "barrier_from_curve",
     "barrier_from_simplex",
@@ -534,6 +536,14 @@ def _model_device(model: nn.Module) -> torch.device:
     return torch.device("cpu")
 
 
+def auto_bf16(device: str | torch.device) -> bool:
+    """``precision="auto"``: bf16 autocast on CUDA, and on a CPU that computes bf16 natively
+    (:func:`~lmccheck.cpus.native_bf16`: there it halves a barrier's time; elsewhere it would be up to 16x slower
+    than fp32, so fp32)."""
+    kind = torch.device(device).type
+    return kind == "cuda" or (kind == "cpu" and cpus.native_bf16())
+
+
 def _autocast_context(device: torch.device, enabled: bool) -> Callable[[], AbstractContextManager[Any]]:
     if not enabled:
         return nullcontext
@@ -893,7 +903,7 @@ def _run(
     states = [state_of(s) if isinstance(s, nn.Module) else s for s in states]
     _check_states(model.state_dict(), dict(zip(names, states)))
     dev = torch.device(device) if device is not None else _model_device(model)
-    use_autocast = dev.type == "cuda" if autocast is None else bool(autocast)
+    use_autocast = auto_bf16(dev) if autocast is None else bool(autocast)
     do_bn = has_batchnorm(model) if bn_reset is None else bool(bn_reset)
     if do_bn and not has_batchnorm(model):
         do_bn = False  # nothing to reset
@@ -958,12 +968,12 @@ class BarrierOptions:
     ``bn_batch_size``, and ``precision``. *Speed* (never part of a key):
     ``engine``, ``batch_size``, ``first_layer_shortcut``, ``channels_last`` and
     ``vmap_chunk``. The CLI and the fixture lab both start from
-    ``BarrierOptions()``, so they agree on every default but one: the claim
-    run's lab evaluates in the precision of ``--lmc-barrier-precision`` (bf16
-    autocast on every device by default).
+    ``BarrierOptions()``, and ``--lmc-barrier-precision`` defaults to the same
+    ``auto``.
 
-    ``precision="auto"`` is bf16 autocast on CUDA and fp32 elsewhere; claims
-    that compare barriers for exact equality ask for ``"fp32"``.
+    ``precision="auto"`` is bf16 autocast on CUDA and on a CPU with native bf16,
+    fp32 elsewhere (:func:`auto_bf16`); claims that compare barriers for exact
+    equality ask for ``"fp32"``.
     ``bn_batches=None`` re-estimates BatchNorm statistics on as many training
     examples as are evaluated, at most ``DEFAULT_BN_BATCHES * bn_batch_size``.
     """
@@ -1001,7 +1011,7 @@ class BarrierOptions:
     def autocast(self, device: str | torch.device) -> bool:
         """Whether bf16 autocast is on for ``device``."""
         if self.precision == "auto":
-            return torch.device(device).type == "cuda"
+            return auto_bf16(device)
         return self.precision == "bf16"
 
     def resolved_bn_batches(self) -> int:
@@ -1085,7 +1095,7 @@ def barrier(
     BatchNorm models get their running statistics re-estimated at every alpha
     on the first ``bn_batches * bn_batch_size`` examples of ``bn_data`` (the
     training split) unless ``bn_reset=False``. ``device`` defaults to the
-    model's; ``autocast`` (bf16) defaults to on for CUDA only; ``engine`` is
+    model's; ``autocast`` (bf16) defaults to :func:`auto_bf16`; ``engine`` is
     ``"loop"``, ``"vmap"`` or ``"auto"`` (fastest measured). ``batch_size``,
     ``first_layer_shortcut``, ``channels_last`` and ``vmap_chunk`` default to
     what measured fastest.
@@ -1216,7 +1226,7 @@ def evaluate(
     if len(data) == 0:
         raise ValueError("the dataset is empty; pass a split with at least one example")
     dev = _model_device(model)
-    ctx = _autocast_context(dev, dev.type == "cuda" if autocast is None else bool(autocast))
+    ctx = _autocast_context(dev, auto_bf16(dev) if autocast is None else bool(autocast))
     split = data.take(n_examples) if n_examples is not None else data
     bs = batch_size or _default_batch_size(model, dev)
     modes = [(m, m.training) for m in model.modules()]

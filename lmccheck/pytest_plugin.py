@@ -200,7 +200,7 @@ class LmcConfig:
     seeds: int
     report_dir: Path
     retrain: bool
-    barrier_precision: str = "bf16"
+    barrier_precision: str = "auto"
     """Precision of the claims' barrier evaluations (``--lmc-barrier-precision``; part of every barrier's key)."""
     budget: str = "full"
     """``--lmc-budget``: ``full``, ``smoke`` or ``dryrun`` (the GPU settings at a reduced size)."""
@@ -236,8 +236,9 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         help="full: the settings as the papers run them (default); smoke: every GPU setting (-m gpu) at a reduced "
         "size that still runs its claim's whole path (Fashion-MNIST, 2 epochs, at most 4x wide, fewer IMP levels, "
         f"{REDUCED_SEEDS} seeds), to check the GPU path on a device in minutes; dryrun: every GPU setting's whole "
-        "path on any device, the CPU included (each on its own dataset, 1/8 of its width, 512 training examples, "
-        f"2 epochs, 256 evaluation examples, {REDUCED_SEEDS} seeds; `make gpu-dryrun`). Reduced verdicts never "
+        "path on any device, the CPU included (each on its own dataset, 1/16 of its width and at most 1/2x, 256 "
+        "training examples, 2 epochs, 6 of its checkpoints, barriers of 5 alphas on 16 examples, "
+        f"{REDUCED_SEEDS} seeds; `make gpu-dryrun`). Reduced verdicts never "
         "stand for the paper-scale tier. The CPU tier is the same under every budget",
     )
     group.addoption(
@@ -248,10 +249,11 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     group.addoption("--lmc-report", metavar="DIR", default="report", help="report directory (default: report)")
     group.addoption("--lmc-retrain", action="store_true", default=False, help="ignore stored fixtures and retrain")
     group.addoption(
-        "--lmc-barrier-precision", choices=("bf16", "fp32", "auto"), default="bf16",
-        help="precision of barrier evaluations (default: bf16 autocast on every device, which on a CPU with "
-        "native bf16 halves the tier's main cost and moves error barriers by up to 0.2 point; fp32 for exact "
-        "figures; auto: bf16 on CUDA only). It is part of every barrier's store key",
+        "--lmc-barrier-precision", choices=("bf16", "fp32", "auto"), default="auto",
+        help="precision of barrier evaluations (default auto: bf16 autocast on CUDA and on a CPU with native bf16 "
+        "(AVX512-BF16 or AMX), where it halves the tier's main cost and moves error barriers by up to 0.2 point; "
+        "fp32 elsewhere, where bf16 is emulated and up to 16x slower; bf16 or fp32 force one, fp32 for exact figures). It is "
+        "part of every barrier's store key",
     )
     group.addoption(
         "--lmc-train-together", action="store_true", default=False,

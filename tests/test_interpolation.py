@@ -31,6 +31,9 @@ from lmccheck.interpolation import (
 from lmccheck.models import get_model
 from lmccheck.permutation import Permutation
 
+#: the engine is compared with fp32 references: every default evaluates in fp32 here
+pytestmark = pytest.mark.usefixtures("cpu_without_bf16")
+
 WIDTH = {"mlp": 32, "vgg11": 0.125, "vgg16": 0.125, "resnet20": 1.0}
 
 

@@ -370,7 +370,7 @@ def test_cfg(lmc_config):
     cfg = json.loads(result.outlines[_line_index(result.outlines, "CFG ")].split("CFG ", 1)[1])
     assert cfg["cache"] == str(pytester.path / "c") and cfg["seeds"] == "3" and cfg["data_root"] == "None"
     assert cfg["report_dir"] == str(pytester.path / "report") and cfg["retrain"] == cfg["download"] == "False"
-    assert cfg["barrier_precision"] == "bf16"
+    assert cfg["barrier_precision"] == "auto"
     bad = pytester.runpytest("--lmc-seeds", "0")
     assert bad.ret == pytest.ExitCode.USAGE_ERROR
     assert pytester.runpytest("--lmc-barrier-precision", "fp16").ret == pytest.ExitCode.USAGE_ERROR

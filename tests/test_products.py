@@ -27,6 +27,9 @@ from lmccheck.training import TrainConfig
 
 from tiny_recipes import tiny_config
 
+#: the engine is compared with fp32 references: every default evaluates in fp32 here
+pytestmark = pytest.mark.usefixtures("cpu_without_bf16")
+
 TINY = tiny_config()
 TINY_BN = tiny_config(model_kwargs={"width": 32, "depth": 2, "norm": "batchnorm"})
 
@@ -313,6 +316,7 @@ from lmccheck.kinds import matching_product, train_product
 from lmccheck.products import Ref
 from lmccheck.verdict import reading
 from tiny_recipes import tiny_config
+
 
 RAN = reading("a test of the product records: the check ran")
 
