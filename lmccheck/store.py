@@ -82,19 +82,11 @@ __all__ = [
     "recipe_key",
 ]
 
-#: Per product kind, a version of the training code's *semantics*.  Bump a kind's
-#: number whenever a change to the code would make previously stored products of
-#: that kind wrong; the version is part of the key, so old entries are simply no
-#: longer found (and can be removed with ``lmccheck cache clear``).
-CODE_VERSION: dict[str, int] = {
-    "train": 1,
-    "spawn": 1,
-    "imp": 1,
-    "oneshot": 1,
-    "retrain": 1,
-    "matching": 1,
-    "barrier": 1,
-}
+#: Per product kind, the version of its code's *semantics*, as the kind declares it: filled by
+#: :func:`lmccheck.products.register` from ``Kind.version`` (the one place a version is written; bump it there
+#: whenever a change would make stored products of that kind wrong). The version is part of the key, so old
+#: entries are simply no longer found (and can be removed with ``lmccheck cache clear``).
+CODE_VERSION: dict[str, int] = {}
 #: Code version used for kinds missing from :data:`CODE_VERSION`.
 DEFAULT_CODE_VERSION: int = 1
 #: Version of the on-disk layout of one entry.
@@ -269,7 +261,7 @@ def recipe_key(kind: str, recipe: Mapping[str, Any]) -> str:
     """Stable 64-hex-digit sha256 key of ``kind`` + ``recipe`` + the kind's code version.
 
     The key is the sha256 of :func:`canonical_json` of
-    ``{"kind": kind, "recipe": recipe, "code_version": CODE_VERSION.get(kind, 1)}``.
+    ``{"kind": kind, "recipe": recipe, "code_version": code_version(kind)}``.
     It is identical across processes and machines (no salted ``hash()``) and does
     not depend on dict key order.
     """

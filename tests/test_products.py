@@ -20,7 +20,7 @@ from lmccheck.kinds import (
     train_product,
 )
 from lmccheck.permutation import Permutation
-from lmccheck.products import Builder, Product, ProductEvent, Ref
+from lmccheck.products import Builder, Product, ProductEvent, Ref, kinds
 from lmccheck.pruning import apply_mask, one_shot_prune, prunable_keys, sparsity
 from lmccheck.store import Store
 from lmccheck.training import TrainConfig
@@ -493,3 +493,12 @@ def test_imp_and_one_shot_masks_do_not_depend_on_whether_the_dense_run_was_loade
     oneshot = loaded_lab.masked(dense, dense, None, oneshot_remaining=0.5)
     assert set(oneshot.mask) == {"layers.0.weight", "layers.1.weight"}
     assert set(loaded_lab.imp(TINY, 1, 0.5)[0].mask) == {"layers.0.weight", "layers.1.weight"}
+
+
+def test_the_stores_code_versions_are_the_registered_kinds_versions() -> None:
+    """One code-version mechanism: ``Kind.version``; the store's table holds those and no other kind."""
+    from lmccheck.store import CODE_VERSION, code_version
+
+    registered = kinds()
+    assert CODE_VERSION == {name: kind.version for name, kind in registered.items()}
+    assert all(code_version(name) == kind.version for name, kind in registered.items())

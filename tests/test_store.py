@@ -32,6 +32,7 @@ from lmccheck.store import (
     StoreError,
     StoreNotWritableError,
     StoreWarning,
+    code_version,
     describe_recipe,
     describe_size,
     recipe_key,
@@ -130,7 +131,7 @@ def test_put_load_roundtrip_bitwise(tmp_path):
     assert m["kind"] == "train" and loaded.kind == "train"
     assert m["recipe"]["betas"] == [0.9, 0.999]  # canonical JSON form
     assert m["format_version"] == FORMAT_VERSION
-    assert m["code_version"] == CODE_VERSION["train"]
+    assert m["code_version"] == code_version("train")
     assert m["key"] == e.key
     assert {"lmccheck", "torch", "python"} <= set(m["versions"])
     tensor_file = (s.path(e.key) / "tensors.safetensors").read_bytes()
@@ -222,9 +223,9 @@ def test_key_properties():
 
 
 def test_code_version_changes_key(monkeypatch):
-    k = recipe_key("imp", RECIPE)
-    monkeypatch.setitem(CODE_VERSION, "imp", CODE_VERSION["imp"] + 1)
-    assert recipe_key("imp", RECIPE) != k
+    k = recipe_key("imp_level", RECIPE)
+    monkeypatch.setitem(CODE_VERSION, "imp_level", code_version("imp_level") + 1)
+    assert recipe_key("imp_level", RECIPE) != k
     # unknown kinds use version 1
     k_new = recipe_key("brand-new-kind", RECIPE)
     monkeypatch.setitem(CODE_VERSION, "brand-new-kind", 1)
