@@ -18,7 +18,7 @@ CLAIMS_WORKERS ?= 2
 CLAIMS_XDIST := $(if $(filter-out 0 1,$(CLAIMS_WORKERS)),-n $(CLAIMS_WORKERS) --dist loadgroup)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: test claims install data bench gpu-claims gpu-check gpu-dryrun clean-report
+.PHONY: test lint claims install data bench gpu-claims gpu-check gpu-dryrun clean-report
 
 install: $(STAMP)
 
@@ -42,6 +42,10 @@ data:
 
 test: install data
 	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+# ruff (pyflakes, pycodestyle, bugbear; configured in pyproject.toml) over the whole tree; CI runs it first
+lint: install
+	$(VENV)/bin/ruff check .
 
 claims: install data
 	$(PY) -m pytest claims $(CLAIMS_XDIST) $(CLAIMS_SELECT) $(CLAIMS_ARGS)

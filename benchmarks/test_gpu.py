@@ -71,7 +71,8 @@ TRAIN_CASES = {"vgg16-1x": ("vgg16", 1.0, 2.0), "resnet20-1x": ("resnet20", 1.0,
 def test_gpu_training_epoch(benchmark, cifar_shaped: Dataset, case: str) -> None:
     arch, width, target = TRAIN_CASES[case]
     cfg = epoch_recipe(arch, width)
-    train(cfg.replace(epochs=0.1, warmup_epochs=0.0), data=cifar_shaped, progress=False)  # warm-up: context, cuDNN autotuning
+    # warm-up: context, cuDNN autotuning
+    train(cfg.replace(epochs=0.1, warmup_epochs=0.0), data=cifar_shaped, progress=False)
     runs: list = []
     benchmark.pedantic(lambda: runs.append(train(cfg, data=cifar_shaped, progress=False)), rounds=2, iterations=1)
     best = min(r.wall_time_s for r in runs)
@@ -82,7 +83,8 @@ def test_gpu_replicates_trained_together(benchmark, cifar_shaped: Dataset) -> No
     """5 replicates of resnet20 1x as one vmapped ensemble, against one replicate alone (target <= 2x)."""
     cfg = epoch_recipe("resnet20", 1.0)
     configs = [cfg.replace(init_seed=i, sgd_seed=100 + i) for i in range(5)]
-    train_together([c.replace(epochs=0.1, warmup_epochs=0.0) for c in configs], data=cifar_shaped, progress=False)  # warm-up
+    # warm-up
+    train_together([c.replace(epochs=0.1, warmup_epochs=0.0) for c in configs], data=cifar_shaped, progress=False)
     train(cfg.replace(epochs=0.1, warmup_epochs=0.0), data=cifar_shaped, progress=False)
     single = train(cfg, data=cifar_shaped, progress=False).wall_time_s
     out: list = []

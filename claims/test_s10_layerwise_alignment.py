@@ -222,7 +222,8 @@ def test_s10_weight_matching_aligns_lower_layers_earlier(setting: Setting, lab: 
         )
     steps = {f"t={t:g} k={bu_k[j]}->{bu_k[j + 1]}": [heights[i][s][j + 1] - heights[i][s][j] for s in seed_range]
              for i, t in enumerate(times) for j in range(len(bu_k) - 1)}
-    step_noise = {f"t={t:g} k={bu_k[j]}->{bu_k[j + 1]}": mean_noise([shared_end_noise(curve[i][s][j + 1], curve[i][s][j])
+    step_noise = {f"t={t:g} k={bu_k[j]}->{bu_k[j + 1]}": mean_noise([shared_end_noise(curve[i][s][j + 1],
+                                                                                      curve[i][s][j])
                                                                     for s in seed_range])
                   for i, t in enumerate(times) for j in range(len(bu_k) - 1)}
     measure.expect("bottom-up: no step up in k lowers the error barrier by more than delta, at every rewind time",
@@ -350,7 +351,8 @@ def _render(setting: Setting, measure, data: dict[str, Any], times: list[float],
         "P_end_wm_restarts": data["wm_restarts"],
         "P_end_wm_restart_sd": data["wm_restart_sd"],
         "delta": delta,
-        "delta_note": f"max(2 x WM's pooled SD of one P_end solve over {len(RESTART_SEEDS)} sweep orders, Monte Carlo noise)",
+        "delta_note": f"max(2 x WM's pooled SD of one P_end solve over {len(RESTART_SEEDS)} sweep orders, "
+                      "Monte Carlo noise)",
         "P_t": {"error": rows(res["P_t"], "error_barrier"), "loss": rows(res["P_t"], "loss_barrier")},
         "partial": {m: {str(k): {"error": rows(res["partial"][m][k], "error_barrier"),
                                  "loss": rows(res["partial"][m][k], "loss_barrier")} for k in ks[m]} for m in MODES},
@@ -393,5 +395,6 @@ def _render(setting: Setting, measure, data: dict[str, Any], times: list[float],
         "bottom-up over k=" + ",".join(str(k) for k in bu_k) + " (P_end .. P_t): "
         + "; ".join(f"t={t:g}: " + " -> ".join(pct(v) for v in bu[i]) for i, t in enumerate(times))
         + f"; midpoint k={mid}: top-down {pct(td)} vs bottom-up {pct(bu_mid) if bu_mid is not None else '-'}; "
-        f"delta {pct(delta)} (2 x WM's restart SD {pct(data['wm_restart_sd'])} over {len(RESTART_SEEDS)} solves per seed)"
+        f"delta {pct(delta)} (2 x WM's restart SD {pct(data['wm_restart_sd'])} over {len(RESTART_SEEDS)} solves "
+        "per seed)"
     )

@@ -121,7 +121,8 @@ def _alignment(r: dict[str, Any], m: str, indices: Any) -> tuple[dict[str, list[
     unaligned, unaligned_se = r["unaligned_end"], r["unaligned_end_se"]
     contrast = {f"t={r['times'][i]:g}": [ratio * u - row[i] for u, row in zip(unaligned, r["traj"][m])]
                 for i in indices}
-    noise = {f"t={r['times'][i]:g}": contrast_noise([ratio * x for x in unaligned_se], [row[i] for row in r["traj_se"][m]])
+    noise = {f"t={r['times'][i]:g}": contrast_noise([ratio * x for x in unaligned_se],
+                                                    [row[i] for row in r["traj_se"][m]])
              for i in indices}
     return contrast, noise
 
@@ -163,7 +164,7 @@ def _render(regimes: Regimes, measure, record: dict[str, dict[str, Any]]) -> Non
                                        enumerate(record.items())}})
     measure.thresholds.update({"highly_reduced_ratio": HIGHLY_REDUCED_RATIO})
     panels = []
-    for index, (key, r) in enumerate(record.items(), start=1):
+    for index, (_key, r) in enumerate(record.items(), start=1):
         times = r["times"]
         rows = {f"P_end {SHORT[m]}": r["traj"][m] for m in METHODS}
         rows["8/70 of the unaligned at the end"] = [[HIGHLY_REDUCED_RATIO * u] * len(times) for u in r["unaligned_end"]]

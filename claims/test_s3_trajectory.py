@@ -81,7 +81,8 @@ def _collect(setting: Setting, lab: Lab, pairs: list, times: list[float]) -> dic
                 if pair.replicate == 0 and split == "test":
                     curves_end[name] = {"alphas": rows[-1].alphas, "loss": rows[-1].loss, "error": rows[-1].error}
     out["end_curves_seed0_test"] = curves_end
-    out["test_acc_end"] = [p.a.final_metrics["test_acc"] for p in pairs] + [p.b.final_metrics["test_acc"] for p in pairs]
+    out["test_acc_end"] = ([p.a.final_metrics["test_acc"] for p in pairs]
+                           + [p.b.final_metrics["test_acc"] for p in pairs])
     return out
 
 

@@ -200,7 +200,8 @@ def _collect(setting: Setting, lab: Lab, pairs: list, spawn_times: list[float]) 
     thresholds: list[float] = []
 
     def put(path: tuple, res: BarrierResult) -> None:
-        for key, value in (("error", res.error_barrier), ("loss", res.loss_barrier), ("error_se", error_barrier_se(res))):
+        for key, value in (("error", res.error_barrier), ("loss", res.loss_barrier),
+                           ("error_se", error_barrier_se(res))):
             node = out[key]
             for p in path:
                 node = node[p]

@@ -28,7 +28,8 @@ A⁽ⁱ⁾, B⁽ⁱ⁾ under each permutation), for both dense permutations:
 
 **S6** (§5.2, Fig. 2 right, App. F step 4-5, Fig. 13): at every second level, the test accuracy after
 rewinding to k' and retraining of m_A⁽ⁱ⁾ applied to P[B] (weight matching; activation matching as a
-second series on GPU settings, Fig. 13's additional comparison), to B without the permutation (control), B one-shot pruned to the same sparsity (baseline:
+second series on GPU settings, Fig. 13's additional comparison), to B without the permutation (control), B one-shot
+pruned to the same sparsity (baseline:
 B's final weights pruned by magnitude, rewound, retrained), m_A⁽ⁱ⁾ applied to P⁽ⁱ⁾[B] (previous work),
 and B⁽ⁱ⁾ (gold standard). App. F 5(a), recorded: the barrier between A⁽ⁱ⁾ and each mask applied to the
 *trained* dense B without retraining (P B ⊗ m_A, B ⊗ m_A, B ⊗ m_one-shot, P⁽ⁱ⁾ B ⊗ m_A) and P B⁽ⁱ⁾, plus

@@ -350,16 +350,20 @@ def test_s7_indirect_alignment_improves_with_width_but_stays_above_direct(
                           FALLS_LOSS if k == "loss" else FALLS_ERROR)
             measure.expect(f"{tag}: indirect - direct > 0 at every width", Above(0.0),
                            _points(widths, _paired(ind, drc), every_w), ABOVE_DIRECT, over="every", pool=True,
-                           noise=_noise(widths, every_w, err, lambda i: contrast_noise(se_ind[i], se_drc[i])))
+                           noise=_noise(widths, every_w, err,
+                                        lambda i: contrast_noise(se_ind[i], se_drc[i])))  # noqa: B023
             ratio = [[_direct_over_indirect(d, x) for d, x in zip(dd, xx, strict=True)]
                      for dd, xx in zip(drc, ind, strict=True)]
             measure.expect(f"{tag}: indirect 'much higher': direct / indirect small at every width", MUCH_HIGHER,
                            _points(widths, ratio, every_w), MUCH_SOURCE, over="every", pool=True,
                            noise=_noise(widths, every_w, err,
-                                        lambda i: _ratio_noise(drc[i], ind[i], se_drc[i], se_ind[i])),
+                                        lambda i: _ratio_noise(drc[i], ind[i], se_drc[i], se_ind[i])),  # noqa: B023
                            note="the paper's sentence: " + ABOVE_DIRECT.describe())
             below = _paired(una, ind)
-            below_noise = (lambda i: contrast_noise(se_una[i], se_ind[i]))
+
+            def below_noise(i: int) -> float:
+                return contrast_noise(se_una[i], se_ind[i])  # noqa: B023
+
             measure.expect(f"{tag}: unaligned - indirect > 0 at every wide width "
                            f"({', '.join(f'{widths[i]:g}' for i in wide)})", Above(0.0),
                            _points(widths, below, wide), BELOW_UNALIGNED, over="every", pool=True,

@@ -268,8 +268,8 @@ def _first_connecting(data: dict) -> dict[str, list[int]]:
             best = [min(data["pend_at_t"][k][s][i][1] for k in METHODS) for i in range(len(times))]
 
             def connects(i: int) -> bool:
-                return (data["at_t"][m][s][i][1] <= best[i] + AS_GOOD_LOW
-                        and data["at_end"][m][s][i][1] <= best[i_end] + AS_GOOD_LOW)
+                return (data["at_t"][m][s][i][1] <= best[i] + AS_GOOD_LOW  # noqa: B023
+                        and data["at_end"][m][s][i][1] <= best[i_end] + AS_GOOD_LOW)  # noqa: B023
 
             first = i_end
             for i in range(i_end - 1, -1, -1):

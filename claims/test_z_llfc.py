@@ -166,7 +166,8 @@ Z3_SHARE_SOURCE = reading(
 Z6_SOURCE = reading(
     'Fig. 5 (§5.1): "at different layers, Dist_sigma(h~_A, h~_B) are negligible (and much smaller than the baseline '
     'Dist_sigma(h~_C, h~_D))"; Fig. 6: "the values of Dist_sigma(h~_C, h~_D_act) and Dist_sigma(h~_C, h~_D_wgt) are '
-    'close to zero compared to Dist_sigma(h~_C, h~_D)" (h~: the pre-activations): the ratio of the mean Dist_sigma over the test examples to the '
+    'close to zero compared to Dist_sigma(h~_C, h~_D)" (h~: the pre-activations): the ratio of the mean Dist_sigma '
+    'over the test examples to the '
     "independent pair's, in every layer shown. Zone: " + ZONE_REASON
 )
 Z7_SOURCE = reading(
@@ -254,7 +255,8 @@ def _judge_premise(measure, premise: dict[str, dict[str, list[float]]], setting:
     is INCONCLUSIVE, those INCONCLUSIVE premises decide, so that the check reads INCONCLUSIVE (a conditional claim
     whose condition is undetermined is undetermined) with the seeds that would settle it. An INCONCLUSIVE
     assertion can only make the check INCONCLUSIVE."""
-    contrasts = {k: [b - t for b, t in zip(d["error_barrier"], d["threshold"], strict=True)] for k, d in premise.items()}
+    contrasts = {k: [b - t for b, t in zip(d["error_barrier"], d["threshold"], strict=True)]
+                 for k, d in premise.items()}
     lmc = [k for k in premise if k != "independent"]
     outcomes = {k: judge(_premise_name(k), Below(0.0), contrasts[k], PREMISE).outcome for k in lmc}
     undetermined = not any(o == PASS for k, o in outcomes.items() if _in_scope(setting, k))
@@ -402,7 +404,8 @@ def _z1_ratios(stats: dict[str, list[dict[str, Any]]], kind: str
             ak = alpha_key(a)
             vals, ses = [], []
             for r, x in enumerate(stats[kind]):
-                base = stats["independent"][r]["one_minus_cos_alpha"][s][ak] if s == LOGITS else x["one_minus_cos_ab"][s]
+                base = (stats["independent"][r]["one_minus_cos_alpha"][s][ak] if s == LOGITS
+                        else x["one_minus_cos_ab"][s])
                 v, se = _ratio(x["one_minus_cos_alpha"][s][ak], base)
                 vals.append(v)
                 ses.append(se)
@@ -464,7 +467,8 @@ def _render_z1(setting: Setting, measure, stats: dict[str, list[dict[str, Any]]]
                            # why the logits take the not-LMC baseline: E[1 - cos_AB] there, per kind and seed
                            "logits_one_minus_cos_ab": {k: [x["one_minus_cos_ab"][LOGITS]["mean"] for x in stats[k]]
                                                        for k in KINDS if LOGITS in stats[k][0]["sites"]}})
-    measure.thresholds.update({"clearly_negligible": CLEARLY_NEGLIGIBLE, "clearly_not_negligible": CLEARLY_NOT_NEGLIGIBLE})
+    measure.thresholds.update({"clearly_negligible": CLEARLY_NEGLIGIBLE,
+                               "clearly_not_negligible": CLEARLY_NOT_NEGLIGIBLE})
     panels = []
     for kind in LMC_KINDS:
         series = {f"1-cos alpha={a:g}": {s: [x["one_minus_cos_alpha"][s][alpha_key(a)]["mean"] for x in stats[kind]]
@@ -519,9 +523,11 @@ def test_z2_lmc_pairs_are_llfc_and_independent_pairs_are_not(setting: Setting, l
     measure.values.update({"sites": sites, "premise": premise, "premise_met": dict(met),
                            "one_minus_cos_half_per_seed": values, "ratio_per_seed": ratios,
                            "nearly_all_ratio_per_seed": nearly_all})
-    measure.thresholds.update({"clearly_negligible": CLEARLY_NEGLIGIBLE, "clearly_not_negligible": CLEARLY_NOT_NEGLIGIBLE})
+    measure.thresholds.update({"clearly_negligible": CLEARLY_NEGLIGIBLE,
+                               "clearly_not_negligible": CLEARLY_NOT_NEGLIGIBLE})
     ys, err = _bars({(_tag(k, met) if k in LMC_KINDS else NAMES[k]): values[k] for k in KINDS}, sites)
-    measure.figure("lmc_vs_independent", title=f"Z2 {setting.name}: E[1 - cos_0.5], LMC vs not (mean, 95% t over seeds)",
+    measure.figure("lmc_vs_independent",
+                   title=f"Z2 {setting.name}: E[1 - cos_0.5], LMC vs not (mean, 95% t over seeds)",
                    panels=[bar_panel(sites, ys, yerr=err, xlabel="layer", ylabel="E[1 - cos_0.5]", yscale="log")])
     measure.summary = ("ratio of E[1-cos_0.5] to the independent pairs' that nearly all the layers stay under: "
                        + ", ".join(f"{_tag(k, met)} {_mean(nearly_all[k]):.3f} (largest layer "
@@ -539,7 +545,8 @@ def test_z3_llfc_scale_is_close_to_one(setting: Setting, lab: Lab, n_seeds: int,
     A case is a (pair kind, layer, alpha) of the pair kinds that meet the LMC premise, every layer of Definition 2
     counted, the logits included. "Most cases close to 1" = more than half of the cases have |E[coef_alpha] - 1|
     in the "close" end of :data:`CLOSE_TO_ONE`, which is the statement that the median case does (the upper
-    median for an even count): per seed, that case's value, judged in the zone with its t interval over seeds (the cases are the paper's fixed
+    median for an even count): per seed, that case's value, judged in the zone with its t interval over seeds (the
+    cases are the paper's fixed
     layers and alphas; the seeds are what is sampled). Recorded beside it: each case judged on its own (per kind,
     the seed spread pooled over the kind's cases) and the share of clearly close cases with its exact binomial
     interval (undecided cases counted against it: a lower bound)."""
@@ -642,7 +649,8 @@ def test_z6_weak_additivity_holds_for_lmc_pairs(setting: Setting, lab: Lab, n_se
     for kind in LMC_KINDS:
         points, noise = {}, {}
         for s in sites:
-            rs = [_ratio(x["dist_sigma"][s], stats["independent"][r]["dist_sigma"][s]) for r, x in enumerate(stats[kind])]
+            rs = [_ratio(x["dist_sigma"][s], stats["independent"][r]["dist_sigma"][s])
+                  for r, x in enumerate(stats[kind])]
             points[s], noise[s] = [v for v, _ in rs], mean_noise([se for _, se in rs])
         ratios[kind] = points
         measure.expect(f"{_tag(kind, met)}: mean Dist_sigma negligible next to the independent pairs', every layer"
@@ -661,7 +669,8 @@ def test_z6_weak_additivity_holds_for_lmc_pairs(setting: Setting, lab: Lab, n_se
                            "undefined_examples": {k: [{s: x["dist_sigma"][s]["undefined"] for s in sites}
                                                       for x in stats[k]] for k in KINDS},
                            "ratio_per_seed": ratios})
-    measure.thresholds.update({"clearly_negligible": CLEARLY_NEGLIGIBLE, "clearly_not_negligible": CLEARLY_NOT_NEGLIGIBLE})
+    measure.thresholds.update({"clearly_negligible": CLEARLY_NEGLIGIBLE,
+                               "clearly_not_negligible": CLEARLY_NOT_NEGLIGIBLE})
     top = max(max(stats["independent"][0]["sample"][s]) for s in sites)
     ys, err = _bars({(_tag(k, met) if k in LMC_KINDS else NAMES[k]): means[k] for k in KINDS}, sites)
     measure.figure("dist_sigma", title=f"Z6 {setting.name}: Dist_sigma, LMC vs independent", panels=[
@@ -757,7 +766,8 @@ def _render_z7(setting: Setting, measure, stats: dict[str, list[dict[str, Any]]]
     measure.values.update({"sites": sites, "premise": premise, "premise_met": dict(met), "distances_per_seed": raw,
                            **{f"{name}_per_seed": v for name, v in derived.items()},
                            "theorem1_decomposition_seed0_alpha_0.5": decomposition})
-    measure.thresholds.update({"clearly_negligible": CLEARLY_NEGLIGIBLE, "clearly_not_negligible": CLEARLY_NOT_NEGLIGIBLE})
+    measure.thresholds.update({"clearly_negligible": CLEARLY_NEGLIGIBLE,
+                               "clearly_not_negligible": CLEARLY_NOT_NEGLIGIBLE})
     panels = []
     for k in KINDS:
         ys, err = _bars({"Dist_com": raw[k]["dist_com"], "Dist_W": raw[k]["dist_w"], "Dist_H": raw[k]["dist_h"]}, sites)
@@ -770,11 +780,13 @@ def _render_z7(setting: Setting, measure, stats: dict[str, list[dict[str, Any]]]
     if decomposition is not None:
         # the store returns the per-layer dict name-sorted ('head' first): back to forward order (an MLP's
         # layers.0, layers.1, ..., then the logits; the decomposition exists for MLPs only)
-        layers = sorted(decomposition["spawned"], key=lambda n: (n == LOGITS, 0 if n == LOGITS else int(n.split(".")[-1])))
+        layers = sorted(decomposition["spawned"],
+                        key=lambda n: (n == LOGITS, 0 if n == LOGITS else int(n.split(".")[-1])))
         parts = ("llfc_error", "weak_additivity", "commutativity", "propagated")
         measure.figure("theorem1_decomposition", title=f"Z7 {setting.name}: Theorem 1's decomposition at alpha = 0.5 "
                        "(seed 0, beyond the paper)", panels=[
-                           bar_panel(layers, {part: [decomposition[k][n]["0.5"][part] for n in layers] for part in parts},
+                           bar_panel(layers, {part: [decomposition[k][n]["0.5"][part] for n in layers]
+                                              for part in parts},
                                      title=NAMES[k], xlabel="layer", ylabel="relative norm", yscale="log")
                            for k in KINDS])
     measure.summary = ("Dist_com / min(Dist_W, Dist_H) per layer: " + "; ".join(
@@ -938,7 +950,8 @@ def test_z8_stitching_without_a_stitching_layer_works_for_llfc_pairs(setting: Se
     worse = {s: [max(x["error_a"], x["error_b"]) for x in stats] for s in sites}
     ys, err = _bars({"stitched": per_seed, "worse of A, B": worse}, sites)
     measure.figure("stitching", title=f"Z8 {setting.name}: stitched B>l o A<=l ({_tag('spawned', met)} pairs)",
-                   panels=[bar_panel(sites, ys, yerr=err, xlabel="layer l", ylabel="test error (mean, 95% t over seeds)")])
+                   panels=[bar_panel(sites, ys, yerr=err, xlabel="layer l",
+                                     ylabel="test error (mean, 95% t over seeds)")])
     measure.summary = (f"stitched error {_range([_mean(v) for v in per_seed.values()])} vs worse of A/B "
                        f"{_mean(worse[sites[0]]):.2%}; ratio {_range([_mean(v) for v in ratio.values()])} "
                        f"(bound {STITCH_CLOSE_RATIO:g}); {_tag('spawned', met)}")

@@ -224,7 +224,7 @@ def check_fit(model: nn.Module, state: Mapping[str, torch.Tensor], label: str, a
         f"(and --dataset, which sets the input size and classes); the model was {_arch_flags(args)}"
     )
     where = f"checkpoint {label} ({getattr(args, label.lower())})"
-    for key, ref in reference.items():
+    for key in reference:
         if key not in state:
             raise CliError(f"{where} lacks {key!r}, which the model has; {fix}")
     for key in state:

@@ -139,8 +139,8 @@ class _Problem:
 
     def scale(self) -> float:
         """An upper bound on the size of every term: sum_l (|H_A| + |H_B|)^2 (|W_A| + |W_B|)^2 (Frobenius norms)."""
-        return float(sum(((self.ha[l].norm() + self.hb[l].norm()) * (self.wa[l].norm() + self.wb[l].norm())) ** 2
-                         for l in range(1, len(self.wa))))
+        return float(sum(((self.ha[k].norm() + self.hb[k].norm()) * (self.wa[k].norm() + self.wb[k].norm())) ** 2
+                         for k in range(1, len(self.wa))))
 
     # -- numpy views and the Gram matrices that do not depend on any permutation (cached per group)
     def arrays(self, name: str) -> list[np.ndarray]:

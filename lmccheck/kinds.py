@@ -83,6 +83,8 @@ __all__ = [
 ]
 
 MATCHING_METHODS = ("weight", "activation", "commutativity")
+#: the barrier options of a product whose caller names none (the CLI's and the library's defaults)
+DEFAULT_BARRIER_OPTIONS = BarrierOptions()
 NETWORK_KINDS = ("train", "spawn", "imp_level", "retrain", "hybrid", "pruned", "masked")
 
 
@@ -547,7 +549,7 @@ def barrier_product(
     perm: Permutation | Product | None = None,
     perm_a: Permutation | Product | None = None,
     split: str = "test",
-    options: BarrierOptions = BarrierOptions(),
+    options: BarrierOptions = DEFAULT_BARRIER_OPTIONS,
     builder: Builder,
 ) -> Product:
     """Loss/error barrier between ``perm_a[a]`` and ``perm[b]`` on ``split`` of ``a``'s dataset.
@@ -618,7 +620,7 @@ def simplex_product(
     split: str = "test",
     resolution: int = 6,
     edge_resolution: int | None = None,
-    options: BarrierOptions = BarrierOptions(),
+    options: BarrierOptions = DEFAULT_BARRIER_OPTIONS,
     builder: Builder,
 ) -> Product:
     """The barrier over the simplex spanned by ``perms[i][nets[i]]`` (Sharma et al. Def. 4.2 for N networks)."""

@@ -76,7 +76,8 @@ def dist(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     num = ((x - y) ** 2).sum(-1)
     den = x.norm(dim=-1) * y.norm(dim=-1)
     return torch.where(num == 0, torch.zeros_like(num),
-                       torch.where(den == 0, torch.full_like(num, math.nan), num / den.clamp_min(torch.finfo(torch.float64).tiny)))
+                       torch.where(den == 0, torch.full_like(num, math.nan),
+                                   num / den.clamp_min(torch.finfo(torch.float64).tiny)))
 
 
 def _cos(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -355,10 +356,12 @@ def weak_additivity_distance(pre_a: torch.Tensor, pre_b: torch.Tensor, alphas: i
     ra, rb = a.relu(), b.relu()
     pos_a, pos_b = a > 0, b > 0
     both = pos_a & pos_b
-    # where both are positive: sum (alpha a + (1 - alpha) b)^2 = alpha^2 paa + 2 alpha (1 - alpha) pab + (1 - alpha)^2 pbb
+    # where both are positive:
+    # sum (alpha a + (1 - alpha) b)^2 = alpha^2 paa + 2 alpha (1 - alpha) pab + (1 - alpha)^2 pbb
     pa, pb = a * both, b * both
     paa, pab, pbb = (pa * pa).sum(1), (pa * pb).sum(1), (pb * pb).sum(1)
-    # ||alpha relu(a) + (1 - alpha) relu(b)||^2 over every entry (relu(a) relu(b) is nonzero only where both are positive)
+    # ||alpha relu(a) + (1 - alpha) relu(b)||^2 over every entry (relu(a) relu(b) is nonzero only where both
+    # are positive)
     saa, sbb = (ra * ra).sum(1), (rb * rb).sum(1)
     row, col = torch.nonzero(pos_a != pos_b, as_tuple=True)
     da, db, dra, drb = a[row, col], b[row, col], ra[row, col], rb[row, col]
@@ -547,7 +550,8 @@ def spectra(
     for name in permutation_spec(model).layers:
         w = s.get(f"{name}.weight")
         if w is not None and w.dim() >= 2:
-            weights[name] = {"stable_rank": stable_rank(w), "singular_values": torch.linalg.svdvals(_matrix(w)).tolist()}
+            weights[name] = {"stable_rank": stable_rank(w),
+                             "singular_values": torch.linalg.svdvals(_matrix(w)).tolist()}
     out: dict[str, Any] = {"weights": weights}
     if data is not None:
         dev = _device(model, device)

@@ -279,7 +279,8 @@ def permute_mask(perm: Permutation, mask: Mapping[str, torch.Tensor]) -> Mask:
                 continue
             p = perm.perms[g]
             if t.shape[ax] != p.numel():
-                raise ValueError(f"mask {k!r} has size {t.shape[ax]} on axis {ax} but group {g!r} has {p.numel()} units")
+                raise ValueError(f"mask {k!r} has size {t.shape[ax]} on axis {ax} but group {g!r} has "
+                                 f"{p.numel()} units")
             t = torch.index_select(t, ax, p.to(t.device))
         out[k] = t.clone() if t is m else t
     return out
@@ -363,7 +364,8 @@ class ImpResult:
         return tensors, meta
 
     @classmethod
-    def from_record(cls, config: TrainConfig, tensors: Mapping[str, torch.Tensor], meta: Mapping[str, Any]) -> ImpResult:
+    def from_record(cls, config: TrainConfig, tensors: Mapping[str, torch.Tensor],
+                    meta: Mapping[str, Any]) -> ImpResult:
         parts: dict[int, dict[str, dict[str, torch.Tensor]]] = {}
         for name, v in tensors.items():
             lv, part, key = name.split("/", 2)

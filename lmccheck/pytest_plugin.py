@@ -216,7 +216,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
     """Register the ``lmccheck`` option group."""
     group = parser.getgroup("lmccheck", "lmccheck claim checks")
     group.addoption(
-        "--lmc-device", choices=DEVICES, default="auto", help="device for claim checks (default: auto = cuda if available)"
+        "--lmc-device", choices=DEVICES, default="auto",
+        help="device for claim checks (default: auto = cuda if available)"
     )
     group.addoption(
         "--lmc-cache",
@@ -252,8 +253,8 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         "--lmc-barrier-precision", choices=("bf16", "fp32", "auto"), default="auto",
         help="precision of barrier evaluations (default auto: bf16 autocast on CUDA and on a CPU with native bf16 "
         "(AVX512-BF16 or AMX), where it halves the tier's main cost and moves error barriers by up to 0.2 point; "
-        "fp32 elsewhere, where bf16 is emulated and up to 16x slower; bf16 or fp32 force one, fp32 for exact figures). It is "
-        "part of every barrier's store key",
+        "fp32 elsewhere, where bf16 is emulated and up to 16x slower; bf16 or fp32 force one, fp32 for exact "
+        "figures). It is part of every barrier's store key",
     )
     group.addoption(
         "--lmc-train-together", action="store_true", default=False,
@@ -333,7 +334,8 @@ def _register_markers(config: pytest.Config) -> None:
     config.addinivalue_line(
         "markers", "lmc_finding(reason): a setting where the claim fails significantly (a known finding): its FAIL "
         "keeps the run green and is reported as FAIL; a PASS there fails the run, INCONCLUSIVE does not")
-    config.addinivalue_line("markers", "gpu: paper-scale setting; needs CUDA (deselected by default, select with -m gpu)")
+    config.addinivalue_line("markers",
+                            "gpu: paper-scale setting; needs CUDA (deselected by default, select with -m gpu)")
     config.addinivalue_line("markers", f"{RUN_ORDER_MARK}(n): run after the checks of a lower n (unmarked: 0)")
 
 

@@ -610,7 +610,8 @@ def format_markdown(records: Sequence[Mapping[str, Any]], meta: Mapping[str, Any
     if bad:
         lines += ["", "## Failures", ""]
         for r in bad:
-            lines += [f"### {r.get('claim')} / {r.get('setting')}: {r.get('verdict')}", "", f"`{r.get('nodeid', '')}`", ""]
+            lines += [f"### {r.get('claim')} / {r.get('setting')}: {r.get('verdict')}", "",
+                      f"`{r.get('nodeid', '')}`", ""]
             if r.get("known_finding"):
                 lines += [f"Known finding: {_md_cell(r.get('reason'))}", ""]
             if r.get("failure"):
@@ -783,7 +784,8 @@ def write_report(records: Sequence[Mapping[str, Any]], out_dir: Path | str, meta
     """
     out = Path(out_dir)
     recs = [dict(r) for r in sort_records(records)]
-    payload = {"meta": to_jsonable(dict(meta)), "records": to_jsonable(recs), "time": to_jsonable(time_accounting(recs))}
+    payload = {"meta": to_jsonable(dict(meta)), "records": to_jsonable(recs),
+               "time": to_jsonable(time_accounting(recs))}
     atomic_write_bytes(out / JSON_NAME, (json.dumps(payload, indent=2) + "\n").encode("utf-8"))
     return _write_md_and_figures(payload["records"], payload["meta"], out)
 

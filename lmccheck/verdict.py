@@ -529,7 +529,8 @@ def judge(
         raise VerdictInputError(f"assertion {name!r}: no source for its threshold; give verdict.paper(quote, where) "
                                 "or verdict.reading(reason)")
     if not isinstance(rule, Rule):
-        raise VerdictInputError(f"assertion {name!r}: {rule!r} is not a verdict rule (Above, Below, Within, Negligible)")
+        raise VerdictInputError(f"assertion {name!r}: {rule!r} is not a verdict rule "
+                                "(Above, Below, Within, Negligible)")
     rule.check(name)
     if isinstance(contrast, Mapping):
         points = {str(k): v for k, v in contrast.items()}
@@ -560,8 +561,8 @@ def judge(
         worst = min(results, key=lambda r: r.p_fail if outcome == FAIL else -r.p_pass)
         observed, interval, n, df, effect = worst.mean, worst.interval, worst.n, worst.df, worst.mde
         pending = [r.seeds_needed for r in results if r.outcome != PASS]
-        needed = (max(pending) if pending and all(x is not None for x in pending) else None) if outcome == INCONCLUSIVE \
-            else None
+        known = bool(pending) and all(x is not None for x in pending)
+        needed = max(pending) if outcome == INCONCLUSIVE and known else None
     level = 1 - 2 * rule.alpha
     if not_exercised:
         outcome, needed, note = INCONCLUSIVE, None, f"not exercised at this setting: {not_exercised}" + (

@@ -49,7 +49,8 @@ def test_dist_and_cosine_handle_zero_vectors() -> None:
     d = dist(x, y)
     assert d[0] == 0 and d[1] == 0 and math.isnan(float(d[2]))  # one zero vector: undefined, not +inf
     assert float(dist(torch.tensor([1.0, 0.0]), torch.tensor([0.0, 2.0]))) == pytest.approx(5 / 2)
-    c, k = cosine_and_coef(torch.tensor([[2.0, 0.0], [0.0, 0.0], [1.0, 1.0]]), torch.tensor([[1.0, 0.0], [0.0, 0.0], [0.0, 0.0]]))
+    c, k = cosine_and_coef(torch.tensor([[2.0, 0.0], [0.0, 0.0], [1.0, 1.0]]),
+                           torch.tensor([[1.0, 0.0], [0.0, 0.0], [0.0, 0.0]]))
     assert c.tolist() == pytest.approx([1.0, 1.0, 0.0]) and k.tolist() == pytest.approx([2.0, 1.0, 0.0])
 
 
@@ -333,7 +334,8 @@ def test_lab_feature_products_are_stored_once_and_match_the_library(tmp_path) ->
     perm = lab.match("weight", pair.a, pair.b)
     got = lab.features("commutativity", pair.a, pair.b, perm=perm, n_examples=200)
     n = len(lab.store.keys())
-    assert lab.features("commutativity", pair.a, pair.b, perm=perm, n_examples=200) == got and len(lab.store.keys()) == n
+    assert (lab.features("commutativity", pair.a, pair.b, perm=perm, n_examples=200) == got
+            and len(lab.store.keys()) == n)
     model = lab.model(tiny)
     test = lab.dataset(tiny.dataset).test
     ref = commutativity(model, pair.a.final, perm.apply(pair.b.final), test, n_examples=200)

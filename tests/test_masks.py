@@ -66,7 +66,8 @@ def assert_pruned_zero(run: Run, mask: Mask) -> None:
         for k, m in mask.items():
             pruned = run.state_at(t)[k][~m]
             assert pruned.numel() > 0
-            assert bool((pruned == 0).all()), f"{k} at epoch {t}: {int((pruned != 0).sum())} pruned weights are non-zero"
+            assert bool((pruned == 0).all()), (
+                f"{k} at epoch {t}: {int((pruned != 0).sum())} pruned weights are non-zero")
 
 
 def assert_same_mask(got: Mask | None, want: Mask) -> None:
@@ -156,7 +157,8 @@ def hook_optimizer(
     pre: Callable[[list[torch.nn.Parameter]], None] | None = None,
     post: Callable[[list[torch.nn.Parameter]], None] | None = None,
 ) -> list[torch.optim.Optimizer]:
-    """Make ``train`` build its usual optimizer with step hooks ``pre``/``post(params)``; returns the optimizers built."""
+    """Make ``train`` build its usual optimizer with step hooks ``pre``/``post(params)``; returns the optimizers
+    built."""
     real = training._make_optimizer
     built: list[torch.optim.Optimizer] = []
 
@@ -203,7 +205,8 @@ def test_remasking_after_step_undoes_an_optimizer_that_moves_pruned_weights(data
 
 @pytest.mark.parametrize(
     "changes",
-    [{"optimizer": "sgd", "momentum": 0.9, "weight_decay": 0.05}, {"optimizer": "adam", "lr": 3e-3, "weight_decay": 0.05}],
+    [{"optimizer": "sgd", "momentum": 0.9, "weight_decay": 0.05},
+     {"optimizer": "adam", "lr": 3e-3, "weight_decay": 0.05}],
     ids=["sgd", "adam"],
 )
 def test_optimizer_never_sees_a_gradient_on_pruned_weights(data, monkeypatch, changes):

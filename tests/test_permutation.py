@@ -220,7 +220,8 @@ def test_check_state_errors() -> None:
 def test_resnet_spec_shares_stream_groups() -> None:
     spec = _model("resnet20").permutation_spec()
     stream0 = {k for k, _ in spec.groups["stream0"]}
-    assert {"conv1.weight", "stages.0.0.conv2.weight", "stages.0.2.norm2.weight", "stages.1.0.shortcut.0.weight"} <= stream0
+    assert {"conv1.weight", "stages.0.0.conv2.weight", "stages.0.2.norm2.weight",
+            "stages.1.0.shortcut.0.weight"} <= stream0
     assert spec.axes["stages.1.0.shortcut.0.weight"] == ("stream1", "stream0", None, None)
     assert spec.group_names[0] == "stream0"
 

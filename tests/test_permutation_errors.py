@@ -337,7 +337,8 @@ def test_check_state_non_finite() -> None:
     bad["head.bias"][3] = float("inf")
     with pytest.raises(ValueError) as e:
         check_state(spec, bad, name="B")
-    assert _msg(e) == "B['head.bias'] contains NaN or infinite values; the network diverged or the checkpoint is damaged"
+    assert _msg(e) == (
+        "B['head.bias'] contains NaN or infinite values; the network diverged or the checkpoint is damaged")
     check_state(spec, bad, finite=False)
 
 

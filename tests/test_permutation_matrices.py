@@ -105,7 +105,8 @@ def test_apply_is_p_out_w_p_in_transposed(arch: str, kw: dict, norm: str) -> Non
     kinds = {type(m) for m in model.modules()}
     # the model has the kinds of tensors this test is about
     assert nn.Linear in kinds and (arch == "mlp" or nn.Conv2d in kinds)
-    norm_kinds = {"none": set(), "layernorm": {nn.LayerNorm, nn.GroupNorm}, "batchnorm": {nn.BatchNorm1d, nn.BatchNorm2d}}
+    norm_kinds = {"none": set(), "layernorm": {nn.LayerNorm, nn.GroupNorm},
+                  "batchnorm": {nn.BatchNorm1d, nn.BatchNorm2d}}
     assert kinds & {nn.LayerNorm, nn.GroupNorm, nn.BatchNorm1d, nn.BatchNorm2d} <= norm_kinds[norm]
     assert norm == "none" or kinds & norm_kinds[norm]
     if norm == "batchnorm":

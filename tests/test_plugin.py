@@ -242,10 +242,12 @@ def test_claim_records_under_xdist(pytester: pytest.Pytester) -> None:
     assert {r["cpu_threads"] for r in payload["records"]} == {share}
     assert {r["worker"] for r in payload["records"]} <= {"gw0", "gw1"}
     workers = len({r["worker"] for r in payload["records"]})
-    assert payload["meta"]["processes"].startswith(f"{workers} worker") and f"{share} CPU thread" in payload["meta"]["processes"]
+    assert (payload["meta"]["processes"].startswith(f"{workers} worker")
+            and f"{share} CPU thread" in payload["meta"]["processes"])
 
 
-@pytest.mark.parametrize(("cpus", "workers", "threads"), [(2, 2, 1), (2, 1, 2), (16, 2, 8), (16, 3, 5), (2, 4, 1), (1, 0, 1)])
+@pytest.mark.parametrize(("cpus", "workers", "threads"),
+                         [(2, 2, 1), (2, 1, 2), (16, 2, 8), (16, 3, 5), (2, 4, 1), (1, 0, 1)])
 def test_threads_per_worker_share_the_cores_evenly(cpus: int, workers: int, threads: int) -> None:
     assert plugin.threads_per_worker(cpus, workers) == threads
 
@@ -428,7 +430,8 @@ _REAL_ENTRY_POINTS = importlib.metadata.entry_points
     ids=["entry-point", "p-module", "p-entry-point", "no-autoload", "source-tree"],
 )
 def test_root_conftest_registers_plugin_once(
-    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...], autoload: bool, installed: bool, expected: str
+    pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch, args: tuple[str, ...], autoload: bool, installed: bool,
+    expected: str
 ) -> None:
     shutil.copy(ROOT / "conftest.py", pytester.path / "conftest.py")
     pytester.makepyfile(test_reg=REGISTRATION_CHECK)
@@ -597,7 +600,7 @@ def test_an_inconclusive_check_under_xdist(pytester: pytest.Pytester) -> None:
     _check_inconclusive(result, pytester.path / "out")
 
 
-NO_ASSERTIONS = f"""
+NO_ASSERTIONS = """
 import pytest
 from lmccheck.verdict import Below, reading
 
@@ -982,7 +985,8 @@ def test_an_interrupted_run_reports_what_did_not_run_and_the_next_run_resumes(
     monkeypatch.delenv("INTERRUPT_BUILD")
     second = pytester.runpytest_subprocess(*args)
     second.assert_outcomes(passed=2)
-    second.stdout.fnmatch_lines(["S1 tiny: building barrier *", "S1 tiny: 1 products built (*), 1 loaded from the store (*)"])
+    second.stdout.fnmatch_lines(["S1 tiny: building barrier *",
+                                 "S1 tiny: 1 products built (*), 1 loaded from the store (*)"])
     records = {r["claim"]: r for r in json.loads((pytester.path / "out" / "claims.json").read_text())["records"]}
     assert records["S1"]["verdict"] == records["S2"]["verdict"] == "PASS"
     # the seeds come from the lab's train events, once per network; the setting's recipe is recorded once
@@ -1067,7 +1071,8 @@ def test_claim_and_setting_are_read_from_a_node_id() -> None:
     assert claim_from_nodeid("claims/x.py::test_S12_upper[a-b]") == ("S12", "a-b")
     # pytest-xdist's --dist loadgroup appends "@<group>" to the node id: one check keeps one id
     assert claim_from_nodeid("claims/x.py::test_s2_slc[mlp512-fmnist]@mlp512-fmnist") == ("S2", "mlp512-fmnist")
-    assert base_nodeid("claims/x.py::test_s2_slc[mlp512-fmnist]@mlp512-fmnist") == "claims/x.py::test_s2_slc[mlp512-fmnist]"
+    assert (base_nodeid("claims/x.py::test_s2_slc[mlp512-fmnist]@mlp512-fmnist")
+            == "claims/x.py::test_s2_slc[mlp512-fmnist]")
     assert base_nodeid("claims/x.py::test_plain@g") == "claims/x.py::test_plain"
     assert base_nodeid("claims/x.py::test_s2[a@b]") == "claims/x.py::test_s2[a@b]"
     for other in ("tests/test_lab.py::test_pair_seeds", "claims/x.py::test_s13_outside_catalog[a]",
@@ -1104,7 +1109,8 @@ def test_under_xdist_the_plan_is_printed_and_checks_that_did_not_run_are_reporte
     done.assert_outcomes(passed=1)
     # --dist loadgroup appends "@tiny" to the node id: the check keeps its id, record and manifest
     warm = pytester.runpytest_subprocess(*args, "--lmc-claim", "S1", "--dist", "loadgroup")
-    warm.stdout.fnmatch_lines(["lmccheck plan: 1 of 1 checks ran on this store before: they used 2 products, all stored"])
+    warm.stdout.fnmatch_lines(["lmccheck plan: 1 of 1 checks ran on this store before: they used 2 products, "
+                               "all stored"])
     records = json.loads((pytester.path / "out" / "claims.json").read_text())["records"]
     assert [r["nodeid"] for r in records] == ["test_claims.py::test_s1_tiny[tiny]"]
 

@@ -55,7 +55,8 @@ def reference_test_metrics(cfg: TrainConfig, data, state: dict[str, torch.Tensor
     test = data.test.take(cfg.eval_examples)
     with torch.no_grad():
         logits = model(test.x)
-    return {"test_loss": float(F.cross_entropy(logits, test.y)), "test_acc": float((logits.argmax(1) == test.y).double().mean())}
+    return {"test_loss": float(F.cross_entropy(logits, test.y)),
+            "test_acc": float((logits.argmax(1) == test.y).double().mean())}
 
 
 # --------------------------------------------------------------------------- prunable layers

@@ -47,7 +47,8 @@ def _spec(name: str = "trajectory", **kw: Any) -> dict[str, Any]:
     )
 
 
-META = {"lmccheck_version": "0.1.0", "git_commit": "abc", "device": "cpu", "args": ["claims"], "start": "t0", "end": "t1"}
+META = {"lmccheck_version": "0.1.0", "git_commit": "abc", "device": "cpu", "args": ["claims"], "start": "t0",
+        "end": "t1"}
 
 
 # ------------------------------------------------------------------ helpers --

@@ -66,7 +66,8 @@ def test_the_modes_choose_the_layers_of_fig17() -> None:
     assert rewound_layers(spec, "bottom-up", n) == names
     assert rewound_layers(spec, "bottom-up", 2) == names[:2]  # "the first k layers (exclusive)"
     for k in range(n + 1):  # top-down is "the opposite of bottom-up"
-        assert rewound_layers(spec, "top-down", k) == [x for x in names if x not in rewound_layers(spec, "bottom-up", k)]
+        assert rewound_layers(spec, "top-down", k) == [x for x in names
+                                                       if x not in rewound_layers(spec, "bottom-up", k)]
     for k in range(n):
         assert rewound_layers(spec, "put-in", k) == [names[k]]
         assert rewound_layers(spec, "leave-out", k) == names[:k] + names[k + 1:]

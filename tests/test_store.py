@@ -577,7 +577,8 @@ while time.monotonic() < deadline:
         loaded = f"{type(e).__name__}: {e}"
     polls.append((t, status, loaded))
     # an entry is absent or complete; once seen complete (or present) it stays complete
-    if status not in ("missing", "ok") or loaded not in ("missing", "ok") or ((present or loaded_once) and loaded != "ok"):
+    if (status not in ("missing", "ok") or loaded not in ("missing", "ok")
+            or ((present or loaded_once) and loaded != "ok")):
         bad.append([present, status, problem, loaded])
     loaded_once = loaded_once or loaded == "ok"
     if len(polls) == 1:

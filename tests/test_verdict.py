@@ -154,7 +154,7 @@ def test_tost_at_the_equivalence_boundary_passes_at_most_5_percent() -> None:
     rate may exceed it by Monte Carlo error only."""
     rng = np.random.default_rng(17)
     for edge in (1.0, -1.0):
-        rates = _rates(v.Within(delta=1.0), lambda: rng.normal(edge, 0.5, 4))
+        rates = _rates(v.Within(delta=1.0), lambda: rng.normal(edge, 0.5, 4))  # noqa: B023
         assert rates[v.PASS] <= 0.05 + _mc_tolerance(0.05), (edge, rates)
 
 

@@ -514,7 +514,8 @@ CHECKS: tuple[Check, ...] = (
                   "wm_pt_late", "am_pt", "b_pt_end_wm_early", "b_pt_end_wm_late", "b_pt_at_t_wm", "b_pt_end_am",
                   "b_pt_at_t_am") + END_TEST + (("s8_trajectories", ONCE),)),
     Check("test_s12_fixed_points_grow_with_t_and_early_layers_lead", "S12",  # s8_s12:357-358
-          ("vgg16-ln-cifar10", "resnet20x4-ln-cifar10", "mlp512x6-fmnist"), _seeded("pair", "wm_end", "wm_pt_early", "wm_pt_late")),
+          ("vgg16-ln-cifar10", "resnet20x4-ln-cifar10", "mlp512x6-fmnist"),
+          _seeded("pair", "wm_end", "wm_pt_early", "wm_pt_late")),
     Check("test_s9_weight_matching_relies_on_large_weights", "S9", SPARSE,  # test_s9_pruned_matching.py:104
           _seeded("pair", "s9")),
     Check("test_s10_weight_matching_aligns_lower_layers_earlier", "S10",  # test_s10_layerwise_alignment.py:151-153

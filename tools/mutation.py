@@ -412,7 +412,8 @@ def _format(summary: Summary, header: list[str]) -> str:
 
 
 def run_module(
-    name: str, *, timeout: float | None, resume: bool, report_only: bool, sample: int | None = None, sample_seed: int = 0
+    name: str, *, timeout: float | None, resume: bool, report_only: bool, sample: int | None = None,
+    sample_seed: int = 0
 ) -> Summary:
     mod_path = _module_path(name)
     if not (ROOT / mod_path).is_file():
@@ -512,7 +513,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("modules", nargs="*", help=f"modules of lmccheck (default: {' '.join(TESTS)})")
     ap.add_argument("--timeout", type=float, default=None,
-                    help=f"seconds per mutant (default: {TIMEOUT_FACTOR:g}x the baseline run, at least {MIN_TIMEOUT_S:g})")
+                    help=f"seconds per mutant (default: {TIMEOUT_FACTOR:g}x the baseline run, "
+                         f"at least {MIN_TIMEOUT_S:g})")
     ap.add_argument("--resume", action="store_true", help="run only the mutants an interrupted run left over")
     ap.add_argument("--report", action="store_true", help="only print the summary of the last run")
     ap.add_argument("--sample", type=int, default=None, metavar="N",

@@ -34,7 +34,8 @@ def synthetic(n_train: int, n_test: int) -> Dataset:
     g = torch.Generator().manual_seed(0)
     return Dataset(name="cifar10", train=Split(torch.randn(n_train, 3, 32, 32, generator=g),
                                                 torch.randint(0, 10, (n_train,), generator=g)),
-                   test=Split(torch.randn(n_test, 3, 32, 32, generator=g), torch.randint(0, 10, (n_test,), generator=g)),
+                   test=Split(torch.randn(n_test, 3, 32, 32, generator=g),
+                              torch.randint(0, 10, (n_test,), generator=g)),
                    num_classes=10, in_channels=3, input_size=32, mean=(0.0,) * 3, std=(1.0,) * 3, augmentable=True)
 
 
@@ -60,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     cfg = TrainConfig(arch="resnet20", model_kwargs={"width": width, "norm": "layernorm"}, dataset="cifar10",
                       epochs=1.0, batch_size=128, lr=0.1, momentum=0.9, weight_decay=5e-4, warmup_epochs=0.5,
                       augment=True, device=args.device, precision="bf16", eval_examples=min(1000, n_test))
-    train(cfg.replace(epochs=0.1, warmup_epochs=0.0), data=data, progress=False)  # warm-up: CUDA context, cuDNN autotuning
+    # warm-up: CUDA context, cuDNN autotuning
+    train(cfg.replace(epochs=0.1, warmup_epochs=0.0), data=data, progress=False)
     sync()
     with profile(activities=activities) as prof:
         t0 = time.perf_counter()
