@@ -43,18 +43,20 @@ import json
 import os
 import platform
 import shutil
+import sys
 import tempfile
 import time
 import warnings
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePath
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import filelock
 import safetensors
-import safetensors.torch
-import torch
+
+if TYPE_CHECKING:  # torch loads with the first tensor written or read: listing a store needs no torch
+    import torch
 
 from .fileio import apply_umask
 
@@ -228,9 +230,10 @@ def _jsonable(obj: Any, *, where: str = "recipe", strict_keys: bool = True) -> A
         return _jsonable(obj.value, where=where, strict_keys=strict_keys)
     if isinstance(obj, PurePath):
         return obj.as_posix()
-    if isinstance(obj, torch.dtype):
+    torch = sys.modules.get("torch")  # an object can be a torch one only once torch is loaded
+    if torch is not None and isinstance(obj, torch.dtype):
         return str(obj)
-    if isinstance(obj, torch.Tensor) and obj.ndim == 0:
+    if torch is not None and isinstance(obj, torch.Tensor) and obj.ndim == 0:
         return _jsonable(obj.item(), where=where, strict_keys=strict_keys)
     if type(obj).__module__ == "numpy" and hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:
         return _jsonable(obj.item(), where=where, strict_keys=strict_keys)
@@ -373,6 +376,8 @@ def _dir_size(path: Path) -> int:
 
 
 def _library_versions() -> dict[str, str]:
+    import torch
+
     try:
         from lmccheck import __version__ as lmc_version
     except Exception:  # pragma: no cover
@@ -386,6 +391,8 @@ def _library_versions() -> dict[str, str]:
 
 
 def _to_cpu_tensors(tensors: Mapping[str, torch.Tensor], key: str) -> dict[str, torch.Tensor]:
+    import torch
+
     if not isinstance(tensors, Mapping):
         raise TypeError(f"tensors for entry {key} must be a dict of name -> torch.Tensor, got {type(tensors).__name__}")
     out: dict[str, torch.Tensor] = {}
@@ -630,6 +637,8 @@ class Store:
         bad safetensors header, key mismatch) and :class:`IncompatibleEntryError` for
         another format version.  Uses only json and safetensors (never pickle).
         """
+        from safetensors.torch import load_file  # loads torch
+
         path = self.path(key)
         if not path.exists() and not path.is_symlink():
             raise EntryNotFoundError(
@@ -647,7 +656,7 @@ class Store:
                 self._verify_tensors(key, path, tensors_path, meta)
                 self._verified[key] = (stat.st_size, stat.st_mtime_ns)
             # one copy in memory: safetensors reads the verified file through a memory map
-            tensors = safetensors.torch.load_file(str(tensors_path))
+            tensors = load_file(str(tensors_path))
         except FileNotFoundError:
             self._verified.pop(key, None)
             raise CorruptEntryError(key, path, f"{TENSORS_FILE} is missing") from None
@@ -745,7 +754,9 @@ class Store:
         if not isinstance(meta, Mapping):
             raise TypeError(f"meta for entry {key} must be a dict, got {type(meta).__name__}")
         cpu = _to_cpu_tensors(tensors, key)
-        data = safetensors.torch.save(cpu, metadata={"format": "pt", "lmccheck_key": key})
+        from safetensors.torch import save
+
+        data = save(cpu, metadata={"format": "pt", "lmccheck_key": key})
         now = _utcnow()
         full: dict[str, Any] = _jsonable(dict(meta), where="meta", strict_keys=False)
         full.update(

@@ -20,7 +20,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from lmccheck.cli import CliError, _names_claims_path, load_checkpoint, main
+from lmccheck.cli import CliError, _names_claims_path, main
+from lmccheck.pair_commands import load_checkpoint
 from lmccheck.models import get_model
 from lmccheck.permutation import Permutation, permutation_spec
 from lmccheck.report import make_figure_spec, write_report
@@ -302,6 +303,16 @@ def test_cache_ls_and_info(store, capsys):
     assert info["key"] == key and info["kind"] == "train" and info["metrics"] == {"acc": 0.9}
     _expect_error(capsys, ["cache", "--cache", str(s.root), "info", "abcdef12"], "no cache entry matches")
     _expect_error(capsys, ["cache", "--cache", str(s.root), "info", "xyz"], "not a key or key prefix")
+
+
+def test_cache_ls_starts_without_torch(store):
+    """``lmccheck cache ls`` lists a store in a process that never loads torch (0.2 s against 2.7 s; ``info``
+    verifies the entry's tensors by loading them, so it loads torch)."""
+    s, key = store
+    code = ("import sys; from lmccheck.cli import main; "
+            f"rc = main(['cache', '--cache', {str(s.root)!r}, 'ls']); print('torch' in sys.modules, rc)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert key[:12] in out and out.strip().splitlines()[-1] == "False 0"
 
 
 def test_cache_ls_uses_env_var(store, capsys, monkeypatch):
