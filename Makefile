@@ -53,7 +53,7 @@ claims: install data
 gpu-claims: install data
 	$(PY) -m pytest claims -m gpu $(CLAIMS_SELECT) $(CLAIMS_ARGS)
 
-# The prepared device check: unit tests with CUDA, GPU benchmarks, the claims' GPU settings at the smoke budget;
+# The prepared device check: unit tests with CUDA, GPU benchmarks, the claims' GPU settings at the dry-run size;
 # log, report and benchmark JSON in $(GPU_CHECK_OUT). It installs nothing (the device machines have torch
 # and the test stack: pip install --no-deps -e .); it uses the virtualenv when there is one, else python3.
 GPU_CHECK_OUT ?= gpu-check

@@ -570,7 +570,7 @@ def _claim_id(item: pytest.Item) -> str | None:
     return args[0]
 
 
-#: the claims catalog of DESIGN.md: Sharma et al. S1-S12, Zhou et al. Z1-Z10
+#: the claims catalog (docs/claims.md): Sharma et al. S1-S12, Zhou et al. Z1-Z10
 CATALOG = tuple([f"S{i}" for i in range(1, 13)] + [f"Z{i}" for i in range(1, 11)])
 
 

@@ -1,4 +1,4 @@
-"""tools/readme_verdicts.py: the README's latest-verdicts table comes from a report, between its markers."""
+"""tools/readme_verdicts.py: the latest-verdicts table of docs/claims.md comes from a report, between its markers."""
 
 from __future__ import annotations
 
@@ -7,7 +7,8 @@ from pathlib import Path
 
 from lmccheck.report import write_report
 
-TOOL = Path(__file__).resolve().parents[1] / "tools" / "readme_verdicts.py"
+ROOT = Path(__file__).resolve().parents[1]
+TOOL = ROOT / "tools" / "readme_verdicts.py"
 
 
 def _tool():
@@ -37,7 +38,7 @@ def test_the_table_replaces_what_stands_between_the_markers_and_check_says_when_
     readme.write_text(f"# x\n\nbefore\n\n{tool.START}\nold hand-written text\n{tool.END}\n\nafter\n", "utf-8")
     passed = _report(tmp_path, "PASS")
     assert tool.main([str(passed), "--readme", str(readme), "--check"]) == 1
-    assert tool.main([str(passed), "--readme", str(readme)]) == 0
+    assert tool.main([str(passed), "--out", str(readme)]) == 0
     text = readme.read_text("utf-8")
     assert text.startswith("# x\n\nbefore\n\n") and text.endswith("\n\nafter\n")
     assert "old hand-written text" not in text and "commit abcdef0123, cpu" in text
@@ -63,3 +64,24 @@ def test_a_reduced_budgets_report_never_becomes_the_readmes_table(tmp_path: Path
     for budget in ("dryrun", "smoke"):
         assert tool.main([str(_report(tmp_path, "PASS", budget)), "--readme", str(readme)]) == 2
     assert readme.read_text("utf-8") == original
+
+
+def test_the_default_target_is_docs_claims_md_with_its_markers_and_check_never_writes_it(tmp_path: Path) -> None:
+    tool = _tool()
+    assert tool.TARGET == ROOT / "docs" / "claims.md"
+    before = tool.TARGET.read_text("utf-8")
+    assert before.count(tool.START) == 1 and before.count(tool.END) == 1
+    assert tool.main([str(_report(tmp_path, "PASS")), "--check"]) == 1  # a made-up report: stale, not written
+    assert tool.TARGET.read_text("utf-8") == before
+
+
+def test_out_and_its_alias_readme_name_the_same_target(tmp_path: Path) -> None:
+    tool = _tool()
+    passed = _report(tmp_path, "PASS")
+    texts = []
+    for option in ("--out", "--readme"):
+        target = tmp_path / f"target{option}.md"
+        target.write_text(f"{tool.START}\n{tool.END}\n", "utf-8")
+        assert tool.main([str(passed), option, str(target)]) == 0
+        texts.append(target.read_text("utf-8"))
+    assert texts[0] == texts[1] and "| S3 | mlp | PASS |" in texts[0]

@@ -12,7 +12,7 @@ CLAIMS = Path(__file__).resolve().parents[1] / "claims"
 
 def test_the_reference_file_holds_for_the_current_code_and_names_existing_checks() -> None:
     """A product kind's new code version (new keys) or a renamed check makes the file stale: rewrite it with
-    tools/reference_times.py from the store of a cold `make claims` (the README's Performance section)."""
+    tools/reference_times.py from the store of a cold `make claims` (docs/performance.md)."""
     data = json.loads(REFERENCE_FILE.read_text("utf-8"))
     assert data["code_versions"] == _code_versions(), "stale: run a cold `make claims`, then tools/reference_times.py"
     assert (data["seeds"], data["device_type"]) == (3, "cpu")

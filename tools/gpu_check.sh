@@ -46,10 +46,10 @@ step "GPU benchmarks" 180 "$py" -m pytest benchmarks/test_gpu.py benchmarks/test
 # where the time goes: profiler tables of one training epoch and one barrier evaluation
 step "profiles (one epoch, one barrier)" 90 "$py" tools/profile_gpu.py "$out/profile"
 # every claim's GPU setting at the dry-run size (each recipe on its own dataset, CIFAR-10 a synthetic stand-in,
-# 1/8 of its width, 512 examples, 2 epochs, 2 seeds: every claim's whole path on CUDA in minutes; the smoke
-# budget takes 13-36 min on one H100, tools/gpu_cost.py). A claim that fails its assertion at this size is shown
-# as FAIL like any other; the step fails when a check errs (a crash, a measurement bug), never ran, or pytest
-# itself failed
+# 1/16 of its width, 256 examples, 2 epochs, 5-alpha barriers, 2 seeds: every claim's whole path on CUDA in
+# minutes; the smoke budget takes 13-36 min on one H100, tools/gpu_cost.py). A claim that fails its assertion at
+# this size is shown as FAIL like any other; the step fails when a check errs (a crash, a measurement bug), never
+# ran, or pytest itself failed
 "$py" -m lmccheck.cli data synthetic cifar10 --root "$out/data" >> "$log" 2>&1
 step "claims, GPU settings at --lmc-budget dryrun" 240 "$py" -m pytest claims -m gpu --lmc-budget dryrun \
     --lmc-data-root "$out/data" --lmc-train-together --lmc-device cuda --lmc-cache "$store" \

@@ -1,10 +1,14 @@
-"""Write the README's table of latest verdicts from a claim report (never by hand).
+"""Write the table of latest verdicts in docs/claims.md from a claim report (never by hand).
 
-    .venv/bin/python tools/readme_verdicts.py report/claims.json          # rewrite README.md in place
-    .venv/bin/python tools/readme_verdicts.py report/claims.json --check  # exit 1 if README.md differs
+    .venv/bin/python tools/readme_verdicts.py report/claims.json          # rewrite docs/claims.md in place
+    .venv/bin/python tools/readme_verdicts.py report/claims.json --check  # exit 1 if docs/claims.md differs
+    .venv/bin/python tools/readme_verdicts.py report/claims.json --out OTHER.md   # another file with the markers
 
-The table sits between the markers ``<!-- verdicts:start -->`` and ``<!-- verdicts:end -->``; it is
+The table sits between the markers ``<!-- verdicts:start -->`` and ``<!-- verdicts:end -->`` of the target file
+(default docs/claims.md; ``--readme`` is an alias of ``--out``); it is
 ``lmccheck report claims.json --verdict-table`` with a line naming the report's commit, machine and budget.
+Exit status: 0 written (or, with ``--check``, up to date), 1 stale (``--check``), 2 a reduced-budget report or
+a target without the markers.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ from lmccheck.assertions import markdown_table, verdict_rows
 from lmccheck.report import REDUCED_BUDGETS, load_report, sort_records
 
 START, END = "<!-- verdicts:start -->", "<!-- verdicts:end -->"
-README = Path(__file__).resolve().parents[1] / "README.md"
+TARGET = Path(__file__).resolve().parents[1] / "docs" / "claims.md"
 
 
 def table(report: Path) -> str:
@@ -32,25 +36,28 @@ def table(report: Path) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("report", type=Path)
-    parser.add_argument("--readme", type=Path, default=README)
-    parser.add_argument("--check", action="store_true", help="exit 1 when the README's table differs")
+    parser.add_argument("report", type=Path, help="a claims.json written by `make claims` (budget full)")
+    parser.add_argument("--out", "--readme", dest="out", metavar="FILE", type=Path, default=TARGET,
+                        help="the Markdown file whose table to rewrite (default: docs/claims.md; "
+                        "--readme is an alias)")
+    parser.add_argument("--check", action="store_true",
+                        help="write nothing; exit 1 when the file's table differs from the report's")
     args = parser.parse_args(argv)
     budget = load_report(args.report)[1].get("budget")
     if budget in REDUCED_BUDGETS:
-        print(f"{args.report}: a --lmc-budget {budget} report; its verdicts do not stand for the tiers the README "
-              "lists: use a report of `make claims` (budget full)", file=sys.stderr)
+        print(f"{args.report}: a --lmc-budget {budget} report; its verdicts do not stand for the tiers "
+              f"{args.out} lists: use a report of `make claims` (budget full)", file=sys.stderr)
         return 2
-    text = args.readme.read_text(encoding="utf-8")
+    text = args.out.read_text(encoding="utf-8")
     if START not in text or END not in text:
-        print(f"{args.readme}: no {START} ... {END} markers", file=sys.stderr)
+        print(f"{args.out}: no {START} ... {END} markers", file=sys.stderr)
         return 2
     before, rest = text.split(START, 1)
     _, after = rest.split(END, 1)
     new = before + table(args.report) + after
     if args.check:
         return 0 if new == text else 1
-    args.readme.write_text(new, encoding="utf-8")
+    args.out.write_text(new, encoding="utf-8")
     return 0
 
 
