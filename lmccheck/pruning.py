@@ -1,4 +1,7 @@
-"""Masks, global magnitude / random pruning, IMP with rewinding, mask transport.
+"""Masks, global magnitude / random pruning, retraining under a mask, mask transport, IMP's result types.
+
+IMP itself is built level by level as store products (``imp_level`` in :mod:`lmccheck.kinds`, each level its own
+SGD seed); ``fixtures.Lab.imp`` collects the levels into an :class:`ImpResult`.
 
 Conventions:
 
@@ -24,7 +27,6 @@ Conventions:
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, TextIO
@@ -32,9 +34,9 @@ from typing import Any, TextIO
 import torch
 from torch import nn
 
-from .data import Dataset, load_dataset
+from .data import Dataset
 from .permutation import Permutation, PermutationSpec, state_of
-from .training import Run, TrainConfig, build_model, check_mask, train
+from .training import Run, TrainConfig, check_mask, train
 
 __all__ = [
     "ImpLevel",
@@ -44,7 +46,6 @@ __all__ = [
     "apply_mask",
     "check_prune_once",
     "dense_mask",
-    "imp",
     "magnitude_prune",
     "one_shot_prune",
     "permute_mask",
@@ -344,115 +345,3 @@ class ImpResult:
     @property
     def masks(self) -> list[Mask]:
         return [lv.mask for lv in self.levels]
-
-    def to_record(self) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-        """``(tensors, meta)`` for the store: names ``level<L>/{mask,rewound,trained}/<key>``.
-
-        The dense run is not included (store it separately)."""
-        tensors: dict[str, torch.Tensor] = {}
-        for lv in self.levels:
-            for part in ("mask", "rewound", "trained"):
-                tensors.update({f"level{lv.level}/{part}/{k}": v for k, v in getattr(lv, part).items()})
-        meta = {
-            "rewind_epoch": self.rewind_epoch,
-            "fraction": self.fraction,
-            "levels": [
-                {"level": lv.level, "metrics": lv.metrics, "remaining": lv.remaining, "wall_time_s": lv.wall_time_s}
-                for lv in self.levels
-            ],
-        }
-        return tensors, meta
-
-    @classmethod
-    def from_record(cls, config: TrainConfig, tensors: Mapping[str, torch.Tensor],
-                    meta: Mapping[str, Any]) -> ImpResult:
-        parts: dict[int, dict[str, dict[str, torch.Tensor]]] = {}
-        for name, v in tensors.items():
-            lv, part, key = name.split("/", 2)
-            parts.setdefault(int(lv.removeprefix("level")), {}).setdefault(part, {})[key] = v
-        levels = [
-            ImpLevel(
-                level=int(m["level"]),
-                mask=parts[int(m["level"])].get("mask", {}),
-                rewound=parts[int(m["level"])].get("rewound", {}),
-                trained=parts[int(m["level"])].get("trained", {}),
-                metrics=dict(m["metrics"]),
-                remaining=float(m["remaining"]),
-                wall_time_s=float(m.get("wall_time_s", 0.0)),
-            )
-            for m in meta["levels"]
-        ]
-        return cls(config, float(meta["rewind_epoch"]), float(meta["fraction"]), levels)
-
-
-def _check_same_recipe(config: TrainConfig, other: TrainConfig) -> None:
-    """``other`` must be ``config`` up to checkpoint times and evaluation size."""
-    a, b = config.recipe(), other.recipe()
-    for k in a:
-        if k not in ("checkpoints", "eval_examples") and a[k] != b[k]:
-            raise ValueError(
-                f"dense_run was trained with {k}={b[k]!r}, but the IMP config has {k}={a[k]!r}; "
-                "pass the config the dense run was trained with"
-            )
-
-
-def imp(
-    config: TrainConfig,
-    levels: int,
-    rewind_epoch: float,
-    *,
-    dense_run: Run | None = None,
-    fraction: float = 0.2,
-    sgd_seed: int | None = None,
-    include_head: bool = False,
-    progress: bool | TextIO | None = None,
-    data: Dataset | None = None,
-) -> ImpResult:
-    """Iterative magnitude pruning with weight rewinding (Sharma et al. App. A; Frankle et al.).
-
-    Train ``config`` densely (or take ``dense_run``, which must be a run of
-    ``config`` from epoch 0 with a checkpoint at ``rewind_epoch``). Then for
-    each level 1..``levels``: prune ``fraction`` of the remaining prunable
-    weights by the magnitude of the previous level's trained weights (global),
-    rewind the kept weights to their dense-run values at ``rewind_epoch``, and
-    retrain with the mask from ``rewind_epoch`` to the end (same ``sgd_seed``
-    as the dense run unless ``sgd_seed`` is given).
-    """
-    if isinstance(levels, bool) or not isinstance(levels, int) or levels < 0:
-        raise ValueError(f"levels must be a non-negative int, got {levels!r}")
-    fraction = _check_fraction("fraction", fraction)
-    rewind_epoch = float(rewind_epoch)
-    if not 0 <= rewind_epoch <= config.epochs:
-        raise ValueError(f"rewind_epoch {rewind_epoch} is outside the recipe's [0, {config.epochs}] epochs")
-    if dense_run is None:
-        cfg = config
-        if not any(abs(t - rewind_epoch) <= 1e-9 for t in config.checkpoints):
-            cfg = config.replace(checkpoints=config.checkpoints + (rewind_epoch,))
-        dense_run = train(cfg, progress=progress, data=data)
-    else:
-        _check_same_recipe(config, dense_run.config)
-    if not any(abs(t - rewind_epoch) <= 1e-9 for t in dense_run.checkpoints):
-        avail = ", ".join(f"{t:g}" for t in dense_run.times)
-        raise ValueError(
-            f"cannot rewind to epoch {rewind_epoch:g}: the dense run has no checkpoint there; "
-            f"available times: {avail}"
-        )
-    rewind_state = dense_run.state_at(rewind_epoch)
-    final = dense_run.final
-    spec = build_model(config, data if data is not None else load_dataset(config.dataset)).permutation_spec()
-    keys = prunable_keys(final, spec, include_head=include_head)
-    mask = dense_mask(final, keys)
-    out = [
-        ImpLevel(0, mask, {k: v.clone() for k, v in rewind_state.items()}, final,
-                 dict(dense_run.final_metrics), 1.0, dense_run.wall_time_s)
-    ]
-    trained = final
-    for level in range(1, levels + 1):
-        t0 = time.perf_counter()
-        mask = magnitude_prune(trained, mask, fraction)
-        rewound = apply_mask(rewind_state, mask)
-        run = retrain_with_mask(config, rewound, mask, rewind_epoch, sgd_seed=sgd_seed, progress=progress, data=data)
-        trained = run.final
-        out.append(ImpLevel(level, mask, rewound, trained, dict(run.final_metrics),
-                            sparsity(mask).remaining, time.perf_counter() - t0))
-    return ImpResult(config, rewind_epoch, fraction, out, dense_run)

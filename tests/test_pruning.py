@@ -14,11 +14,10 @@ from torch.nn import functional as F
 from lmccheck.data import load_dataset
 from lmccheck.models import get_model
 from lmccheck.permutation import Permutation
+from fixtures import Lab
 from lmccheck.pruning import (
-    ImpResult,
     apply_mask,
     dense_mask,
-    imp,
     magnitude_prune,
     one_shot_prune,
     permute_mask,
@@ -28,6 +27,7 @@ from lmccheck.pruning import (
     retrain_with_mask,
     sparsity,
 )
+from lmccheck.store import Store
 from lmccheck.training import TrainConfig, build_model, train
 
 from tiny_recipes import tiny_config
@@ -175,11 +175,19 @@ def test_permute_mask_matches_permuting_the_weights():
     assert all(torch.equal(pmask[k], magnitude_prune(perm.apply(state), None, 0.5)[k]) for k in mask)
 
 
-# --------------------------------------------------------------------------- IMP
-def test_imp_levels(data):
+# --------------------------------------------------------------------------- IMP (the claims' path)
+@pytest.fixture
+def lab(tmp_path) -> Lab:
+    return Lab(store=Store(tmp_path / "store"), progress=False)
+
+
+def test_imp_levels(lab: Lab, data):
+    """IMP as the claims build it (``Lab.imp`` over ``imp_level`` products): Sharma et al. App. A's 20% of the
+    remaining weights per level, rewinding to the dense run, retraining with the mask, each level with its own
+    data order."""
     cfg = tiny()
     levels = 3
-    res = imp(cfg, levels, rewind_epoch=0.25, data=data)
+    res = lab.imp(cfg, levels, rewind_epoch=0.25)
     assert len(res) == levels + 1 and res[0].remaining == 1.0
     total = sparsity(res[0].mask).total
     dense = res.dense_run
@@ -192,8 +200,10 @@ def test_imp_levels(data):
         kept = sparsity(lv.mask).kept
         # exact global count: 20% of the remaining, rounded; within 2.5 weights of 0.8**L of all
         assert kept == kept_prev - int(0.2 * kept_prev + 0.5)
-        assert abs(kept - 0.8**lv.level * total) <= 2.5
+        assert abs(kept - 0.8**lv.level * total) <= 2.5 and lv.remaining == pytest.approx(kept / total)
         kept_prev = kept
+        # the kept weights are the largest of the previous level's trained weights
+        assert all(torch.equal(lv.mask[k], magnitude_prune(res[lv.level - 1].trained, prev, 0.2)[k]) for k in prev)
         # rewinding restores the dense run's values at the rewind time under the mask
         for k, v in lv.rewound.items():
             want = torch.where(lv.mask[k], rewind[k], torch.zeros(())) if k in lv.mask else rewind[k]
@@ -210,22 +220,24 @@ def test_imp_levels(data):
         assert got == pytest.approx(reference_test_metrics(cfg, data, lv.trained), abs=1e-5)
         assert lv.metrics["test_acc"] > 0.2
         assert lv.metrics["test_loss"] < reference_test_metrics(cfg, data, lv.rewound)["test_loss"]
+        assert lv.run is not None and lv.run.times == [0.25, 1.0]
     assert res[0].trained is dense.final
-    tensors, meta = res.to_record()
-    back = ImpResult.from_record(cfg, tensors, json.loads(json.dumps(meta)))
-    assert [sparsity(m).kept for m in back.masks] == [sparsity(m).kept for m in res.masks]
-    assert torch.equal(back[2].trained["layers.0.weight"], res[2].trained["layers.0.weight"])
+    # each level retrains with its own SGD seed, derived from the dense run's and recorded
+    seeds = [dense.config.sgd_seed] + [lv.run.config.sgd_seed for lv in res.levels[1:]]
+    assert len(set(seeds)) == levels + 1
+    # a fresh lab on the same store loads every level and trains nothing
+    again = Lab(store=lab.store, progress=False).imp(cfg, levels, rewind_epoch=0.25)
+    assert all(torch.equal(x.trained[k], y.trained[k]) for x, y in zip(res.levels, again.levels) for k in x.trained)
 
 
-def test_imp_uses_given_dense_run_and_checks_rewind(data):
+def test_imp_refuses_a_rewind_time_the_recipe_does_not_checkpoint_and_bad_levels(lab: Lab):
     cfg = tiny()
-    dense = train(cfg, data=data)
-    with pytest.raises(ValueError, match=r"cannot rewind to epoch 0.75.*available times: 0, 0.25, 1"):
-        imp(cfg, 1, rewind_epoch=0.75, dense_run=dense, data=data)
-    with pytest.raises(ValueError, match="dense_run was trained with lr"):
-        imp(cfg.replace(lr=0.1), 1, rewind_epoch=0.25, dense_run=dense, data=data)
-    res = imp(cfg, 1, rewind_epoch=0.25, dense_run=dense, data=data)
-    assert res.dense_run is dense
+    with pytest.raises(KeyError, match=r"0.75.*0, 0.25, 1"):
+        lab.imp(cfg, 1, rewind_epoch=0.75)
+    for bad_levels in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="levels must be a non-negative int"):
+            lab.imp(cfg, bad_levels, rewind_epoch=0.25)
+    assert [lv.level for lv in lab.imp(cfg, 0, rewind_epoch=0.25).levels] == [0]
 
 
 @pytest.mark.parametrize("optimizer", ["sgd", "adam"])
@@ -315,27 +327,6 @@ def test_a_mask_from_another_architecture_is_refused_with_a_clear_error() -> Non
         apply_mask(wide, conv_mask)
     with pytest.raises(ValueError, match="wrong architecture"):
         permute_mask(Permutation.random(spec, wide, seed=0), conv_mask)
-
-
-def test_imp_adds_a_missing_rewind_checkpoint_and_accepts_the_recipe_s_ends(data):
-    """A rewind epoch the recipe does not checkpoint is added to the dense run; 0 (rewind to initialization)
-    and the recipe's end are valid rewind points, anything outside them is not."""
-    cfg = tiny(checkpoints=(0,))
-    res = imp(cfg, 1, rewind_epoch=0.5, data=data)
-    assert res.dense_run is not None and res.dense_run.times == [0.0, 0.5, 1.0]
-    assert [lv.level for lv in res.levels] == [0, 1]
-    assert res[1].wall_time_s > 0 and res[1].wall_time_s < 600  # seconds, measured (not a product of clocks)
-    at_init = imp(cfg, 1, rewind_epoch=0.0, data=data)
-    init = at_init.dense_run.state_at(0.0)
-    assert all(torch.equal(v, torch.where(at_init[1].mask[k], init[k], torch.zeros(())) if k in at_init[1].mask
-                           else init[k]) for k, v in at_init[1].rewound.items())
-    assert imp(cfg, 0, rewind_epoch=1.0, data=data).dense_run.times == [0.0, 1.0]
-    for bad in (-0.25, 1.25):
-        with pytest.raises(ValueError, match="outside the recipe's"):
-            imp(cfg, 1, rewind_epoch=bad, data=data)
-    for bad_levels in (-1, 1.5, True):
-        with pytest.raises(ValueError, match="levels must be a non-negative int"):
-            imp(cfg, bad_levels, rewind_epoch=0.5, data=data)
 
 
 @pytest.mark.parametrize("method", ["magnitude", "random"])
