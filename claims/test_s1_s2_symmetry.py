@@ -22,7 +22,6 @@ would not refute an existence statement).
 
 from __future__ import annotations
 
-import copy
 
 import pytest
 import torch
@@ -31,6 +30,7 @@ from fixtures import Lab
 from fixtures.recipes import Setting
 from lmccheck.data import load_dataset
 from lmccheck.interpolation import BarrierResult
+from lmccheck.invariance import output_deviation
 from lmccheck.matching import weight_matching
 from lmccheck.models import get_model
 from lmccheck.permutation import Permutation
@@ -66,16 +66,8 @@ def _deviations(arch: str, norm: str, mult: int, seed: int, x: torch.Tensor) -> 
         with torch.no_grad():
             model(x)
     perm = Permutation.random(model.permutation_spec(), model.state_dict(), seed + 1)
-    permuted = copy.deepcopy(model)
-    permuted.load_state_dict(perm.apply(model.state_dict()))
-    out = {}
-    with torch.no_grad():
-        for mode in MODES:  # eval first: train mode updates running statistics
-            model.train(mode == "train")
-            permuted.train(mode == "train")
-            y, y_perm = model(x), permuted(x)
-            out[mode] = (float((y - y_perm).abs().max()), float(y.abs().max()))
-    return out
+    # each mode on a copy of the model (lmccheck.invariance): train mode's batch statistics leave it untouched
+    return {mode: output_deviation(model, perm, x, train=mode == "train") for mode in MODES}
 
 
 def _s1_collect(arch: str) -> dict[str, dict[str, tuple[float, float]]]:

@@ -12,8 +12,9 @@ from .permutation import Permutation, check_spec, permutation_spec
 
 def output_deviation(
     model: nn.Module, perm: Permutation, inputs: torch.Tensor, *, train: bool = False
-) -> float:
-    """Max |f_P[theta](x) - f_theta(x)| over ``inputs``.
+) -> tuple[float, float]:
+    """``(max |f_P[theta](x) - f_theta(x)|, max |f_theta(x)|)`` over ``inputs``: the deviation and the output's
+    scale, against which a float32 tolerance is judged (claim S1).
 
     ``model`` holds theta. The model is copied, so its weights and BatchNorm
     running statistics are left as they were (train mode updates them).
@@ -27,7 +28,7 @@ def output_deviation(
     with torch.no_grad():
         y0 = original(inputs)
         y1 = permuted(inputs)
-    return float((y0 - y1).abs().max())
+    return float((y0 - y1).abs().max()), float(y0.abs().max())
 
 
 def random_invariance_check(
@@ -36,4 +37,4 @@ def random_invariance_check(
     """Deviation under a uniformly random permutation drawn from ``seed``."""
     spec = permutation_spec(model)
     perm = Permutation.random(spec, model.state_dict(), seed)
-    return output_deviation(model, perm, inputs, train=train), perm
+    return output_deviation(model, perm, inputs, train=train)[0], perm
