@@ -448,23 +448,23 @@ def _collect_s6(setting: Setting, lab: Lab, runs: list[tuple[Pair, ImpResult, Im
             seed = b_i.config.sgd_seed  # B(i)'s own data order: the series differ only by their masks
             p_i = lab.match("weight", a_i, b_i)
             nets = {
-                "transported (WM)": lab.transported(a_i, pair.b, k, p_wm, sgd_seed=seed),
-                "unpermuted mask (control)": lab.transported(a_i, pair.b, k, None, sgd_seed=seed),
+                "transported (WM)": lab.transported(pair.b, k, a_i, p_wm, sgd_seed=seed),
+                "unpermuted mask (control)": lab.transported(pair.b, k, a_i, None, sgd_seed=seed),
                 "one-shot (baseline)": lab.retrain_masked(pair.b, k, pair.b, oneshot_remaining=imp_a[i].remaining,
                                                           sgd_seed=seed),
-                "sparse-sparse P(i) (previous work)": lab.transported(a_i, pair.b, k, p_i, sgd_seed=seed),
+                "sparse-sparse P(i) (previous work)": lab.transported(pair.b, k, a_i, p_i, sgd_seed=seed),
                 "IMP on B (gold standard)": b_i,
             }
             if TRANSPORTED_AM in series:
-                nets[TRANSPORTED_AM] = lab.transported(a_i, pair.b, k, p_am, sgd_seed=seed)
+                nets[TRANSPORTED_AM] = lab.transported(pair.b, k, a_i, p_am, sgd_seed=seed)
             for s in series:
                 acc[s][-1].append(nets[s].final_metrics["test_acc"])
             untrained = {  # App. F 5(a): (network, the permutation that aligns it with A(i))
-                "P B x m_A (WM)": (lab.masked_product(a_i, pair.b, p_wm), p_wm),
-                "B x m_A (control)": (lab.masked_product(a_i, pair.b, None), None),
+                "P B x m_A (WM)": (lab.masked_product(pair.b, a_i, p_wm), p_wm),
+                "B x m_A (control)": (lab.masked_product(pair.b, a_i, None), None),
                 "B x m_one-shot (baseline)": (lab.masked_product(pair.b, pair.b, None,
                                                                  oneshot_remaining=imp_a[i].remaining), None),
-                "P(i) B x m_A (previous work)": (lab.masked_product(a_i, pair.b, p_i), p_i),
+                "P(i) B x m_A (previous work)": (lab.masked_product(pair.b, a_i, p_i), p_i),
                 "P B(i) (gold standard)": (b_i, p_wm),
                 "retrained transported (WM)": (nets["transported (WM)"], p_wm),
             }

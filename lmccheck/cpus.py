@@ -8,7 +8,8 @@ import os
 
 #: oneDNN's instruction-set caps (``ONEDNN_MAX_CPU_ISA``) in increasing order; those from ``AVX512_CORE_BF16`` on
 #: have bf16 dot products (AVX512-BF16 or AMX). Below it oneDNN emulates bf16 (AVX512_CORE) or converts
-#: through fp32 (AVX2): 16x slower than fp32 for the 3-layer MLP under AVX2 on this project's machine (docs/performance.md)
+#: through fp32 (AVX2): 16x slower than fp32 for the 3-layer MLP under AVX2 on this project's machine
+#: (docs/performance.md)
 ONEDNN_ISAS = ("SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX2_VNNI_2", "AVX512_CORE", "AVX512_CORE_VNNI",
                "AVX512_CORE_BF16", "AVX10_1_512", "AVX512_CORE_FP16", "AVX10_1_512_AMX", "AVX512_CORE_AMX",
                "AVX10_1_512_AMX_FP16", "AVX512_CORE_AMX_FP16", "AVX10_2_512", "AVX10_2_512_AMX_2")

@@ -429,11 +429,11 @@ def test_a_pruned_copy_refuses_bad_sparsity_and_method(lab: Lab) -> None:
 
 
 def test_transported_applies_the_mask_to_the_permuted_network(lab: Lab) -> None:
-    """``transported(A_level, B, k, P)`` with P[B] ~ A: retraining P[B] under m_A, stored as B under P^-1[m_A]."""
+    """``transported(B, k, A_level, P)`` with P[B] ~ A: retraining P[B] under m_A, stored as B under P^-1[m_A]."""
     level = lab.imp_level(TINY, 1, 0.5)
     b = lab.run(TINY.replace(init_seed=4, sgd_seed=4))
     perm = lab.match("weight", level, b)  # P[b] ~ level
-    moved = lab.transported(level, b, 0.5, perm, sgd_seed=11)
+    moved = lab.transported(b, 0.5, level, perm, sgd_seed=11)
     assert moved.mask is not None and moved.config.sgd_seed == 11
     aligned = perm.apply(moved.final)
     for k, m in level.mask.items():
@@ -442,11 +442,11 @@ def test_transported_applies_the_mask_to_the_permuted_network(lab: Lab) -> None:
         assert torch.all(aligned[k][~m] == 0)
     assert any(not torch.equal(moved.mask[k], level.mask[k]) for k in level.mask)  # it did move in B's coordinates
     # the control applies A's mask to B as it is
-    control = lab.transported(level, b, 0.5, None, sgd_seed=11)
+    control = lab.transported(b, 0.5, level, None, sgd_seed=11)
     assert all(torch.equal(control.mask[k], level.mask[k]) for k in level.mask)
     # the transported network is keyed by the permutation's content: the same permutation rebuilt is the same
     same = Permutation(perm.spec, {g: t.clone() for g, t in perm.perms.items()})
-    assert lab.transported(level, b, 0.5, same, sgd_seed=11).info["store_key"] == moved.info["store_key"]
+    assert lab.transported(b, 0.5, level, same, sgd_seed=11).info["store_key"] == moved.info["store_key"]
 
 
 def test_masked_applies_the_transported_mask_to_the_trained_network_without_training(lab: Lab) -> None:
@@ -455,26 +455,26 @@ def test_masked_applies_the_transported_mask_to_the_trained_network_without_trai
     b = lab.run(TINY.replace(init_seed=4, sgd_seed=4))
     perm = lab.match("weight", level, b)  # P[b] ~ level
     n_entries = len(lab.store.keys())
-    net = lab.masked(level, b, perm)
+    net = lab.get(lab.masked_product(b, level, perm))
     assert len(lab.store.keys()) == n_entries  # derived, never stored
     expected = apply_mask(perm.apply(b.final), level.mask)  # P B ⊗ M_A
     aligned = perm.apply(net.final)
     assert all(torch.equal(aligned[k], expected[k]) for k in expected)
-    control = lab.masked(level, b, None)  # B ⊗ M_A
+    control = lab.get(lab.masked_product(b, level, None))  # B ⊗ M_A
     assert all(torch.equal(control.final[k], apply_mask(b.final, level.mask)[k]) for k in b.final)
-    oneshot = lab.masked(b, b, None, oneshot_remaining=0.3)
+    oneshot = lab.get(lab.masked_product(b, b, None, oneshot_remaining=0.3))
     stats = sparsity(oneshot.mask)
     assert stats.kept == int(0.3 * stats.total + 0.5)
     assert all(torch.equal(oneshot.final[k], apply_mask(b.final, one_shot_prune(b.final, 0.3))[k]) for k in b.final)
-    early = lab.masked(level, b, None, at=0.5)
+    early = lab.get(lab.masked_product(b, level, None, at=0.5))
     assert all(torch.equal(early.final[k], apply_mask(b.state_at(0.5), level.mask)[k]) for k in b.final)
     with pytest.raises(ValueError, match="pass perm=None with oneshot_remaining"):
-        lab.masked(b, b, perm, oneshot_remaining=0.3)
+        lab.get(lab.masked_product(b, b, perm, oneshot_remaining=0.3))
     with pytest.raises(ValueError, match="has no mask"):
-        lab.masked(b, level, None)
+        lab.get(lab.masked_product(level, b, None))
     wide = lab.run(tiny_config(model_kwargs={"width": 48, "depth": 2}))
     with pytest.raises(ValueError, match="model_kwargs"):
-        lab.masked(level, wide, None)
+        lab.get(lab.masked_product(wide, level, None))
 
 
 def test_imp_and_one_shot_masks_do_not_depend_on_whether_the_dense_run_was_loaded(tmp_path: Path) -> None:
@@ -490,7 +490,7 @@ def test_imp_and_one_shot_masks_do_not_depend_on_whether_the_dense_run_was_loade
         assert set(level.mask) == {"layers.0.weight", "layers.1.weight"}  # the head is never pruned
     assert all(torch.equal(in_process.mask[k], loaded.mask[k]) for k in in_process.mask)
     dense = loaded_lab.run(TINY)
-    oneshot = loaded_lab.masked(dense, dense, None, oneshot_remaining=0.5)
+    oneshot = loaded_lab.get(loaded_lab.masked_product(dense, dense, None, oneshot_remaining=0.5))
     assert set(oneshot.mask) == {"layers.0.weight", "layers.1.weight"}
     assert set(loaded_lab.imp(TINY, 1, 0.5)[0].mask) == {"layers.0.weight", "layers.1.weight"}
 

@@ -152,7 +152,7 @@ def test_rewound_networks_take_the_chosen_layers_from_time_t(lab: Lab) -> None:
     n = len(weight_layers(lab.spec(run)))
     for mode in MODES:
         for k in (1, n // 2, n - 1):
-            hyb = lab.rewound(run, t, mode, k)
+            hyb = lab.get(lab.rewound_product(run, t, mode, k))
             keys = set(rewound_keys(lab.spec(run), mode, k))
             assert keys and keys != set(final), (mode, k)
             for key in final:
@@ -169,16 +169,19 @@ def test_fully_rewound_hybrids_match_to_P_t_and_unrewound_ones_to_P_end(lab: Lab
     p_t = lab.match("weight", pair.a, pair.b, time=t)
     p_end = lab.match("weight", pair.a, pair.b)
     assert p_t != p_end  # otherwise the check below could not tell them apart
-    full = lab.match("weight", lab.rewound(pair.a, t, "bottom-up", n), lab.rewound(pair.b, t, "bottom-up", n))
-    none = lab.match("weight", lab.rewound(pair.a, t, "bottom-up", 0), lab.rewound(pair.b, t, "bottom-up", 0))
+    def hybrids(k: int) -> tuple:
+        return tuple(lab.get(lab.rewound_product(net, t, "bottom-up", k)) for net in (pair.a, pair.b))
+
+    full = lab.match("weight", *hybrids(n))
+    none = lab.match("weight", *hybrids(0))
     assert full == p_t
     assert none == p_end
 
 
 def test_hybrids_are_derived_not_stored_while_their_matchings_are(lab: Lab) -> None:
     pair = lab.pair(TINY, 0)
-    h = lab.rewound(pair.a, 0.25, "put-in", 0)
-    hb = lab.rewound(pair.b, 0.25, "put-in", 0)
+    h = lab.get(lab.rewound_product(pair.a, 0.25, "put-in", 0))
+    hb = lab.get(lab.rewound_product(pair.b, 0.25, "put-in", 0))
     p = lab.match("weight", h, hb)
     hybrid_key = lab.product_of(h).key
     assert not lab.store.contains(hybrid_key)
@@ -196,7 +199,8 @@ def test_hybrids_are_derived_not_stored_while_their_matchings_are(lab: Lab) -> N
     assert [e.kind for e in events if e.source == "built"] == []  # declared hybrids are never derived
     assert [e.source for e in events if e.kind == "matching"] == ["loaded"]
     # asking for the network itself derives it, every session
-    assert [e.source for e in _built(fresh, lambda: fresh.rewound(fresh_pair.a, 0.25, "put-in", 0))] == ["built"]
+    hybrid = fresh.rewound_product(fresh_pair.a, 0.25, "put-in", 0)
+    assert [e.source for e in _built(fresh, lambda: fresh.get(hybrid))] == ["built"]
 
 
 def _built(lab: Lab, fn) -> list:

@@ -21,8 +21,8 @@ its recipe):
 * activation matching: two fp32 forward passes over the training split plus the float64 Gram ``a b^T`` of
   every matched activation (2 C^2 x positions per example and group); its assignment solves are neglected;
 * weight matching: CPU time of its assignment solves (scipy, on the host: the GPU idles), modelled as
-  ``c x sum over groups of n^3`` with c fitted to the CPU benchmarks in docs/performance.md (0.47e-9 s: trained mlp 3x2048,
-  12.0 s; 1.06e-9 s: resnet20 16x planted, 5.2 s); its Grams on the device are neglected;
+  ``c x sum over groups of n^3`` with c fitted to the CPU benchmarks in docs/performance.md (0.47e-9 s: trained
+  mlp 3x2048, 12.0 s; 1.06e-9 s: resnet20 16x planted, 5.2 s); its Grams on the device are neglected;
 * Zhou et al.'s feature statistics (fp32, 10k test examples, batches of 32): LLFC 5 forward passes (A, B and 3
   alphas), weak additivity 2, commutativity 2 plus 4 float64 ``W H`` products per layer (counted as 4 float64
   forward passes), stitching 2 + one per stitched layer, spectra 1;
@@ -95,7 +95,8 @@ class Scenario:
     train_step_floor_s: float
     eval_batch_floor_s: float
     wm_s_per_n3: float
-    """Weight matching's CPU seconds per sum over groups of n^3 (fitted to the CPU benchmarks in docs/performance.md)."""
+    """Weight matching's CPU seconds per sum over groups of n^3 (fitted to the CPU benchmarks in
+    docs/performance.md)."""
 
 
 SCENARIOS = (Scenario("fast", 0.40, 0.002, 0.0005, 4.7e-10), Scenario("slow", 0.15, 0.006, 0.0015, 1.06e-9))
