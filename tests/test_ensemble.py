@@ -9,6 +9,8 @@ from lmccheck.data import Dataset, Split
 from lmccheck.ensemble import train_together
 from lmccheck.training import TrainConfig, TrainingDivergedError, spawn, train
 
+from tiny_recipes import tiny_config
+
 
 def tiny_data(name: str = "fashion-mnist", size: int = 6, n: int = 300) -> Dataset:
     g = torch.Generator().manual_seed(0)
@@ -118,8 +120,8 @@ def test_the_lab_trains_missing_replicates_together_and_stores_each_under_its_ow
     from lmccheck.kinds import train_product
     from lmccheck.store import Store
 
-    tiny = TrainConfig(arch="mlp", model_kwargs={"width": 16, "depth": 2}, train_subset=256, epochs=1.0,
-                       batch_size=64, lr=0.05, checkpoints=(0.0, 0.5, 1.0), eval_examples=64)
+    tiny = tiny_config(model_kwargs={"width": 16, "depth": 2}, train_subset=256, warmup_epochs=0.0,
+                       checkpoints=(0.0, 0.5, 1.0), eval_examples=64)
     lab = Lab(store=Store(tmp_path / "store"), progress=False, together=True)
     events: list = []
     lab.subscribe(events.append)

@@ -11,18 +11,11 @@ from fixtures import Lab, pair_configs, triple_configs
 from fixtures.recipes import CPU, GPU, REGIMES_GPU, WIDTHS_CPU, WIDTHS_GPU, Setting, WidthFamily
 from lmccheck.permutation import Permutation
 from lmccheck.store import Store
-from lmccheck.training import TrainConfig
 
-TINY = TrainConfig(
-    arch="mlp",
-    model_kwargs={"width": 16, "depth": 2},
-    train_subset=512,
-    epochs=1.0,
-    batch_size=64,
-    lr=0.05,
-    checkpoints=(0.0, 0.5),
-    eval_examples=128,
-)
+from tiny_recipes import tiny_config
+
+TINY = tiny_config(model_kwargs={"width": 16, "depth": 2}, warmup_epochs=0.0, checkpoints=(0.0, 0.5),
+                   eval_examples=128)
 
 
 @pytest.fixture

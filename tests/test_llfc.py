@@ -27,6 +27,8 @@ from lmccheck.llfc import (
 )
 from lmccheck.models import get_model
 
+from tiny_recipes import tiny_config
+
 
 def mlp(seed: int, width: int = 16, depth: int = 3, norm: str = "none") -> torch.nn.Module:
     torch.manual_seed(seed)
@@ -325,10 +327,9 @@ def test_a_permuted_copy_gives_the_identical_metrics_after_alignment() -> None:
 def test_lab_feature_products_are_stored_once_and_match_the_library(tmp_path) -> None:
     from fixtures import Lab
     from lmccheck.store import Store
-    from lmccheck.training import TrainConfig
 
-    tiny = TrainConfig(arch="mlp", model_kwargs={"width": 16, "depth": 2}, train_subset=256, epochs=1.0,
-                       batch_size=64, lr=0.05, checkpoints=(0.0, 1.0), eval_examples=64)
+    tiny = tiny_config(model_kwargs={"width": 16, "depth": 2}, train_subset=256, warmup_epochs=0.0,
+                       checkpoints=(0.0, 1.0), eval_examples=64)
     lab = Lab(store=Store(tmp_path / "store"), progress=False)
     pair = lab.pair(tiny, 0)
     perm = lab.match("weight", pair.a, pair.b)
