@@ -245,7 +245,9 @@ class ProductEvent:
     ``source`` is ``built`` (built in this call), ``loaded`` (read from the
     store), ``memo`` (already decoded in this session) or ``input`` (an input
     of a loaded product, named but not fetched). ``seconds`` is the time spent
-    on this product alone, its inputs' builds excluded.
+    on this product alone, its inputs' builds excluded. Start listeners get
+    ``start`` (this process builds it now) or ``waiting`` (another process
+    holds its lock and builds it; this one waits and loads it).
     """
 
     kind: str
@@ -355,8 +357,10 @@ class Builder:
         for listener in list(self.listeners):
             listener(event)
 
-    def _emit_start(self, product: Product, kind: Kind) -> None:
-        event = ProductEvent(product.kind, product.key, "start", 0.0, product.describe(), kind.phase,
+    def _emit_start(self, product: Product, kind: Kind, source: str = "start") -> None:
+        """Tell the start listeners that ``product`` is being built (``start``), or that another process is
+        building it and this one waits for it (``waiting``)."""
+        event = ProductEvent(product.kind, product.key, source, 0.0, product.describe(), kind.phase,
                              len(self._child_seconds) - 1)
         for listener in list(self.start_listeners):
             listener(event)
@@ -390,7 +394,8 @@ class Builder:
             return obj
         rebuild = self.retrain and product.key not in self._rebuilt
 
-        def build() -> TensorsAndMeta:
+        def build() -> TensorsAndMeta:  # under the key's lock: this process builds it
+            self._emit_start(product, kind)
             return kind.build(product, self)
 
         t0 = time.perf_counter()
@@ -400,9 +405,9 @@ class Builder:
                 # inputs first, outside this product's store lock: its build time is its own
                 for ref in product.refs():
                     self.get(ref.product)
-                self._emit_start(product, kind)
             if kind.stored:
-                entry = self.store.get_or_create(product.kind, product.recipe, build, rebuild=rebuild)
+                entry = self.store.get_or_create(product.kind, product.recipe, build, rebuild=rebuild,
+                                                 on_wait=lambda: self._emit_start(product, kind, "waiting"))
             else:
                 tensors, meta = build()
                 entry = Entry(product.key, tensors, {**meta, "kind": product.kind, "recipe": product.recipe},

@@ -550,7 +550,14 @@ class Store:
         timeout = -1 if self.lock_timeout is None else float(self.lock_timeout)
         return filelock.FileLock(str(self.lock_path(key)), timeout=timeout)
 
-    def _acquire(self, lock: filelock.BaseFileLock, key: str) -> None:
+    def _acquire(self, lock: filelock.BaseFileLock, key: str, on_wait: Callable[[], None] | None = None) -> None:
+        """Take ``key``'s lock; when another caller holds it, call ``on_wait()`` first, then wait."""
+        try:
+            lock.acquire(timeout=0)
+            return
+        except filelock.Timeout:
+            if on_wait is not None:
+                on_wait()
         try:
             lock.acquire()
         except filelock.Timeout as e:
@@ -807,6 +814,7 @@ class Store:
         build: Callable[[], tuple[Mapping[str, torch.Tensor], Mapping[str, Any]]],
         *,
         rebuild: bool = False,
+        on_wait: Callable[[], None] | None = None,
     ) -> Entry:
         """Return the entry for ``kind``/``recipe``, calling ``build()`` at most once overall.
 
@@ -820,6 +828,8 @@ class Store:
         rebuilt it after this call started.  If ``build`` raises (even
         KeyboardInterrupt) nothing is stored, the lock is released and the exception
         propagates.  Writability of the store is checked before building.
+        ``on_wait()`` is called when this call finds another caller holding the key's lock (it then waits,
+        and loads what the other built): a progress display says "waiting", not "building".
         """
         key = self.key(kind, recipe)
         requested_at = time.time()
@@ -830,7 +840,7 @@ class Store:
                 pass  # re-examined under the lock
         self._ensure_writable()
         lock = self._lock(key)
-        self._acquire(lock, key)
+        self._acquire(lock, key, on_wait)
         try:
             existing = self._load_or_quarantine(key)
             if existing is not None:

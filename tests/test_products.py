@@ -110,6 +110,33 @@ def test_get_reports_built_then_loaded_with_exclusive_time(lab: Lab, tmp_path: P
                        next(iter(child.final.values())))
 
 
+def test_a_product_another_process_builds_is_waited_for_not_built(tmp_path: Path) -> None:
+    """Two builders on one store race for one product: the one that finds its lock held tells its start
+    listeners "waiting" (not "start"), builds nothing, and loads what the other built."""
+    import threading
+
+    first, second = (Lab(store=Store(tmp_path / "store"), progress=False) for _ in range(2))
+    starts: dict[str, list[str]] = {"first": [], "second": []}
+    building = threading.Event()
+
+    def on_start(event: ProductEvent) -> None:
+        starts["first"].append(event.source)
+        building.set()
+        assert waiting.wait(timeout=60), "the second builder never waited"  # hold the lock until it waits
+
+    waiting = threading.Event()
+    first.subscribe_starts(on_start)
+    second.subscribe_starts(lambda e: (starts["second"].append(e.source), waiting.set()))
+    done = _events(second)
+    t = threading.Thread(target=first.get, args=(train_product(TINY),))
+    t.start()
+    assert building.wait(timeout=60)
+    run = second.get(train_product(TINY))
+    t.join()
+    assert starts == {"first": ["start"], "second": ["waiting"]}
+    assert [(e.kind, e.source) for e in done] == [("train", "loaded")] and run.times == [0.0, 0.25, 0.5, 1.0]
+
+
 def test_store_entry_says_built_or_loaded(tmp_path: Path) -> None:
     store = Store(tmp_path)
     calls = []

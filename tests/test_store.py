@@ -247,24 +247,26 @@ def test_key_is_stable_across_processes():
 # ----------------------------------------------------------------------------- concurrency
 
 
-def _mp_worker(root: str, counter: str, barrier, queue) -> None:
+def _mp_worker(root: str, counter: str, barrier, waiting, queue) -> None:
     def build():
         with open(counter, "a") as f:
             f.write(f"{os.getpid()}\n")
-        time.sleep(1.0)
+        # hold the lock until the other process waits on it (its on_wait), so that it cannot miss the race
+        assert waiting.wait(timeout=60), "the other process never waited for the lock"
         return {"w": torch.randn(8), "i": torch.arange(3)}, {"metrics": {"pid": os.getpid()}}
 
     barrier.wait()
-    e = Store(root).get_or_create("train", {"name": "shared", "seed": 1}, build)
+    e = Store(root).get_or_create("train", {"name": "shared", "seed": 1}, build, on_wait=waiting.set)
     queue.put((e.key, e.tensors["w"].tolist(), e.tensors["i"].tolist(), e.meta["metrics"]["pid"]))
 
 
 def test_concurrent_processes_build_once(tmp_path):
     ctx = mp.get_context("spawn")
     n = 2
-    barrier, queue = ctx.Barrier(n), ctx.Queue()
+    barrier, waiting, queue = ctx.Barrier(n), ctx.Event(), ctx.Queue()
     counter = tmp_path / "counter.txt"
-    procs = [ctx.Process(target=_mp_worker, args=(str(tmp_path / "c"), str(counter), barrier, queue)) for _ in range(n)]
+    procs = [ctx.Process(target=_mp_worker, args=(str(tmp_path / "c"), str(counter), barrier, waiting, queue))
+             for _ in range(n)]
     for p in procs:
         p.start()
     try:
@@ -296,36 +298,40 @@ def test_waiter_loads_after_lock_released(tmp_path):
     with pytest.raises(StoreError, match="timed out"):
         Store(tmp_path, lock_timeout=0.2).get_or_create("train", RECIPE, Builder())
 
-    def holder():  # plays "another process" that is building the entry
-        time.sleep(0.5)
+    waiting = threading.Event()
+
+    def holder():  # plays "another process" that is building the entry: it finishes once the caller waits
+        assert waiting.wait(timeout=60)
         s._put_locked(key, "train", RECIPE, {"w": torch.full((3,), 9.0)}, {})
         lock.release()
 
     t = threading.Thread(target=holder)
     t.start()
     b = Builder()
-    e = Store(tmp_path, lock_timeout=30).get_or_create("train", RECIPE, b)
+    e = Store(tmp_path, lock_timeout=30).get_or_create("train", RECIPE, b, on_wait=waiting.set)
     t.join()
-    assert b.calls == 0
+    assert b.calls == 0 and waiting.is_set()
     assert torch.equal(e.tensors["w"], torch.full((3,), 9.0))
 
     # rebuild=True callers queued behind a rebuild reuse it instead of rebuilding again
     lock.acquire()
+    waiting.clear()
 
     def rebuilder():
-        time.sleep(0.5)
+        assert waiting.wait(timeout=60)
         s._put_locked(key, "train", RECIPE, {"w": torch.full((3,), 4.0)}, {})
         lock.release()
 
     t = threading.Thread(target=rebuilder)
     t.start()
     b = Builder()
-    e = Store(tmp_path, lock_timeout=30).get_or_create("train", RECIPE, b, rebuild=True)
+    e = Store(tmp_path, lock_timeout=30).get_or_create("train", RECIPE, b, rebuild=True, on_wait=waiting.set)
     t.join()
     assert b.calls == 0 and torch.equal(e.tensors["w"], torch.full((3,), 4.0))
-    # ...but a later rebuild=True call does rebuild
-    e = Store(tmp_path).get_or_create("train", RECIPE, b, rebuild=True)
-    assert b.calls == 1 and torch.equal(e.tensors["w"], torch.full((3,), 1.0))
+    # ...but a later rebuild=True call does rebuild, and a free lock is no wait
+    waited: list[bool] = []
+    e = Store(tmp_path).get_or_create("train", RECIPE, b, rebuild=True, on_wait=lambda: waited.append(True))
+    assert b.calls == 1 and torch.equal(e.tensors["w"], torch.full((3,), 1.0)) and waited == []
 
 
 # ----------------------------------------------------------------------------- corruption
