@@ -43,9 +43,11 @@ data:
 test: install data
 	$(PY) -m pytest tests $(PYTEST_ARGS)
 
-# ruff (pyflakes, pycodestyle, bugbear; configured in pyproject.toml) over the whole tree; CI runs it first
+# ruff (pyflakes, pycodestyle, bugbear; configured in pyproject.toml) over the whole tree, and no import circle
+# among lmccheck's modules; CI runs it first
 lint: install
 	$(VENV)/bin/ruff check .
+	$(PY) tools/import_cycles.py
 
 claims: install data
 	$(PY) -m pytest claims $(CLAIMS_XDIST) $(CLAIMS_SELECT) $(CLAIMS_ARGS)

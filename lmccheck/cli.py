@@ -35,16 +35,11 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .cli_common import EXIT_USER_ERROR, PROG, CliError
 from .store import StoreError
 
 __all__ = ["CliError", "build_parser", "main"]
 
-PROG = "lmccheck"
-EXIT_USER_ERROR = 2
-
-
-class CliError(Exception):
-    """A user error: printed as ``lmccheck: error: <message>``, exit code 2."""
 
 
 # --------------------------------------------------------------------------- #

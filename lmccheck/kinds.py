@@ -35,7 +35,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
@@ -45,7 +45,7 @@ from .llfc import commutativity, llfc, llfc_decomposition, spectra, stitching_er
 from .commutativity_matching import commutativity_matching
 from .matching import activation_matching, weight_matching
 from .permutation import Permutation, PermutationSpec
-from .products import Builder, Kind, Literal, Product, Ref, register, tensor_digest
+from .products import Kind, Literal, Product, Ref, register, tensor_digest
 from .pruning import (
     apply_mask,
     check_prune_once,
@@ -60,6 +60,9 @@ from .pruning import (
 )
 from .store import Entry
 from .training import Run, TrainConfig, build_model, spawn, train
+
+if TYPE_CHECKING:  # builder.py imports this module (to register the kinds): one direction at run time
+    from .builder import Builder
 
 __all__ = [
     "MATCHING_METHODS",

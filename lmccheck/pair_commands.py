@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from .argtypes import positive_int
-from .cli import PROG, CliError
+from .cli_common import PROG, CliError
 from .data import DATASETS, Dataset, load_dataset
 from .interpolation import DEFAULT_ALPHAS, DEFAULT_N_EXAMPLES, BarrierOptions, BarrierResult, barrier
 from .models import MODELS, get_model

@@ -20,7 +20,8 @@ from lmccheck.kinds import (
     train_product,
 )
 from lmccheck.permutation import Permutation
-from lmccheck.products import Builder, Product, ProductEvent, Ref, kinds
+from lmccheck.builder import Builder, ProductEvent
+from lmccheck.products import Product, Ref, kinds
 from lmccheck.pruning import apply_mask, one_shot_prune, prunable_keys, sparsity
 from lmccheck.store import Store
 from lmccheck.training import TrainConfig
