@@ -27,7 +27,6 @@ import io
 import json
 import os
 import platform
-import re
 import shutil
 import subprocess
 import sys
@@ -45,6 +44,7 @@ from lmccheck import verdict as _verdict
 from lmccheck.cpus import available_cpus as _available_cpus
 from lmccheck.fileio import atomic_write_bytes
 from lmccheck.argtypes import nonnegative_int, positive_int
+from lmccheck.catalog import Catalog, CatalogError, claim_of_check, load_catalog, parse_ids
 from lmccheck.measurement import Measurement
 from lmccheck.nodeids import base_nodeid
 
@@ -215,6 +215,9 @@ class LmcConfig:
 def pytest_addoption(parser: pytest.Parser) -> None:
     """Register the ``lmccheck`` option group."""
     group = parser.getgroup("lmccheck", "lmccheck claim checks")
+    parser.addini("lmc_catalog", default="",
+                  help="the claims catalog as module:attribute (lmccheck's: claims.catalog:CATALOG); it decides "
+                  "the ids --lmc-claim accepts. Empty: any id of letters then digits")
     group.addoption(
         "--lmc-device", choices=DEVICES, default="auto",
         help="device for claim checks (default: auto = cuda if available)"
@@ -413,7 +416,8 @@ def pytest_configure(config: pytest.Config) -> None:
     _setup_hypothesis(config)
     if config.getoption("lmc_device") == "cuda":
         build_config(config)  # fail fast with a UsageError when CUDA is missing
-    parse_claim_ids(config.getoption("lmc_claim", None) or [])  # a bad id is a usage error before any worker starts
+    # a bad catalog or id is a usage error before any worker starts
+    parse_claim_ids(config, config.getoption("lmc_claim", None) or [])
     if not _is_worker(config) and not config.pluginmanager.has_plugin(_Controller.name):
         config.pluginmanager.register(_Controller(config), _Controller.name)
 
@@ -570,26 +574,25 @@ def _claim_id(item: pytest.Item) -> str | None:
     return args[0]
 
 
-#: the claims catalog (docs/claims.md): Sharma et al. S1-S12, Zhou et al. Z1-Z10
-CATALOG = tuple([f"S{i}" for i in range(1, 13)] + [f"Z{i}" for i in range(1, 11)])
+_catalog_key = pytest.StashKey["Catalog | None"]()
 
 
-def parse_claim_ids(values: list[str]) -> list[str]:
+def catalog(config: pytest.Config) -> Catalog | None:
+    """The run's claims catalog (ini option ``lmc_catalog``), loaded once; None when none is configured."""
+    if _catalog_key not in config.stash:
+        try:
+            config.stash[_catalog_key] = load_catalog(str(config.getini("lmc_catalog") or ""))
+        except CatalogError as exc:
+            raise pytest.UsageError(str(exc)) from None
+    return config.stash[_catalog_key]
+
+
+def parse_claim_ids(config: pytest.Config, values: list[str]) -> list[str]:
     """``["S2,S5", "z1"]`` -> ``["S2", "S5", "Z1"]``; a ``pytest.UsageError`` names an id outside the catalog."""
-    ids: list[str] = []
-    for value in values:
-        for part in value.replace(" ", ",").split(","):
-            if not part:
-                continue
-            cid = part.strip().upper()
-            if cid not in CATALOG:
-                raise pytest.UsageError(
-                    f"--lmc-claim: unknown claim id {part!r}; the catalog has S1-S12 and Z1-Z10 "
-                    "(e.g. --lmc-claim S2,S5)"
-                )
-            if cid not in ids:
-                ids.append(cid)
-    return ids
+    try:
+        return parse_ids(values, catalog(config))
+    except CatalogError as exc:
+        raise pytest.UsageError(f"--lmc-claim: {exc} (e.g. --lmc-claim S2,S5)") from None
 
 
 #: the mark that orders checks: ``lmc_run_order(n)`` runs after every check of a lower n (0 unmarked), so that a
@@ -608,7 +611,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     """Checks in ``lmc_run_order`` (a stable sort: the files' order within each rank); ``--lmc-claim S2,S5``: keep
     the checks whose claim marker names one of the ids, deselect the rest."""
     items.sort(key=run_order)
-    wanted = parse_claim_ids(config.getoption("lmc_claim") or [])
+    wanted = parse_claim_ids(config, config.getoption("lmc_claim") or [])
     if not wanted:
         return
     keep, drop = [], []
@@ -619,20 +622,17 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         items[:] = keep
 
 
-_NAMED_CLAIM = re.compile(r"test_([sz][0-9]+)_", re.IGNORECASE)
-
-
-def claim_from_nodeid(nodeid: str) -> tuple[str, str] | None:
+def claim_from_nodeid(nodeid: str, claims: Catalog | None) -> tuple[str, str] | None:
     """``(claim, setting)`` read from a claim check's node id alone, for a process that never sees the items
     (the controller under pytest-xdist): the function is named ``test_<claim id>_...`` (every check of
     ``claims/`` is; tests/test_claim_names.py keeps it so) and the setting is its parametrize id. None for a
-    node id that does not name a catalog claim."""
+    node id that does not name a claim of ``claims`` (any claim id without a catalog)."""
     name = base_nodeid(nodeid).rsplit("::", 1)[-1]
     func, _, param = name.partition("[")
-    m = _NAMED_CLAIM.match(func)
-    if m is None or m.group(1).upper() not in CATALOG:
+    claim = claim_of_check(func, claims)
+    if claim is None:
         return None
-    return m.group(1).upper(), (param[:-1] if param.endswith("]") else param) or "default"
+    return claim, (param[:-1] if param.endswith("]") else param) or "default"
 
 
 def _default_setting(item: pytest.Item) -> str:
@@ -933,7 +933,7 @@ class _Controller:
             return
         self._xdist_collected = True
         for nodeid in ids:
-            parsed = claim_from_nodeid(nodeid)
+            parsed = claim_from_nodeid(nodeid, catalog(self.config))
             if parsed is not None:
                 self.expected[base_nodeid(nodeid)] = parsed
         self._announce_plan()

@@ -871,10 +871,53 @@ def test_lmc_claim_takes_lists_repeats_and_any_case(pytester: pytest.Pytester) -
 
 
 def test_lmc_claim_rejects_an_id_outside_the_catalog(pytester: pytest.Pytester) -> None:
+    pytester.makeini(f"[pytest]\npythonpath = {ROOT}\nlmc_catalog = claims.catalog:CATALOG\n")
     pytester.makepyfile(test_s1_s2_s12=SELECT_CLAIMS)
     result = pytester.runpytest("--lmc-claim", "S13", "--lmc-no-report")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*unknown claim id 'S13'*S1-S12 and Z1-Z10*"])
+    result.stderr.fnmatch_lines(["*unknown claim id 'S13'*S1-S12, Z1-Z10*"])
+    pytester.runpytest("--lmc-claim", "S12", "--lmc-no-report").assert_outcomes(passed=1, deselected=3)
+
+
+#: another paper's claims, plugged in without editing lmccheck: a two-claim catalog and its checks
+EXAMPLE_CATALOG = """
+from lmccheck.catalog import Catalog, Claim
+
+CATALOG = Catalog([
+    Claim("A1", "Another et al. 2025", "§3", "wider networks have lower barriers"),
+    Claim("A2", "Another et al. 2025", "§4", "matching is symmetric", tiers=("CPU",)),
+])
+"""
+EXAMPLE_CHECKS = f"""
+import pytest
+from lmccheck.verdict import reading
+
+@pytest.mark.claim("A1")
+def test_a1_barriers_fall(measure):
+    measure.summary = "a1"
+    {RAN}
+
+@pytest.mark.claim("A2")
+def test_a2_symmetric(measure):
+    measure.summary = "a2"
+    {RAN}
+"""
+
+
+def test_another_papers_catalog_plugs_in_through_the_ini_option(pytester: pytest.Pytester) -> None:
+    pytester.makepyfile(example_catalog=EXAMPLE_CATALOG, test_example=EXAMPLE_CHECKS)
+    pytester.makeini("[pytest]\npythonpath = .\nlmc_catalog = example_catalog:CATALOG\n")
+    result = pytester.runpytest("--lmc-claim", "a2", "--lmc-no-report", "-v")
+    result.assert_outcomes(passed=1, deselected=1)
+    result.stdout.fnmatch_lines(["*test_a2_symmetric PASSED*"])
+    bad = pytester.runpytest("--lmc-claim", "S3", "--lmc-no-report")
+    assert bad.ret == pytest.ExitCode.USAGE_ERROR
+    bad.stderr.fnmatch_lines(["*unknown claim id 'S3'*the catalog has A1-A2*"])
+    # a catalog that cannot be loaded is a usage error that names the option and the fix
+    pytester.makeini("[pytest]\npythonpath = .\nlmc_catalog = example_catalog:MISSING\n")
+    broken = pytester.runpytest("--lmc-no-report")
+    assert broken.ret == pytest.ExitCode.USAGE_ERROR
+    broken.stderr.fnmatch_lines(["*lmc_catalog = 'example_catalog:MISSING'*not an lmccheck.catalog.Catalog*"])
 
 
 # --------------------------------------------------------------------------- live progress
@@ -1063,21 +1106,25 @@ def test_the_plan_counts_shared_products_once_and_forgets_other_code(tmp_path: P
 
 
 def test_claim_and_setting_are_read_from_a_node_id() -> None:
+    from claims.catalog import CATALOG
     from lmccheck.pytest_plugin import base_nodeid, claim_from_nodeid
 
-    assert claim_from_nodeid("claims/test_s5_s6_imp.py::test_s5_dense_permutation[mlp128-fmnist]") == (
+    assert claim_from_nodeid("claims/test_s5_s6_imp.py::test_s5_dense_permutation[mlp128-fmnist]", CATALOG) == (
         "S5", "mlp128-fmnist")
-    assert claim_from_nodeid("claims/x.py::test_z10_something") == ("Z10", "default")
-    assert claim_from_nodeid("claims/x.py::test_S12_upper[a-b]") == ("S12", "a-b")
+    assert claim_from_nodeid("claims/x.py::test_z10_something", CATALOG) == ("Z10", "default")
+    assert claim_from_nodeid("claims/x.py::test_S12_upper[a-b]", CATALOG) == ("S12", "a-b")
     # pytest-xdist's --dist loadgroup appends "@<group>" to the node id: one check keeps one id
-    assert claim_from_nodeid("claims/x.py::test_s2_slc[mlp512-fmnist]@mlp512-fmnist") == ("S2", "mlp512-fmnist")
+    assert claim_from_nodeid("claims/x.py::test_s2_slc[mlp512-fmnist]@mlp512-fmnist", CATALOG) == ("S2", "mlp512-fmnist")
     assert (base_nodeid("claims/x.py::test_s2_slc[mlp512-fmnist]@mlp512-fmnist")
             == "claims/x.py::test_s2_slc[mlp512-fmnist]")
     assert base_nodeid("claims/x.py::test_plain@g") == "claims/x.py::test_plain"
     assert base_nodeid("claims/x.py::test_s2[a@b]") == "claims/x.py::test_s2[a@b]"
     for other in ("tests/test_lab.py::test_pair_seeds", "claims/x.py::test_s13_outside_catalog[a]",
                   "claims/x.py::test_fake_claim[good]", "claims/x.py::test_s5only"):
-        assert claim_from_nodeid(other) is None
+        assert claim_from_nodeid(other, CATALOG) is None
+    # without a catalog any claim id is read, still only from a check's name
+    assert claim_from_nodeid("claims/x.py::test_s13_outside_catalog[a]", None) == ("S13", "a")
+    assert claim_from_nodeid("claims/x.py::test_fake_claim[good]", None) is None
 
 
 XDIST_CLAIMS = PROGRESS_CLAIM.replace("def test_tiny(", "def test_s1_tiny(").replace('@pytest.mark.claim("S1")', """

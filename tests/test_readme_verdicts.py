@@ -85,3 +85,17 @@ def test_out_and_its_alias_readme_name_the_same_target(tmp_path: Path) -> None:
         assert tool.main([str(passed), option, str(target)]) == 0
         texts.append(target.read_text("utf-8"))
     assert texts[0] == texts[1] and "| S3 | mlp | PASS |" in texts[0]
+
+
+def test_the_readme_claims_index_is_the_catalogs(tmp_path: Path) -> None:
+    """README's claims index is generated from claims/catalog.py (tools/readme_index.py): it is up to date, and
+    a hand edit makes --check fail."""
+    spec = importlib.util.spec_from_file_location("readme_index", ROOT / "tools" / "readme_index.py")
+    tool = importlib.util.module_from_spec(spec)
+    assert spec.loader is not None
+    spec.loader.exec_module(tool)
+    assert tool.main(["--check"]) == 0
+    edited = tmp_path / "README.md"
+    edited.write_text((ROOT / "README.md").read_text(encoding="utf-8").replace("| S3 |", "| S3 (edited) |"))
+    assert tool.main(["--check", "--out", str(edited)]) == 1
+    assert tool.main(["--out", str(edited)]) == 0 and tool.main(["--check", "--out", str(edited)]) == 0

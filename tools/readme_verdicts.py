@@ -17,8 +17,11 @@ import argparse
 import sys
 from pathlib import Path
 
-from lmccheck.assertions import markdown_table, verdict_rows
-from lmccheck.report import REDUCED_BUDGETS, load_report, sort_records
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from lmccheck.assertions import markdown_table, verdict_rows  # noqa: E402 - after the path above
+from lmccheck.report import REDUCED_BUDGETS, load_report, sort_records  # noqa: E402
+from markers import replace_between  # noqa: E402
 
 START, END = "<!-- verdicts:start -->", "<!-- verdicts:end -->"
 TARGET = Path(__file__).resolve().parents[1] / "docs" / "claims.md"
@@ -49,12 +52,10 @@ def main(argv: list[str] | None = None) -> int:
               f"{args.out} lists: use a report of `make claims` (budget full)", file=sys.stderr)
         return 2
     text = args.out.read_text(encoding="utf-8")
-    if START not in text or END not in text:
+    new = replace_between(text, START, END, table(args.report))
+    if new is None:
         print(f"{args.out}: no {START} ... {END} markers", file=sys.stderr)
         return 2
-    before, rest = text.split(START, 1)
-    _, after = rest.split(END, 1)
-    new = before + table(args.report) + after
     if args.check:
         return 0 if new == text else 1
     args.out.write_text(new, encoding="utf-8")
