@@ -1114,7 +1114,8 @@ def test_claim_and_setting_are_read_from_a_node_id() -> None:
     assert claim_from_nodeid("claims/x.py::test_z10_something", CATALOG) == ("Z10", "default")
     assert claim_from_nodeid("claims/x.py::test_S12_upper[a-b]", CATALOG) == ("S12", "a-b")
     # pytest-xdist's --dist loadgroup appends "@<group>" to the node id: one check keeps one id
-    assert claim_from_nodeid("claims/x.py::test_s2_slc[mlp512-fmnist]@mlp512-fmnist", CATALOG) == ("S2", "mlp512-fmnist")
+    assert claim_from_nodeid("claims/x.py::test_s2_slc[mlp512-fmnist]@mlp512-fmnist", CATALOG) == (
+        "S2", "mlp512-fmnist")
     assert (base_nodeid("claims/x.py::test_s2_slc[mlp512-fmnist]@mlp512-fmnist")
             == "claims/x.py::test_s2_slc[mlp512-fmnist]")
     assert base_nodeid("claims/x.py::test_plain@g") == "claims/x.py::test_plain"
