@@ -18,7 +18,7 @@ CLAIMS_WORKERS ?= 2
 CLAIMS_XDIST := $(if $(filter-out 0 1,$(CLAIMS_WORKERS)),-n $(CLAIMS_WORKERS) --dist loadgroup)
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: test lint claims install data bench gpu-claims gpu-check gpu-dryrun clean-report
+.PHONY: test test-fast lint claims install data bench gpu-claims gpu-check gpu-dryrun clean-report
 
 install: $(STAMP)
 
@@ -42,6 +42,10 @@ data:
 
 test: install data
 	$(PY) -m pytest tests $(PYTEST_ARGS)
+
+# the edit loop: the unit tests without the slow ones (subprocesses, tools, training, sampling), on 2 workers
+test-fast: install data
+	$(PY) -m pytest tests -m "not gpu and not slow" -n 2 $(PYTEST_ARGS)
 
 # ruff (pyflakes, pycodestyle, bugbear; configured in pyproject.toml) over the whole tree, and no import circle
 # among lmccheck's modules; CI runs it first

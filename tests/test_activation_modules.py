@@ -234,6 +234,7 @@ INDEPENDENT_CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("arch,norm,stream,correlation", INDEPENDENT_CASES)
 def test_independent_networks_match_hand_written_reference(
     arch: str, norm: str, stream: str, correlation: bool

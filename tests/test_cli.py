@@ -100,6 +100,7 @@ def run_json(capsys: pytest.CaptureFixture[str], *args: str) -> dict:
 
 
 # --------------------------------------------------------------------------- align
+@pytest.mark.slow
 @pytest.mark.parametrize("method", ["weight", "activation"])
 def test_align_permuted_copy_gives_zero_barrier(ckpt, tmp_path, capsys, method):
     out = tmp_path / "perm.safetensors"
@@ -134,6 +135,7 @@ def test_align_permuted_copy_with_norm_layers(tmp_path, capsys, norm):
         assert abs(after["loss"]) < TOL and abs(after["error"]) < TOL, (split, after)
 
 
+@pytest.mark.slow
 def test_align_json_has_every_key_and_plot_is_png(ckpt, tmp_path, capsys):
     plot = tmp_path / "sub" / "curve.png"
     res = run_json(capsys, "align", ckpt["a"], ckpt["b"], *ARCH, *FAST, "--plot", str(plot))
@@ -265,6 +267,7 @@ def _cli_command() -> list[str]:
     return [found] if found else [sys.executable, "-m", "lmccheck.cli"]
 
 
+@pytest.mark.slow
 def test_console_script_runs_in_a_subprocess(ckpt):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     ok = subprocess.run(
@@ -383,6 +386,7 @@ def test_claims_without_claims_folder(tmp_path, capsys, monkeypatch):
     _expect_error(capsys, ["claims", "-q"], "no claims/ folder")
 
 
+@pytest.mark.slow
 def test_claims_runs_pytest_on_the_claims_folder(tmp_path, capfd, monkeypatch):
     (tmp_path / "claims").mkdir()
     (tmp_path / "claims" / "test_fake.py").write_text("def test_ok():\n    pass\n\ndef test_bad():\n    assert False\n")
@@ -404,6 +408,7 @@ def test_claims_paths_inside_claims_replace_the_folder(tmp_path, monkeypatch):
     assert not _names_claims_path("-k", resolved) and not _names_claims_path("S3", resolved)
 
 
+@pytest.mark.slow
 def test_claims_leading_ids_select_claims(tmp_path, capfd, monkeypatch):
     (tmp_path / "claims").mkdir()
     (tmp_path / "claims" / "test_fake.py").write_text(

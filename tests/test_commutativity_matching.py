@@ -204,6 +204,7 @@ def relaxed_slope(model: torch.nn.Module, a: dict, b: dict, x: torch.Tensor, per
     return min(float(grad[rows, cols].sum()), float((grad * mats[g]).sum())) - float((grad * mats[g]).sum())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("order", [(0, 1, 2), (1, 2, 0), (2, 0, 1)])
 def test_the_first_step_slope_is_recorded_for_every_start_and_group(order: tuple[int, ...]) -> None:
     model, a, b, x = mlp(0, width=8), state(mlp(0, width=8)), state(mlp(1, width=8)), inputs()

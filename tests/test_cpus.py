@@ -61,6 +61,7 @@ def test_a_onednn_cap_below_bf16_makes_auto_fp32_on_a_bf16_cpu(monkeypatch: pyte
     assert cpus.native_bf16()
 
 
+@pytest.mark.slow
 def test_the_rule_in_a_fresh_process_under_onednn_limited_to_avx2() -> None:
     """The real machine, not mocked flags: with oneDNN capped at AVX2 (a laptop's CPU) auto is fp32."""
     code = "from lmccheck.interpolation import BarrierOptions; print(BarrierOptions().autocast('cpu'))"

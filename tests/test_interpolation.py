@@ -281,6 +281,7 @@ ENGINE_CASES = [
 ]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("shortcut", [False, True], ids=["plain", "shortcut"])
 @pytest.mark.parametrize("engine", ["loop", "vmap", "auto"])
 @pytest.mark.parametrize("arch, norm, kw, shape", ENGINE_CASES, ids=[f"{c[0]}-{c[1]}" for c in ENGINE_CASES])
@@ -358,6 +359,7 @@ def test_bn_model_without_bn_data_is_an_error(fmnist: Split) -> None:
 
 
 # ---------------------------------------------------------------- joint permutation invariance (claim S2's lemma)
+@pytest.mark.slow
 @pytest.mark.parametrize("norm", ["none", "layernorm", "batchnorm"])
 @pytest.mark.parametrize("arch", ["mlp", "vgg11", "vgg16", "resnet20"])
 @settings(max_examples=2, deadline=None)

@@ -73,6 +73,7 @@ def test_moments_match_the_sample_statistics() -> None:
     assert m.mean == pytest.approx(3.75) and m.std == pytest.approx(float(v.std())) and m.largest == 8.0
 
 
+@pytest.mark.slow
 @settings(max_examples=60, deadline=None)
 @given(st.integers(1, 8), st.integers(0, 10_000))
 def test_dist_sigma_is_zero_iff_the_signs_agree(d: int, seed: int) -> None:

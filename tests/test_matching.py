@@ -93,6 +93,7 @@ def _assert_same_state(x, y):
 # --------------------------------------------------------------------------- #
 # Planted permutations
 # --------------------------------------------------------------------------- #
+@pytest.mark.slow
 @pytest.mark.parametrize("noise", [0.0, 1e-3])
 @pytest.mark.parametrize("case", list(SMALL))
 def test_weight_matching_recovers_planted_permutation(case: str, noise: float) -> None:
@@ -161,6 +162,7 @@ def _assert_recovered(p: Permutation, q: Permutation, alive: dict[str, torch.Ten
         assert torch.equal(p.perms[g][mask], qi.perms[g][mask]), g
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("noise", [0.0, 1e-3])
 @pytest.mark.parametrize("case", list(SMALL))
 def test_activation_matching_recovers_planted_permutation(case: str, noise: float) -> None:
@@ -188,6 +190,7 @@ def test_activation_matching_sum_over_stream_recovers_planted_permutation() -> N
     assert p.stats["samples"]["s1b1"] == last.stats["samples"]["s1b1"]
 
 
+@pytest.mark.slow
 def test_activation_matching_correlation_and_batchnorm() -> None:
     model, spec, a, b, q = _planted("resnet20x1", noise=1e-3, norm="batchnorm")
     x = _inputs("resnet20x1", 48)
@@ -293,6 +296,7 @@ def test_same_seed_same_permutation() -> None:
     assert p1.stats["objective"] == p2.stats["objective"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("correlation", [False, True])
 def test_activation_matching_ignores_batching_and_data_order(correlation: bool) -> None:
     """Moments are sums over samples: batch size and data order do not change the result."""
@@ -338,6 +342,7 @@ def test_result_is_function_preserving(case: str, extra: dict) -> None:
         torch.testing.assert_close(out, ref, rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(SMALL))
 def test_matching_a_network_with_itself_gives_identity(case: str) -> None:
     model, spec, a, _, _ = _planted(case)

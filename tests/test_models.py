@@ -28,6 +28,7 @@ def fmnist_batch() -> torch.Tensor:
     return load_dataset("fashion-mnist").test.x[:6]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mult", [1, 2], ids=["1x", "2x"])
 @pytest.mark.parametrize("norm", NORMS)
 @pytest.mark.parametrize("arch", ARCHS)

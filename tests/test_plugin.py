@@ -192,6 +192,7 @@ def test_frozen(lmc_config):
 
 
 # ------------------------------------------------------------ inner runs --
+@pytest.mark.slow
 def test_claim_records_report_and_table(pytester: pytest.Pytester) -> None:
     import matplotlib.image
 
@@ -229,6 +230,7 @@ def test_claim_records_report_and_table(pytester: pytest.Pytester) -> None:
         assert img.ndim == 3 and img.shape[0] > 100 and img.shape[1] > 100
 
 
+@pytest.mark.slow
 def test_claim_records_under_xdist(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_fake=FAKE_CLAIM)
     result = pytester.runpytest_subprocess("-n", "2", "-p", "no:cacheprovider", "--lmc-device", "cpu")
@@ -594,6 +596,7 @@ def test_an_inconclusive_check_has_its_own_word_table_row_and_report_entry(pytes
     _check_inconclusive(result, pytester.path / "out")
 
 
+@pytest.mark.slow
 def test_an_inconclusive_check_under_xdist(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_s96=INCONCLUSIVE_CLAIMS)
     result = pytester.runpytest_subprocess("-n", "2", "-p", "no:cacheprovider", "--lmc-report", "out")
@@ -791,6 +794,7 @@ def test_grouped(s):
 """
 
 
+@pytest.mark.slow
 def test_xdist_loadgroup_keeps_a_setting_on_one_worker(pytester: pytest.Pytester) -> None:
     """The claims' per-setting xdist groups only work if loadgroup does (it silently broke with pytest 9.2)."""
     pytester.makepyfile(test_grouped=GROUPED)
@@ -949,6 +953,7 @@ def _progress_project(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_progress=PROGRESS_CLAIM)
 
 
+@pytest.mark.slow
 def test_progress_lines_name_each_build_then_count_loads(pytester: pytest.Pytester) -> None:
     _progress_project(pytester)
     # subprocesses: an in-process rerun would import torch's submodules a second time
@@ -970,6 +975,7 @@ def test_progress_lines_name_each_build_then_count_loads(pytester: pytest.Pytest
     assert "S1 tiny:" not in quiet.stdout.str()
 
 
+@pytest.mark.slow
 def test_progress_lines_under_xdist_carry_the_worker_id(pytester: pytest.Pytester) -> None:
     _progress_project(pytester)
     result = pytester.runpytest_subprocess("-n", "1", "-p", "no:cacheprovider", "--lmc-cache", "store",
@@ -1010,6 +1016,7 @@ def test_second(setting, lab, measure):
 """
 
 
+@pytest.mark.slow
 def test_an_interrupted_run_reports_what_did_not_run_and_the_next_run_resumes(
     pytester: pytest.Pytester, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -1042,6 +1049,7 @@ def test_an_interrupted_run_reports_what_did_not_run_and_the_next_run_resumes(
     assert records["S2"]["recipe"] is None  # a plain string setting has no recipe
 
 
+@pytest.mark.slow
 def test_the_terminal_summary_says_where_the_time_went(pytester: pytest.Pytester) -> None:
     _progress_project(pytester)
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider", "--lmc-cache", "store", "--lmc-device", "cpu",
@@ -1056,6 +1064,7 @@ def test_the_terminal_summary_says_where_the_time_went(pytester: pytest.Pytester
     ])
 
 
+@pytest.mark.slow
 def test_the_plan_says_what_is_stored_cold_and_warm(pytester: pytest.Pytester) -> None:
     _progress_project(pytester)
     args = ("-p", "no:cacheprovider", "--lmc-cache", "store", "--lmc-device", "cpu", "--lmc-no-report")
@@ -1138,6 +1147,7 @@ def test_s2_fails_first(measure):
 @pytest.mark.claim("S1")""")
 
 
+@pytest.mark.slow
 def test_under_xdist_the_plan_is_printed_and_checks_that_did_not_run_are_reported(
     pytester: pytest.Pytester,
 ) -> None:

@@ -104,6 +104,7 @@ def both_ways(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[Product, t
     return [(p, _built(in_memory, p), _built(from_disk, p)) for p in products]
 
 
+@pytest.mark.slow
 def test_every_kind_is_exercised(both_ways: list[tuple[Product, tuple, tuple]]) -> None:
     assert {p.kind for p, _, _ in both_ways} | {"train"} == set(kinds())
 

@@ -139,6 +139,7 @@ def _collect(*args: str) -> list[str]:
     return [line for line in res.stdout.splitlines() if "::" in line]
 
 
+@pytest.mark.slow
 def test_reduced_budgets_collect_reduced_gpu_settings_only_under_the_option() -> None:
     full = _collect("-m", "gpu")
     claims = {n.split("::")[1].split("[")[0] for n in full}
@@ -179,6 +180,7 @@ def test_the_claims_n_seeds_follows_the_setting() -> None:
     assert not _is_reduced(WIDTHS_CPU["mlp-fmnist-widths"]) and not _is_reduced(SimpleNamespace())
 
 
+@pytest.mark.slow
 @pytest.mark.skipif(__import__("torch").cuda.is_available(), reason="checks the behaviour without CUDA")
 def test_gpu_check_refuses_a_machine_without_cuda(tmp_path: Path) -> None:
     res = subprocess.run(["bash", str(ROOT / "tools" / "gpu_check.sh"), str(tmp_path / "out")], cwd=ROOT,
@@ -202,6 +204,7 @@ def test_the_gpu_benchmarks_recipes_are_valid() -> None:
         cfg.replace(epochs=0.1, warmup_epochs=0.0).validate()
 
 
+@pytest.mark.slow
 def test_the_profile_tool_writes_its_tables(tmp_path: Path) -> None:
     res = subprocess.run([sys.executable, str(ROOT / "tools" / "profile_gpu.py"), str(tmp_path), "--device", "cpu",
                           "--small"], cwd=ROOT, capture_output=True, text=True, timeout=300)

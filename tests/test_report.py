@@ -149,6 +149,7 @@ def test_write_report_files(tmp_path: Path) -> None:
     assert not [p for p in out.rglob("*.tmp")]  # atomic writes leave no temp files
 
 
+@pytest.mark.slow
 def test_render_reproduces_markdown(tmp_path: Path) -> None:
     recs = [_record("S1", "x", figures=[_spec()]), _record("S1", "y", "FAIL", failure="boom")]
     md_path = rp.write_report(recs, tmp_path, META)

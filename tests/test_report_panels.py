@@ -62,6 +62,7 @@ def test_table_rows_must_fit_the_columns() -> None:
         rp.make_table("t", ["a", "b"], [[1, 2], [3]])
 
 
+@pytest.mark.slow
 def test_every_panel_kind_and_a_table_render_to_png_and_markdown(tmp_path: Path) -> None:
     import matplotlib.image
 
@@ -125,6 +126,7 @@ def test_time_accounting_adds_up_per_claim_and_kind() -> None:
     assert "| train | 2 | 5.00 s | 2 | 0.50 s |" in md
 
 
+@pytest.mark.slow
 def test_many_figures_render_in_parallel_to_the_same_pngs_in_order() -> None:
     """From PARALLEL_FIGURES figures on, the report draws them on a process pool: the same bytes, in order."""
     specs = [{"title": f"figure {i}", "panels": [rp.line_panel({"s": ([0, 1, 2], [i, i + 1, i * i])}, xlabel="x")]}

@@ -260,6 +260,7 @@ def _mp_worker(root: str, counter: str, barrier, waiting, queue) -> None:
     queue.put((e.key, e.tensors["w"].tolist(), e.tensors["i"].tolist(), e.meta["metrics"]["pid"]))
 
 
+@pytest.mark.slow
 def test_concurrent_processes_build_once(tmp_path):
     ctx = mp.get_context("spawn")
     n = 2
@@ -596,6 +597,7 @@ print(json.dumps({"polls": polls, "bad": bad[:5], "n_bad": len(bad), "complete":
 """
 
 
+@pytest.mark.slow
 def test_first_put_is_never_seen_partial(tmp_path, monkeypatch):
     """A reader polling a key during its first put() sees no entry, then the whole entry."""
     root = tmp_path / "cache"
@@ -670,6 +672,7 @@ sys.exit(3)  # not reached: put() wrote both files
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("point", ["after-tensors", "after-meta"])
 def test_crash_during_first_put_leaves_no_entry(tmp_path, point):
     root = tmp_path / "cache"

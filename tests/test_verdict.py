@@ -39,6 +39,7 @@ def _mc_tolerance(p: float, n_sim: int = N_SIM) -> float:
     return 3 * math.sqrt(p * (1 - p) / n_sim)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n", [2, 3, 5])
 def test_an_order_at_the_boundary_of_a_true_null_errs_at_most_5_percent_each_way(n: int) -> None:
     rng = np.random.default_rng(100 + n)
@@ -46,6 +47,7 @@ def test_an_order_at_the_boundary_of_a_true_null_errs_at_most_5_percent_each_way
     assert rates[v.FAIL] <= 0.05 and rates[v.PASS] <= 0.05, rates
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("n", [2, 3, 5])
 def test_a_true_effect_of_the_reported_mde_passes_at_least_80_percent(n: int) -> None:
     rng = np.random.default_rng(200 + n)
@@ -66,6 +68,7 @@ def test_the_mde_is_the_t_tests_and_not_the_normal_one() -> None:
     assert v.mde(0.0, 3, 0.025) == 0.0
 
 
+@pytest.mark.slow
 def test_test_set_noise_shared_by_the_seeds_keeps_the_false_fail_rate() -> None:
     """Every seed is evaluated on the same examples, so their noise is one draw per experiment: the seed spread
     cannot see it. With the noise passed in, the false FAIL rate stays within 5%; without it, it does not."""
@@ -81,6 +84,7 @@ def test_test_set_noise_shared_by_the_seeds_keeps_the_false_fail_rate() -> None:
     assert without[v.FAIL] > 0.2, without
 
 
+@pytest.mark.slow
 def test_pooling_the_spread_over_points_keeps_each_points_false_fail_rate() -> None:
     rng = np.random.default_rng(11)
     fails = 0
@@ -92,6 +96,7 @@ def test_pooling_the_spread_over_points_keeps_each_points_false_fail_rate() -> N
     assert fails / N_SIM <= 0.05
 
 
+@pytest.mark.slow
 def test_every_point_at_a_true_null_gives_a_family_wise_false_fail_within_5_percent() -> None:
     """Holm over 10 points: without the correction a false FAIL happens about 1 - 0.975**10 = 22% of the time."""
     rng = np.random.default_rng(13)
@@ -149,6 +154,7 @@ def test_tost_on_constructed_cases() -> None:
     assert judged.level == pytest.approx(0.90)
 
 
+@pytest.mark.slow
 def test_tost_at_the_equivalence_boundary_passes_at_most_5_percent() -> None:
     """TOST's design rate at the boundary is exactly 5% (one of its two tests is at its null), so the simulated
     rate may exceed it by Monte Carlo error only."""
