@@ -1,7 +1,7 @@
 """lmccheck's claims catalog: Sharma et al. 2024 (S1-S12) and Zhou et al. 2023 (Z1-Z10), each once.
 
 The pytest plugin reads it through ``lmc_catalog = claims.catalog:CATALOG`` (pyproject.toml); the README's
-claims index is generated from it (``python tools/readme_verdicts.py --index``). Each check quotes its claim's
+claims index is generated from it (``python tools/readme_index.py``). Each check quotes its claim's
 sentence where it asserts it; the statement here is the index's few words.
 """
 

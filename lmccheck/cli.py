@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import subprocess
 import sys
 from collections.abc import Mapping, Sequence
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from . import __version__
+from .catalog import ID_PATTERN
 from .cli_common import EXIT_USER_ERROR, PROG, CliError
 from .store import StoreError
 
@@ -73,7 +73,7 @@ def cmd_claims(pytest_args: Sequence[str]) -> int:
     if importlib.util.find_spec("pytest") is None:
         raise CliError("pytest is not installed; install lmccheck with its test extras: pip install 'lmccheck[test]'")
     ids = []  # leading claim ids: `lmccheck claims S2 S5 -x` runs the S2 and S5 checks
-    while args and re.fullmatch(r"[SsZz]\d+(,[SsZz]\d+)*", args[0]):
+    while args and all(ID_PATTERN.fullmatch(part) for part in args[0].split(",")):
         ids.append(args.pop(0))
     if ids:
         args = ["--lmc-claim", ",".join(ids), *args]

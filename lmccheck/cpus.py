@@ -45,6 +45,8 @@ def native_bf16() -> bool:
         return False
     try:
         flags = torch._C._cpu._get_cpu_capability()
-    except AttributeError:  # an older torch: no way to tell, so fp32, which is never slow
-        return False
-    return bool(flags.get("avx512_bf16") or flags.get("amx_bf16")) and torch.backends.mkldnn.is_available()
+        native = bool(flags.get("avx512_bf16") or flags.get("amx_bf16"))
+    except AttributeError:  # torch before 2.5: its older, narrower probes; none at all means fp32, never slow
+        probes = [getattr(torch.cpu, name, None) for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported")]
+        native = any(bool(p()) for p in probes if p is not None)
+    return native and torch.backends.mkldnn.is_available()

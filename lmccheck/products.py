@@ -125,8 +125,8 @@ class Product:
 
     def __post_init__(self) -> None:
         if self.kind not in _KINDS:
-            raise ValueError(f"unknown product kind {self.kind!r}; registered kinds: "
-                             f"{', '.join(sorted(_KINDS)) or 'none (import lmccheck.kinds to register lmccheck s)'}")
+            known = ", ".join(sorted(_KINDS)) or "none (import lmccheck.kinds to register lmccheck's own)"
+            raise ValueError(f"unknown product kind {self.kind!r}; registered kinds: {known}")
         # freeze: canonical JSON of the params, evaluated once (also validates JSON-ability)
         object.__setattr__(self, "params", dict(self.params))
         object.__setattr__(self, "inputs", dict(self.inputs))

@@ -882,6 +882,19 @@ class _Controller:
         except pytest.UsageError:
             return None
 
+    def _barrier_precision(self) -> str | None:
+        """The barriers' precision as run: the option, and what ``auto`` chose on this machine's device (bf16
+        autocast on CUDA and on a CPU with native bf16, fp32 elsewhere), which is part of every barrier's key."""
+        try:
+            cfg = build_config(self.config)
+        except pytest.UsageError:
+            return None
+        if cfg.barrier_precision != "auto":
+            return cfg.barrier_precision
+        from lmccheck.interpolation import auto_bf16
+
+        return f"auto ({'bf16' if auto_bf16(cfg.device) else 'fp32'} on {cfg.device})"
+
     def meta(self) -> dict[str, Any]:
         """Report metadata: versions, git commit, device, args, start/end time."""
         import lmccheck
@@ -899,6 +912,7 @@ class _Controller:
             "git_commit": _git_commit(Path(self.config.rootpath)),
             "device": ", ".join(devices),
             "budget": self._budget(),
+            "barrier_precision": self._barrier_precision(),
             "seed_offset": self._seed_offset(),
             "processes": f"{workers} worker{'s' if workers > 1 else ''}"
             + (f", {'/'.join(map(str, threads))} CPU thread{'s' if threads != [1] else ''} each" if threads else ""),

@@ -580,8 +580,8 @@ def format_markdown(records: Sequence[Mapping[str, Any]], meta: Mapping[str, Any
         lines += [f"> **Reduced budget ({meta['budget']})**: the GPU settings ran at a reduced size to exercise "
                   "every claim's whole path. Their verdicts are not the paper-scale tier's and never stand for "
                   "it; the CPU-scale rows are the CPU tier's as usual.", ""]
-    for key in ("lmccheck_version", "git_commit", "device", "budget", "seed_offset", "processes", "torch", "python",
-                "platform", "start", "end"):
+    for key in ("lmccheck_version", "git_commit", "device", "budget", "barrier_precision", "seed_offset", "processes",
+                "torch", "python", "platform", "start", "end"):
         if key in meta:
             value = meta[key]
             lines.append(f"- **{key}**: {_md_cell(value) if value not in (None, '') else 'unknown'}")

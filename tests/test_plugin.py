@@ -223,6 +223,11 @@ def test_claim_records_report_and_table(pytester: pytest.Pytester) -> None:
     meta = json.loads((out / "claims.json").read_text())["meta"]
     assert meta["device"] == "cpu" and meta["args"][:4] == ["--lmc-report", "out", "--lmc-device", "cpu"]
     assert {"lmccheck_version", "git_commit", "torch", "python", "platform", "start", "end"} <= set(meta)
+    # what precision "auto" chose on this machine is part of the record (and of every barrier's key)
+    from lmccheck.cpus import native_bf16
+
+    assert meta["barrier_precision"] == f"auto ({'bf16' if native_bf16() else 'fp32'} on cpu)"
+    assert f"- **barrier_precision**: {meta['barrier_precision']}" in md
     for setting in ("good", "bad"):
         png = out / "figures" / f"S99_{setting}_trajectory.png"
         assert png.read_bytes()[:8] == PNG_SIGNATURE
