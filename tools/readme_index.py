@@ -20,7 +20,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tools")]
 from claims.catalog import CATALOG  # noqa: E402 - after the path above
 from lmccheck.assertions import markdown_table  # noqa: E402
 from lmccheck.catalog import Catalog  # noqa: E402
-from markers import replace_between  # noqa: E402
+from markers import rewrite_block  # noqa: E402
 
 START, END = "<!-- claims-index:start -->", "<!-- claims-index:end -->"
 TARGET = ROOT / "README.md"
@@ -36,15 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", metavar="FILE", type=Path, default=TARGET, help="default: README.md")
     parser.add_argument("--check", action="store_true", help="write nothing; exit 1 when the index is stale")
     args = parser.parse_args(argv)
-    text = args.out.read_text(encoding="utf-8")
-    new = replace_between(text, START, END, index(CATALOG))
-    if new is None:
-        print(f"{args.out}: no {START} ... {END} markers", file=sys.stderr)
-        return 2
-    if args.check:
-        return 0 if new == text else 1
-    args.out.write_text(new, encoding="utf-8")
-    return 0
+    return rewrite_block(args.out, START, END, index(CATALOG), check=args.check)
 
 
 if __name__ == "__main__":

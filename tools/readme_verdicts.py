@@ -21,7 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from lmccheck.assertions import markdown_table, verdict_rows  # noqa: E402 - after the path above
 from lmccheck.report import REDUCED_BUDGETS, load_report, sort_records  # noqa: E402
-from markers import replace_between  # noqa: E402
+from markers import rewrite_block  # noqa: E402
 
 START, END = "<!-- verdicts:start -->", "<!-- verdicts:end -->"
 TARGET = Path(__file__).resolve().parents[1] / "docs" / "claims.md"
@@ -51,15 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{args.report}: a --lmc-budget {budget} report; its verdicts do not stand for the tiers "
               f"{args.out} lists: use a report of `make claims` (budget full)", file=sys.stderr)
         return 2
-    text = args.out.read_text(encoding="utf-8")
-    new = replace_between(text, START, END, table(args.report))
-    if new is None:
-        print(f"{args.out}: no {START} ... {END} markers", file=sys.stderr)
-        return 2
-    if args.check:
-        return 0 if new == text else 1
-    args.out.write_text(new, encoding="utf-8")
-    return 0
+    return rewrite_block(args.out, START, END, table(args.report), check=args.check)
 
 
 if __name__ == "__main__":
