@@ -55,6 +55,11 @@ def test_mlp_forward_and_training_flops_match_a_hand_count(gc) -> None:
     spawned = ctx.train(1, 2.0)  # from epoch 2: 3 epochs, checkpoints 2, 3, 5
     assert spawned.flops == 3 * forward * 60_000 * 3 + 3 * forward * 20_000
     assert ctx.barrier(2).flops == 2 * forward * 25 * 10_000
+    # a reduced setting's barrier is priced at its own grid: the dry run's 5 alphas on its 16 examples
+    from fixtures.recipes import GPU, reduce
+
+    dry = gc.Ctx(reduce(GPU["vgg16-ln-cifar10"], "dryrun"))
+    assert dry.barrier(3).flops == 3 * dry.net.forward_flops * 5 * 16
     # activation matching: A and B over the training split, and one float64 cross Gram per hidden layer
     assert ctx.am().flops == 2 * forward * 60_000 + 3 * 2 * 512**2 * 60_000
     assert ctx.wm(4).wm == 4 and ctx.wm().flops == 0 and all(s > 0 for s in ctx.wm().seconds)

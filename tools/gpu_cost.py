@@ -16,8 +16,9 @@ its recipe):
   network trained (pairs and triples from 0, children from their spawn time, IMP levels and S6's retrainings
   from the rewind point), bf16 autocast; plus the checkpoint evaluations (10k train and 10k test examples at
   each checkpoint after the start);
-* a barrier: forward FLOPs x 25 alphas x its examples (bf16, S2's fp32); a simplex barrier: x its 82 grid
-  points (edges at 24 steps, interior at 6); building the interpolated states is neglected;
+* a barrier: forward FLOPs x its setting's alphas (25; the dry run's 5) x its examples (bf16, S2's fp32); a
+  simplex barrier: x its 82 grid points (edges at 24 steps, a setting's alphas - 1, interior at 6); building
+  the interpolated states is neglected;
 * activation matching: two fp32 forward passes over the training split plus the float64 Gram ``a b^T`` of
   every matched activation (2 C^2 x positions per example and group); its assignment solves are neglected;
 * weight matching: CPU time of its assignment solves (scipy, on the host: the GPU idles), modelled as
@@ -74,7 +75,7 @@ from fixtures.recipes import (  # noqa: E402
     identity,
     reduce,
 )
-from lmccheck.interpolation import DEFAULT_ALPHAS, DEFAULT_N_EXAMPLES, simplex_grid  # noqa: E402
+from lmccheck.interpolation import DEFAULT_N_EXAMPLES, simplex_grid  # noqa: E402
 from lmccheck.llfc import CONV_BATCH, sites_of  # noqa: E402
 from lmccheck.matching import activation_modules  # noqa: E402
 from lmccheck.models import get_model  # noqa: E402
@@ -333,10 +334,10 @@ class Ctx:
 
     def barrier(self, count: float = 1.0, n: int | None = None, precision: str = "bf16",
                 points: int | None = None) -> Work:
-        """``count`` barrier curves (25 alphas) of ``n`` examples (None: the setting's), or simplex barriers of
-        ``points`` grid points."""
+        """``count`` barrier curves (the setting's alphas: 25, the dry run's 5) of ``n`` examples (None: the
+        setting's), or simplex barriers of ``points`` grid points."""
         n = self.eval if n is None else n
-        evals = DEFAULT_ALPHAS if points is None else points
+        evals = self.setting.alphas if points is None else points
         flops = self.net.forward_flops * evals * n
         batches = evals * math.ceil(n / BARRIER_BATCH)
         w = Work(barriers=1 if points is None else 0, simplices=0 if points is None else 1, flops=flops,
@@ -446,7 +447,8 @@ FAMILIES: dict[str, Callable[[Ctx], Work]] = {
     "triple_nets": lambda c: c.train(3),
     "triple_matchings": lambda c: c.wm(3) + c.am(3),
     "s7_extra": lambda c: (c.wm() + c.am() + c.barrier(18, n=DEFAULT_N_EXAMPLES)
-                           + c.barrier(4, n=DEFAULT_N_EXAMPLES, points=len(simplex_grid(3, *S7_SIMPLEX)))),
+                           + c.barrier(4, n=DEFAULT_N_EXAMPLES,
+                                       points=len(simplex_grid(3, S7_SIMPLEX[0], c.setting.alphas - 1)))),
     # Zhou's claims (claims/test_z_llfc.py, under edit: functions named, not lines): _pairs, two children of A
     # spawned at 5 epochs; _end_barrier, the premise's children barrier; feature statistics per pair kind
     # (spawned, WM, AM, independent) on the lab's default 10k test examples: _llfc_stats (Z1-Z3), weak
