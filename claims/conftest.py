@@ -7,14 +7,7 @@ import pytest
 from fixtures.pytest_fixtures import _account_products, lab
 from lmccheck.pytest_plugin import LmcConfig
 
-from . import settings
-
 __all__ = ["_account_products", "lab", "n_seeds"]
-
-
-def pytest_configure(config: pytest.Config) -> None:
-    """``--lmc-budget`` decides the GPU settings the claim modules parametrize over: set it before they load."""
-    settings.BUDGET = str(config.getoption("lmc_budget", "full") or "full")
 
 
 def _is_reduced(value: object) -> bool:

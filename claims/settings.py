@@ -12,12 +12,8 @@ from collections.abc import Mapping
 
 import pytest
 
-from fixtures.recipes import CPU, GPU, Setting, identity, reduce
-from lmccheck.pytest_plugin import RUN_ORDER_MARK
-
-#: ``--lmc-budget`` of this run (set by the claims' conftest before the claim modules are collected): under
-#: ``smoke`` or ``dryrun`` every GPU setting is replaced by its reduced version (:func:`fixtures.recipes.reduce`)
-BUDGET = "full"
+from fixtures.recipes import CPU, GPU, REDUCTIONS, Setting, identity, reduce
+from lmccheck.pytest_plugin import BUDGET_MARK, RUN_ORDER_MARK
 
 
 #: xdist groups shared across settings (``make claims`` on 2 workers). pytest-xdist's ``loadgroup`` hands each
@@ -57,6 +53,10 @@ def params(
 ) -> list[object]:
     """``pytest.param`` objects for the named settings; GPU ones carry the ``gpu`` marker.
 
+    Every budget's GPU checks are returned: the paper-scale settings marked ``lmc_budget("full")`` and each
+    reduced budget's versions (:func:`fixtures.recipes.reduce`) marked with its name; the plugin keeps those of
+    the run's ``--lmc-budget`` (CPU settings carry no budget mark: the CPU tier has one size).
+
     The names come from ``cpu_table`` and ``gpu_table`` (the recipes' ``CPU`` and ``GPU`` settings by
     default; a claim over several widths or regimes passes its own tables of families).
 
@@ -85,17 +85,21 @@ def params(
             out.append(pytest.mark.lmc_finding(reason=findings[name]))
         return out
 
+    def budget(name: str) -> pytest.MarkDecorator:
+        return getattr(pytest.mark, BUDGET_MARK)(name)
+
     out = [pytest.param(cpu_table[name], id=name, marks=marks(name, False)) for name in cpu]
-    if BUDGET == "full":
-        return out + [pytest.param(gpu_table[name], id=name, marks=marks(name, True)) for name in gpu]
-    # a reduced budget: the reduced settings, once each (under smoke a recipe's CIFAR-10 and Fashion-MNIST
+    out += [pytest.param(gpu_table[name], id=name, marks=[*marks(name, True), budget("full")]) for name in gpu]
+    # each reduced budget: the reduced settings, once each (under smoke a recipe's CIFAR-10 and Fashion-MNIST
     # variants become one)
-    seen: set[tuple] = set()
-    for name in gpu:
-        reduced = reduce(gpu_table[name], BUDGET)  # type: ignore[arg-type]
-        if identity(reduced) not in seen:
-            seen.add(identity(reduced))
-            out.append(pytest.param(reduced, id=reduced.name, marks=marks(reduced.name, True)))
+    for reduction in REDUCTIONS:
+        seen: set[tuple] = set()
+        for name in gpu:
+            reduced = reduce(gpu_table[name], reduction)  # type: ignore[arg-type]
+            if identity(reduced) not in seen:
+                seen.add(identity(reduced))
+                out.append(pytest.param(reduced, id=reduced.name, marks=[*marks(reduced.name, True),
+                                                                         budget(reduction)]))
     return out
 
 

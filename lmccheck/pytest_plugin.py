@@ -340,6 +340,8 @@ def _register_markers(config: pytest.Config) -> None:
     config.addinivalue_line("markers",
                             "gpu: paper-scale setting; needs CUDA (deselected by default, select with -m gpu)")
     config.addinivalue_line("markers", f"{RUN_ORDER_MARK}(n): run after the checks of a lower n (unmarked: 0)")
+    config.addinivalue_line("markers", f"{BUDGET_MARK}(name): the --lmc-budget a GPU check belongs to ("
+                            f"{', '.join(BUDGETS)}); a run deselects the other budgets' checks")
 
 
 def _setup_hypothesis(config: pytest.Config) -> None:
@@ -595,6 +597,11 @@ def parse_claim_ids(config: pytest.Config, values: list[str]) -> list[str]:
         raise pytest.UsageError(f"--lmc-claim: {exc} (e.g. --lmc-claim S2,S5)") from None
 
 
+#: the mark naming the ``--lmc-budget`` a check belongs to (``full`` or a reduced budget): a project collects every
+#: budget's version of its GPU checks and the run keeps those of its own budget; an unmarked check runs under any
+BUDGET_MARK = "lmc_budget"
+
+
 #: the mark that orders checks: ``lmc_run_order(n)`` runs after every check of a lower n (0 unmarked), so that a
 #: check sharing an xdist group with another setting's checks runs after them (claims.settings.WORKER_GROUPS)
 RUN_ORDER_MARK = "lmc_run_order"
@@ -608,9 +615,19 @@ def run_order(item: pytest.Item) -> int:
 
 @pytest.hookimpl(trylast=True)
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Checks in ``lmc_run_order`` (a stable sort: the files' order within each rank); ``--lmc-claim S2,S5``: keep
-    the checks whose claim marker names one of the ids, deselect the rest."""
+    """Checks in ``lmc_run_order`` (a stable sort: the files' order within each rank); the checks of another
+    ``--lmc-budget`` than the run's deselected; ``--lmc-claim S2,S5``: keep the checks whose claim marker names
+    one of the ids, deselect the rest."""
     items.sort(key=run_order)
+    chosen = str(config.getoption("lmc_budget", "full") or "full")
+    def other_budget(item: pytest.Item) -> bool:
+        mark = item.get_closest_marker(BUDGET_MARK)
+        return mark is not None and mark.args[0] != chosen
+
+    other = [i for i in items if other_budget(i)]
+    if other:
+        config.hook.pytest_deselected(items=other)
+        items[:] = [i for i in items if not other_budget(i)]
     wanted = parse_claim_ids(config, config.getoption("lmc_claim") or [])
     if not wanted:
         return

@@ -90,7 +90,8 @@ def test_a_check_can_take_an_xdist_group_of_its_own_that_node_ids_still_strip() 
         return next(m.args[0] for m in param.marks if m.name == "xdist_group")  # type: ignore[attr-defined]
 
     [plain] = params(["mlp512-fmnist"], [])
-    [own, gpu] = params(["mlp512-fmnist"], ["vgg16-ln-cifar10"], group="children")
+    own, gpu, *reduced = params(["mlp512-fmnist"], ["vgg16-ln-cifar10"], group="children")
+    assert [p.id for p in reduced] == ["vgg16-ln-cifar10-smoke", "vgg16-ln-cifar10-dryrun"]
     assert group_of(plain) == "mlp512-fmnist"
     # S4's children run on mlp512-fmnist's worker after its other checks (WORKER_GROUPS); a GPU setting's
     # children keep a group of their own

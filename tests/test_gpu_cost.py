@@ -123,7 +123,8 @@ def test_shared_products_are_counted_once(gc, stub_nets) -> None:
 
 
 def _gpu_params() -> set[tuple[str, str, str]]:
-    """``(function, claim id, pytest id)`` of every GPU-marked parametrization of the claim checks."""
+    """``(function, claim id, pytest id)`` of every paper-scale GPU parametrization of the claim checks (the
+    ``gpu`` mark and ``lmc_budget("full")``: the reduced budgets' versions are collected beside them)."""
     out = set()
     for path in sorted((ROOT / "claims").glob("test_*.py")):
         module = importlib.import_module(f"claims.{path.stem}")
@@ -134,16 +135,15 @@ def _gpu_params() -> set[tuple[str, str, str]]:
                 if m.name != "parametrize" or not claim:
                     continue
                 for p in m.args[1]:
-                    if any(getattr(x, "name", "") == "gpu" for x in getattr(p, "marks", ())):
+                    marks_of = {(getattr(x, "name", ""), tuple(getattr(x, "args", ())))
+                                for x in getattr(p, "marks", ())}
+                    if ("gpu", ()) in marks_of and ("lmc_budget", ("full",)) in marks_of:
                         out.add((name, claim[0], p.id))
     return out
 
 
 def test_every_gpu_check_of_the_claims_is_in_the_table(gc, stub_nets) -> None:
-    from claims import settings
 
-    if settings.BUDGET != "full":  # the claim modules' params were built under a reduced budget
-        pytest.skip(f"claims.settings.BUDGET is {settings.BUDGET!r} in this session")
     collected = _gpu_params()
     assert len(collected) == 77  # pytest claims -m gpu --collect-only: 77 checks at the full budget
     est = gc.estimate()

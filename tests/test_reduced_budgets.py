@@ -119,17 +119,26 @@ def test_smoke_merges_a_recipes_cifar10_and_fashion_mnist_versions_and_dryrun_do
     assert not same("resnet20x32-ln-cifar10", "resnet20x4-ln-cifar10", "dryrun")
 
 
-@pytest.mark.parametrize("budget", ["smoke", "dryrun"])
-def test_params_under_a_reduced_budget(monkeypatch: pytest.MonkeyPatch, budget: str) -> None:
+@pytest.mark.parametrize("budget", ["full", "smoke", "dryrun"])
+def test_params_carry_every_budgets_gpu_settings_each_marked_with_its_budget(budget: str) -> None:
+    """``params`` reads no global: it gives the CPU settings (no budget mark) and each budget's GPU settings,
+    marked ``lmc_budget(name)``; the claims' conftest keeps those of the run's ``--lmc-budget``."""
     from claims import settings
 
-    monkeypatch.setattr(settings, "BUDGET", budget)
-    out = settings.params(["mlp512-fmnist"], ["vgg16-ln-cifar10", "vgg16-ln-fmnist", "resnet20x4-ln-cifar10"])
-    expected = (["vgg16-ln-cifar10", "resnet20x4-ln-cifar10"] if budget == "smoke"
-                else ["vgg16-ln-cifar10", "vgg16-ln-fmnist", "resnet20x4-ln-cifar10"])
-    assert [p.id for p in out] == ["mlp512-fmnist", *(f"{n}-{budget}" for n in expected)]
-    assert out[0].values[0] is CPU["mlp512-fmnist"] and all(p.values[0].reduced == budget for p in out[1:])
-    assert all(any(m.name == "gpu" for m in p.marks) for p in out[1:])
+    gpu = ["vgg16-ln-cifar10", "vgg16-ln-fmnist", "resnet20x4-ln-cifar10"]
+    out = settings.params(["mlp512-fmnist"], gpu)
+
+    def budget_of(p) -> str | None:
+        marks = [m for m in p.marks if m.name == settings.BUDGET_MARK]
+        return marks[0].args[0] if marks else None
+
+    assert out[0].id == "mlp512-fmnist" and out[0].values[0] is CPU["mlp512-fmnist"] and budget_of(out[0]) is None
+    chosen = [p for p in out if budget_of(p) == budget]
+    expected = {"full": gpu, "smoke": ["vgg16-ln-cifar10-smoke", "resnet20x4-ln-cifar10-smoke"],
+                "dryrun": [f"{n}-dryrun" for n in gpu]}[budget]
+    assert [p.id for p in chosen] == expected
+    assert all(p.values[0].reduced == ("" if budget == "full" else budget) for p in chosen)
+    assert all(any(m.name == "gpu" for m in p.marks) for p in chosen)
 
 
 def _collect(*args: str) -> list[str]:
