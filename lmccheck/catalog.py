@@ -19,6 +19,7 @@ __all__ = ["Catalog", "Claim", "CatalogError", "load_catalog"]
 
 #: a claim id: letters, then digits (``S3``, ``Z10``)
 ID_PATTERN = re.compile(r"[A-Za-z]+[0-9]+")
+_ID_PARTS = re.compile(r"([A-Z]+)([0-9]+)")
 #: a claim check's function name: ``test_<claim id>_...`` (the id in any case)
 _CHECK_NAME = re.compile(r"test_([A-Za-z]+[0-9]+)_")
 
@@ -71,11 +72,15 @@ class Catalog:
 
     def describe(self) -> str:
         """The ids in a few words, for error messages (``S1-S12, Z1-Z10``)."""
-        runs: list[str] = []
-        for prefix in dict.fromkeys(re.match(r"[A-Z]+", i).group(0) for i in self.ids):  # type: ignore[union-attr]
-            nums = [int(i[len(prefix):]) for i in self.ids if re.fullmatch(rf"{prefix}[0-9]+", i)]
-            runs.append(f"{prefix}{min(nums)}-{prefix}{max(nums)}" if nums == list(range(min(nums), max(nums) + 1))
-                        and len(nums) > 1 else ", ".join(f"{prefix}{n}" for n in nums))
+        numbers: dict[str, list[int]] = {}  # per letter prefix, in the catalog's order
+        for cid in self.ids:
+            prefix, digits = _ID_PARTS.fullmatch(cid).groups()  # type: ignore[union-attr]
+            numbers.setdefault(prefix, []).append(int(digits))
+        runs = []
+        for prefix, nums in numbers.items():
+            contiguous = len(nums) > 1 and sorted(nums) == list(range(min(nums), max(nums) + 1))
+            runs.append(f"{prefix}{min(nums)}-{prefix}{max(nums)}" if contiguous
+                        else ", ".join(f"{prefix}{n}" for n in nums))
         return ", ".join(runs)
 
 

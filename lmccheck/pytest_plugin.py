@@ -30,7 +30,7 @@ import platform
 import shutil
 import subprocess
 import sys
-from collections.abc import Generator
+from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -620,23 +620,26 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
     one of the ids, deselect the rest."""
     items.sort(key=run_order)
     chosen = str(config.getoption("lmc_budget", "full") or "full")
-    def other_budget(item: pytest.Item) -> bool:
-        mark = item.get_closest_marker(BUDGET_MARK)
-        return mark is not None and mark.args[0] != chosen
 
-    other = [i for i in items if other_budget(i)]
-    if other:
-        config.hook.pytest_deselected(items=other)
-        items[:] = [i for i in items if not other_budget(i)]
+    def this_budget(item: pytest.Item) -> bool:
+        mark = item.get_closest_marker(BUDGET_MARK)
+        return mark is None or mark.args[0] == chosen
+
+    _deselect(config, items, this_budget)
     wanted = parse_claim_ids(config, config.getoption("lmc_claim") or [])
-    if not wanted:
-        return
-    keep, drop = [], []
+    if wanted:
+        _deselect(config, items, lambda item: _claim_id(item) in wanted)
+
+
+def _deselect(config: pytest.Config, items: list[pytest.Item], keep: Callable[[pytest.Item], bool]) -> None:
+    """Deselect (in place, reported to pytest) the items ``keep`` says no to."""
+    kept: list[pytest.Item] = []
+    dropped: list[pytest.Item] = []
     for item in items:
-        (keep if _claim_id(item) in wanted else drop).append(item)
-    if drop:
-        config.hook.pytest_deselected(items=drop)
-        items[:] = keep
+        (kept if keep(item) else dropped).append(item)
+    if dropped:
+        config.hook.pytest_deselected(items=dropped)
+        items[:] = kept
 
 
 def claim_from_nodeid(nodeid: str, claims: Catalog | None) -> tuple[str, str] | None:
