@@ -25,7 +25,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from lmccheck.data import Split, load_dataset
-from lmccheck.interpolation import BarrierResult, alpha_grid, barrier, lerp
+from lmccheck.barrier_curves import BarrierResult, alpha_grid
+from lmccheck.barrier_options import BarrierOptions
+from lmccheck.interpolation import barrier, lerp
 from lmccheck.models import get_model
 
 ALPHAS = 25
@@ -72,7 +74,8 @@ def mlp_case() -> tuple[nn.Module, dict, dict, Split]:
 @pytest.mark.benchmark(group="barrier-mlp3x512-25x10k")
 def test_barrier_mlp_engine(benchmark, mlp_case) -> None:  # type: ignore[no-untyped-def]
     model, a, b, data = mlp_case
-    result = benchmark.pedantic(lambda: barrier(model, a, b, data, alphas=ALPHAS), rounds=3, iterations=1)
+    options = BarrierOptions(alphas=ALPHAS)
+    result = benchmark.pedantic(lambda: barrier(model, a, b, data, options), rounds=3, iterations=1)
     _check(result)
     assert result.n_examples == 10_000
 
@@ -100,7 +103,7 @@ def resnet_case() -> tuple[nn.Module, dict, dict, Split]:
 def test_barrier_resnet20_engine(benchmark, resnet_case) -> None:  # type: ignore[no-untyped-def]
     model, a, b, data = resnet_case
     result = benchmark.pedantic(
-        lambda: barrier(model, a, b, data, alphas=ALPHAS, n_examples=1000), rounds=3, iterations=1
+        lambda: barrier(model, a, b, data, BarrierOptions(alphas=ALPHAS, n_examples=1000)), rounds=3, iterations=1
     )
     _check(result)
 
@@ -128,7 +131,7 @@ def test_barrier_mlp_precision(benchmark, mlp_depth_case, precision: str) -> Non
     """
     model, a, b, data, depth = mlp_depth_case
     benchmark.group = f"barrier-mlp{depth}x512-precision"
-    result = benchmark.pedantic(lambda: barrier(model, a, b, data, alphas=ALPHAS, autocast=precision == "bf16"),
+    result = benchmark.pedantic(lambda: barrier(model, a, b, data, BarrierOptions(alphas=ALPHAS, precision=precision)),
                                 rounds=2, iterations=1, warmup_rounds=1)
     _check(result)
     benchmark.extra_info["error_barrier"] = result.error_barrier

@@ -27,11 +27,12 @@ import torch
 
 from lmccheck.data import Dataset, Split
 from lmccheck.ensemble import train_together
+from lmccheck.barrier_options import BarrierOptions
 from lmccheck.interpolation import barrier
-from lmccheck.matching import weight_matching
 from lmccheck.models import get_model
 from lmccheck.permutation import permutation_spec
 from lmccheck.training import TrainConfig, train
+from lmccheck.weight_matching import weight_matching
 
 pytestmark = [
     pytest.mark.gpu,
@@ -122,13 +123,13 @@ def test_gpu_barrier_resnet20_16x(benchmark, cifar_shaped: Dataset) -> None:
     a = model.state_dict()
     torch.manual_seed(1)
     b = make().state_dict()
-    kw = dict(alphas=25, n_examples=10_000, device="cuda", autocast=True)
-    barrier(model, a, b, cifar_shaped.test, **{**kw, "alphas": 2, "n_examples": 1000})  # warm-up
+    options = BarrierOptions(alphas=25, n_examples=10_000, precision="bf16")
+    barrier(model, a, b, cifar_shaped.test, options.replace(alphas=2, n_examples=1000), device="cuda")  # warm-up
     t = {}
 
     def once() -> None:
         t0 = time.perf_counter()
-        res = barrier(model, a, b, cifar_shaped.test, **kw)
+        res = barrier(model, a, b, cifar_shaped.test, options, device="cuda")
         torch.cuda.synchronize()
         t["s"] = time.perf_counter() - t0
         t["res"] = res

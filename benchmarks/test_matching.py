@@ -30,9 +30,10 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from lmccheck.fileio import atomic_path
-from lmccheck.matching import matching_objective, weight_matching, weight_matching_naive
 from lmccheck.models import get_model
 from lmccheck.permutation import Permutation, PermutationSpec
+from lmccheck.weight_matching import matching_objective, weight_matching
+from tests.naive_matching import weight_matching_naive
 
 CACHE = Path(__file__).resolve().parent.parent / ".benchmarks" / "trained"
 IMPLS: dict[str, Callable[..., Permutation]] = {"fast": weight_matching, "naive": weight_matching_naive}
@@ -208,7 +209,7 @@ def test_commutativity_matching(benchmark, starts: str) -> None:
     after each phase (relaxation, 2-opt), the swaps taken and whether the result is a 2-opt local optimum."""
     from lmccheck.commutativity_matching import commutativity_matching
     from lmccheck.data import load_dataset
-    from lmccheck.matching import activation_matching
+    from lmccheck.activation_matching import activation_matching
 
     spec, a, b = trained_pair("mlp512-trained")
     model = get_model("mlp", width=512, depth=3, in_channels=1, input_size=28)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from fixtures.pytest_fixtures import _account_products, lab
-from lmccheck.pytest_plugin import LmcConfig
+from lmccheck.pytest_plugin.options import LmcConfig
 
 __all__ = ["_account_products", "lab", "n_seeds"]
 

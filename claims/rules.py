@@ -16,6 +16,13 @@ from scipy import stats
 
 from lmccheck.verdict import binomial_se
 
+#: "the error barrier after aligning with P_end drops from around 70% (as measured between two differently
+#: initialized networks after convergence) to 3-8% at any time t in training" (Sharma et al. §5.1). The paper's
+#: worst case is 8% of a 70% converged unaligned barrier: at every t, the aligned error barrier is at most 8/70 of
+#: the unaligned error barrier after convergence (S3, and S11's regime 1, which quotes S3's "highly reduced")
+HIGHLY_REDUCED_RATIO = 8 / 70
+
+
 class MeasurementBug(RuntimeError):
     """A measurement contradicted an identity that holds by construction: a bug in lmccheck, never a finding
     (not an ``AssertionError``, so a setting marked as a known finding still fails on it)."""
@@ -70,7 +77,7 @@ def first_time_within(times: Sequence[float], values: Sequence[float], target: f
 
 
 def error_barrier_se(res: Any) -> float:
-    """The test-set standard error of one error barrier (a :class:`~lmccheck.interpolation.BarrierResult`):
+    """The test-set standard error of one error barrier (a :class:`~lmccheck.barrier_curves.BarrierResult`):
     the binomial noise of the error at the barrier's alpha and of the line between the endpoints there, on
     ``res.n_examples`` examples, added as if independent (shared examples correlate them positively, so this
     is an upper bound)."""

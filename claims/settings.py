@@ -12,8 +12,8 @@ from collections.abc import Mapping
 
 import pytest
 
-from fixtures.recipes import CPU, GPU, REDUCTIONS, Setting, identity, reduce
-from lmccheck.pytest_plugin import BUDGET_MARK, RUN_ORDER_MARK
+from fixtures.recipes import CPU, GPU, REDUCTIONS, Regimes, Setting, WidthFamily, identity, reduce
+from lmccheck.pytest_plugin.claims import BUDGET_MARK, RUN_ORDER_MARK
 
 
 #: xdist groups shared across settings (``make claims`` on 2 workers). pytest-xdist's ``loadgroup`` hands each
@@ -28,13 +28,30 @@ WORKER_GROUPS = {"mlp-fmnist-widths": "mlp128-fmnist", "mlp256x6-fmnist": "mlp12
                  "mlp512-fmnist.children": "mlp512-fmnist"}
 
 
-#: SGD seeds of the children spawned from a pair's networks, shared by S4 (A^1, A^2, B^1 of replicate r use
-#: these plus 3r, 3r + 1, 3r + 2) and Zhou's spawned pairs (A^1, A^2), so that the two build the same children
-CHILD_SGD_SEED_BASE = 3000
-#: replicates that have children at CPU scale: children are the most expensive products of the CPU tier (3 per
-#: spawn time and seed); 3 seeds, the fewest that give a seed spread with 2 degrees of freedom per spawn time
-#: (issue 24); GPU settings use --lmc-seeds
+# ---------------------------------------------------------------------------- replicates at CPU scale
+# A claim runs ``setting.replicates(n_seeds, cap)`` replicates (:meth:`fixtures.recipes.Setting.replicates`):
+# --lmc-seeds on GPU settings, at most ``cap`` on CPU settings, where these caps keep the costliest checks within
+# the CPU tier's budget (no cap: every claim not named here). The width families of S7 and S12 cap their triples
+# per width (:attr:`fixtures.recipes.WidthFamily.seeds`).
+
+#: replicates that have children at CPU scale (S4, and Zhou's spawned pairs): children are the most expensive
+#: products of the CPU tier (3 per spawn time and seed); 3 seeds, the fewest that give a seed spread with 2
+#: degrees of freedom per spawn time (issue 24); GPU settings use --lmc-seeds
 CHILDREN_CPU_SEEDS = 3
+#: S5's replicates at CPU scale: IMP retrains a network per level for A and B and S6 five more per measured
+#: level, the most expensive products of the CPU tier; 3 seeds (issue 24: S5(b)'s paired contrast on at least
+#: 3), the seed spread pooled over the levels of an assertion. GPU settings use --lmc-seeds
+S5_CPU_SEEDS = 3
+#: S6 at CPU scale: 2 seeds (the IMP sequences of S5's first two replicates). S6 retrains 5 networks per measured
+#: level and seed, and a third seed (about 3 min of the 2 workers' budget) is what keeps `make claims` within its
+#: 30 minutes; its contrasts pool the seed spread over the levels (df = 5 over 5 levels)
+S6_CPU_SEEDS = 2
+#: S10's replicates at CPU scale: every point is one weight matching and one 10k-example barrier of the MLP with
+#: 6 hidden layers (7 weight layers), so S10 runs 2 seeds there, recorded as such; GPU settings use --lmc-seeds
+S10_CPU_SEEDS = 2
+#: S12's replicates at CPU scale where fewer than --lmc-seeds (by setting; the others have no cap): the 6-layer
+#: MLP uses the two pairs S10 trains (a third would cost 70 s of the CPU budget for this check alone)
+S12_CPU_SEEDS = {"mlp256x6-fmnist": 2}
 
 
 #: the GPU settings of the sparse-network claims (S5, S6, S9): Sharma et al.'s VGG-16 and ResNet-20x4 with
@@ -47,8 +64,8 @@ def params(
     gpu: list[str],
     findings: dict[str, str] | None = None,
     *,
-    cpu_table: Mapping[str, object] = CPU,
-    gpu_table: Mapping[str, object] = GPU,
+    cpu_table: Mapping[str, Setting | WidthFamily | Regimes] = CPU,
+    gpu_table: Mapping[str, Setting | WidthFamily | Regimes] = GPU,
     group: str = "",
 ) -> list[object]:
     """``pytest.param`` objects for the named settings; GPU ones carry the ``gpu`` marker.
@@ -88,14 +105,14 @@ def params(
     def budget(name: str) -> pytest.MarkDecorator:
         return getattr(pytest.mark, BUDGET_MARK)(name)
 
-    out = [pytest.param(cpu_table[name], id=name, marks=marks(name, False)) for name in cpu]
+    out: list[object] = [pytest.param(cpu_table[name], id=name, marks=marks(name, False)) for name in cpu]
     out += [pytest.param(gpu_table[name], id=name, marks=[*marks(name, True), budget("full")]) for name in gpu]
     # each reduced budget: the reduced settings, once each (under smoke a recipe's CIFAR-10 and Fashion-MNIST
     # variants become one)
     for reduction in REDUCTIONS:
         seen: set[tuple] = set()
         for name in gpu:
-            reduced = reduce(gpu_table[name], reduction)  # type: ignore[arg-type]
+            reduced = reduce(gpu_table[name], reduction)
             if identity(reduced) not in seen:
                 seen.add(identity(reduced))
                 out.append(pytest.param(reduced, id=reduced.name, marks=[*marks(reduced.name, True),

@@ -46,6 +46,7 @@ series at GPU scale, where it is cheap next to the rest; it is not asserted.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -53,7 +54,7 @@ import pytest
 
 from fixtures import Lab
 from fixtures.recipes import Setting
-from lmccheck.interpolation import BarrierResult
+from lmccheck.barrier_curves import BarrierResult
 from lmccheck.matching import partial_permutation
 from lmccheck.permutation import PermutationSpec
 from lmccheck.report import line_panel, pct
@@ -61,16 +62,13 @@ from lmccheck.rewinding import MODES, split_fraction, weight_layers
 from lmccheck.verdict import Above, Within, binomial_se, paper, reading
 
 from .rules import connected_threshold, mean_noise, mean_std, seed_halfwidths, seed_means
-from .settings import params
+from .settings import S10_CPU_SEEDS, params
 
 #: rewind times t at CPU scale (epochs of the 5-epoch recipe): early and mid-training, where WM's P_t still
 #: differs from P_end (S12: few shared fixed points before the end); GPU settings use every checkpoint in
 #: (0, end) from 1 epoch on
 CPU_REWIND_TIMES = (0.5, 2.0)
 GPU_FIRST_REWIND = 1.0
-#: replicates at CPU scale: every point is one weight matching and one 10k-example barrier of the MLP with
-#: 6 hidden layers (7 weight layers), so S10 runs 2 seeds there, recorded as such; GPU settings use --lmc-seeds
-CPU_SEEDS = 2
 #: the paper's split points as fractions of depth: VGG-16 "at the midpoint k = 8" and "the first layers up
 #: to k = 4" of its 16 weight layers
 PAPER_SPLIT_FRACTIONS = {"k=4 of VGG-16": 4 / 16, "k=8 of VGG-16 (midpoint)": 8 / 16}
@@ -141,7 +139,7 @@ def shared_end_noise(x: BarrierResult, y: BarrierResult) -> float:
     return math.sqrt(peak(x) ** 2 + peak(y) ** 2 + shift**2 * (binomial_se(e0, n) ** 2 + binomial_se(e1, n) ** 2))
 
 
-def slope(xs: list[float], ys: list[float]) -> float:
+def slope(xs: Sequence[float], ys: Sequence[float]) -> float:
     """The least-squares slope of ``ys`` on ``xs``."""
     mx, my = sum(xs) / len(xs), sum(ys) / len(ys)
     return sum((x - mx) * (y - my) for x, y in zip(xs, ys)) / sum((x - mx) ** 2 for x in xs)
@@ -157,8 +155,7 @@ def test_s10_weight_matching_aligns_lower_layers_earlier(setting: Setting, lab: 
     mode's end-of-training error barrier lies within [P_end - delta, P_t + delta] at every (t, mode, k); the
     bottom-up barrier rises with k at every t and never falls by more than delta; bottom-up at the midpoint is
     above top-down; where there are enough rewind times, the time bottom-up reaches P_end grows with k."""
-    seeds = n_seeds if setting.gpu else min(n_seeds, CPU_SEEDS)
-    pairs = lab.pairs(setting.config, seeds)
+    pairs = lab.pairs(setting.config, setting.replicates(n_seeds, S10_CPU_SEEDS))
     end = setting.config.epochs
     times = ([t for t in pairs[0].a.times if setting.at(GPU_FIRST_REWIND) <= t < end] if setting.gpu
              else list(CPU_REWIND_TIMES))

@@ -49,19 +49,23 @@ from typing import Any
 import pytest
 
 from fixtures import Lab
-from fixtures.recipes import REGIMES_GPU, Regimes, Setting
-from lmccheck.interpolation import BarrierResult
+from fixtures.recipes import REGIMES_GPU, Regimes, Setting, init_child_seed
+from lmccheck.barrier_curves import BarrierResult
 from lmccheck.report import line_panel, pct
 from lmccheck.verdict import Above, Below, Within, paper, reading
 
-from .rules import connected_threshold, contrast_noise, error_barrier_se, seed_halfwidths, seed_means
+from .rules import (
+    HIGHLY_REDUCED_RATIO,
+    connected_threshold,
+    contrast_noise,
+    error_barrier_se,
+    seed_halfwidths,
+    seed_means,
+)
 from .settings import params
-from .test_s3_trajectory import HIGHLY_REDUCED_RATIO
 
 METHODS = ("weight", "activation")
 SHORT = {"weight": "WM", "activation": "AM"}
-#: SGD seeds of the children spawned at t = 0 from A of replicate r: this plus r
-CHILD_SGD_SEED_BASE = 7000
 
 #: the quote is the paper's; the rule read from it (S3's: at most 8/70 of the converged unaligned barrier) is
 #: named beside the section, not inside the quote
@@ -131,14 +135,14 @@ def _collect(setting: Setting, lab: Lab, n_seeds: int) -> dict[str, Any]:
     """One regime: per seed, the instability at initialization (A vs a child of A spawned at 0), the unaligned
     error barrier at the end, and the error barrier under each method's P_end at every checkpoint (with their
     test-set noise); the largest Monte Carlo noise threshold of the instability barriers."""
-    pairs = lab.pairs(setting.config, n_seeds)
+    pairs = lab.pairs(setting.config, setting.replicates(n_seeds))
     times = pairs[0].a.times
     out: dict[str, Any] = {"setting": setting.name, "times": times, "instability": [], "unaligned_end": [],
                            "unaligned_end_se": [], "traj": {m: [] for m in METHODS},
                            "traj_se": {m: [] for m in METHODS}, "child_sgd_seeds": []}
     thresholds: list[float] = []
     for pair in pairs:
-        seed = CHILD_SGD_SEED_BASE + pair.replicate
+        seed = init_child_seed(pair.replicate)
         child = lab.child(pair.a, 0.0, seed)
         res = lab.barrier(pair.a, child, **setting.curve)
         out["instability"].append(res.error_barrier)

@@ -29,13 +29,13 @@ import torch
 from fixtures import Lab
 from fixtures.recipes import Setting
 from lmccheck.data import load_dataset
-from lmccheck.interpolation import BarrierResult
+from lmccheck.barrier_curves import BarrierResult
 from lmccheck.invariance import output_deviation
-from lmccheck.matching import weight_matching
 from lmccheck.models import get_model
 from lmccheck.permutation import Permutation
 from lmccheck.report import pct
 from lmccheck.verdict import reading
+from lmccheck.weight_matching import weight_matching
 
 from .rules import MC_NOISE_STDERRS, MeasurementBug, connected_threshold
 from .settings import params

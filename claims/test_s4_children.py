@@ -37,13 +37,13 @@ from typing import Any
 import pytest
 
 from fixtures import Lab
-from fixtures.recipes import Setting
-from lmccheck.interpolation import BarrierResult
+from fixtures.recipes import Setting, child_seeds
+from lmccheck.barrier_curves import BarrierResult
 from lmccheck.report import line_panel, pct
 from lmccheck.verdict import Above, Within, paper, reading
 
 from .rules import connected_threshold, contrast_noise, error_barrier_se, mean_std, seed_halfwidths, seed_means
-from .settings import CHILD_SGD_SEED_BASE, CHILDREN_CPU_SEEDS, params
+from .settings import CHILDREN_CPU_SEEDS, params
 
 METHODS = ("weight", "activation")
 SHORT = {"weight": "WM", "activation": "AM"}
@@ -52,8 +52,6 @@ SHORT = {"weight": "WM", "activation": "AM"}
 #: barriers) and took `make claims` past its budget; GPU settings spawn at every checkpoint before the end
 #: (Fig. 8's log axis)
 CPU_SPAWN_TIMES = (0.0, 2.0)
-#: replicates at CPU scale (:data:`claims.settings.CHILDREN_CPU_SEEDS`)
-CPU_SEEDS = CHILDREN_CPU_SEEDS
 #: the paper's replicates (App. D: "All results are averaged over 5 replicates")
 PAPER_SEEDS = 5
 #: delta of "P_end is able to align the children": the aligned children's error barrier may exceed the aligned
@@ -104,8 +102,7 @@ def test_s4_end_permutation_aligns_children_after_onset(setting: Setting, lab: L
     error_barrier(A_t^1, P_end[B_t^1]) - error_barrier(A, P_end[B]) is at most delta = 5/70 of the unaligned
     children's barrier (TOST, 90% interval, paired per seed, pooled over the spawn times, test-set noise added),
     and the aligned children's barrier is below the unaligned children's (§2.1: "significantly lowered")."""
-    seeds = n_seeds if setting.gpu else min(n_seeds, CPU_SEEDS)
-    pairs = lab.pairs(setting.config, seeds)
+    pairs = lab.pairs(setting.config, setting.replicates(n_seeds, CHILDREN_CPU_SEEDS))
     end = setting.config.epochs
     spawn_times = [t for t in pairs[0].a.times if t < end] if setting.gpu else list(CPU_SPAWN_TIMES)
     data = _collect(setting, lab, pairs, spawn_times)
@@ -209,14 +206,13 @@ def _collect(setting: Setting, lab: Lab, pairs: list, spawn_times: list[float]) 
         thresholds.append(connected_threshold(max(res.error_endpoints), res.n_examples))
 
     for pair in pairs:
-        r = pair.replicate
         p_end = {m: lab.match(m, pair.a, pair.b) for m in METHODS}
         for m in METHODS:
             put(("parents", m), lab.barrier(pair.a, pair.b, perm=p_end[m], **setting.curve))
-        child_seeds = (CHILD_SGD_SEED_BASE + 3 * r, CHILD_SGD_SEED_BASE + 3 * r + 1, CHILD_SGD_SEED_BASE + 3 * r + 2)
+        seeds = child_seeds(pair.replicate)
         for i, t in enumerate(spawn_times):
-            a1, a2 = lab.child(pair.a, t, child_seeds[0]), lab.child(pair.a, t, child_seeds[1])
-            b1 = lab.child(pair.b, t, child_seeds[2])
+            a1, a2 = lab.child(pair.a, t, seeds.a1), lab.child(pair.a, t, seeds.a2)
+            b1 = lab.child(pair.b, t, seeds.b1)
             put(("instability", i), lab.barrier(a1, a2, **setting.curve))
             put(("unaligned", i), lab.barrier(a1, b1, **setting.curve))
             for m in METHODS:

@@ -68,7 +68,7 @@ from lmccheck.report import line_panel, pct
 from lmccheck.verdict import Above, Within, binomial_se, paired_noise, paper, reading
 
 from .rules import MeasurementBug, contrast_noise, error_barrier_se, seed_halfwidths, seed_means
-from .settings import SPARSE_GPU, params
+from .settings import S5_CPU_SEEDS, S6_CPU_SEEDS, SPARSE_GPU, params
 
 #: App. A / App. F: "pruning 20% of weights" per level
 PRUNE_FRACTION = 0.2
@@ -82,14 +82,6 @@ CPU_LEVELS = 10
 GPU_LEVELS = 14
 #: S6 retrains five networks per level it measures, so it measures every second level (ending at the last)
 S6_LEVEL_STEP = 2
-#: replicates at CPU scale: IMP retrains a network per level for A and B and S6 five more per measured
-#: level, the most expensive products of the CPU tier; 3 seeds (issue 24: S5(b)'s paired contrast on at least
-#: 3), the seed spread pooled over the levels of an assertion. GPU settings use --lmc-seeds
-CPU_SEEDS = 3
-#: S6 at CPU scale: 2 seeds (the IMP sequences of S5's first two replicates). S6 retrains 5 networks per measured
-#: level and seed, and a third seed (about 3 min of the 2 workers' budget) is what keeps `make claims` within its
-#: 30 minutes; its contrasts pool the seed spread over the levels (df = 5 over 5 levels)
-S6_CPU_SEEDS = 2
 #: "matching accuracy" (S6, and the levels S5 covers): within this distance of the dense accuracy
 MATCHING_DELTA = 0.01
 MATCHING_REASON = (
@@ -249,8 +241,7 @@ def test_s5_dense_permutation_aligns_every_imp_level(setting: Setting, lab: Lab,
     """For WM and AM, per seed and paired: barrier(A(i), B(i)) - barrier(A(i), P[B(i)]) > 0 at every matching
     level, and barrier(A(i), P(i)[B(i)]) - barrier(A(i), P[B(i)]) > 0 at every sparsest level (test error; the
     seed spread pooled over the levels, the test-set noise of both barriers added)."""
-    seeds = n_seeds if setting.gpu else min(n_seeds, CPU_SEEDS)
-    runs = imp_pairs(lab, setting, seeds)
+    runs = imp_pairs(lab, setting, setting.replicates(n_seeds, S5_CPU_SEEDS))
     data = _collect_s5(setting, lab, runs)
     levels, remaining = data["levels"], data["remaining"]
     acc_gap = seed_means(vs_dense(data["level_test_acc"], data["dense_test_acc"]))
@@ -376,8 +367,7 @@ def test_s6_imp_masks_transport_modulo_permutation(setting: Setting, lab: Lab, n
     is matching at every level with >= 6.8% remaining; it is more accurate than one-shot pruning where one-shot
     stops matching; the unpermuted mask is matching at no level (test accuracy minus the replicate's dense one,
     delta = MATCHING_DELTA, the seed spread pooled over the levels, the test-set noise added)."""
-    seeds = n_seeds if setting.gpu else min(n_seeds, S6_CPU_SEEDS)
-    runs = imp_pairs(lab, setting, seeds)
+    runs = imp_pairs(lab, setting, setting.replicates(n_seeds, S6_CPU_SEEDS))
     data = _collect_s6(setting, lab, runs)
     n, dense, acc = setting.config.eval_examples, data["dense_test_acc"], data["test_acc"]
     levels, remaining = data["levels"], data["remaining"]

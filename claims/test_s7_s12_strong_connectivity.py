@@ -51,13 +51,15 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import pytest
 from scipy import stats
 
 from fixtures import Lab, Triple
 from fixtures.recipes import WIDTHS_CPU, WIDTHS_GPU, Setting, WidthFamily
-from lmccheck.interpolation import DEFAULT_ALPHAS, BarrierResult, SimplexResult
+from lmccheck.barrier_curves import BarrierResult, SimplexResult
+from lmccheck.barrier_options import DEFAULT_ALPHAS
 from lmccheck.matching import fixed_point_stats
 from lmccheck.permutation import Permutation
 from lmccheck.report import line_panel, pct
@@ -156,9 +158,9 @@ def _triangles(lab: Lab, method: str, t: Triple, p: dict[str, Permutation], whic
                setting: Setting) -> dict[str, tuple[SimplexResult, tuple[BarrierResult, ...]]]:
     """Per triangle in ``which``: the simplex result and the pairwise barriers of its edges (0-1, 0-2, 1-2),
     each taken in the simplex's vertex order so that the two evaluations agree to the bit."""
-    out = {}
+    out: dict[str, tuple[SimplexResult, tuple[BarrierResult, ...]]] = {}
     kw = {"split": "test", **setting.curve}
-    grid = {"resolution": SIMPLEX_RESOLUTION, "edge_resolution": _edge_resolution(setting),
+    grid: dict[str, Any] = {"resolution": SIMPLEX_RESOLUTION, "edge_resolution": _edge_resolution(setting),
             "n_examples": setting.eval_examples}
     if "to_C" in which:  # {P_{A->C}[A], P_{B->C}[B], C}: its A-B edge is the indirect pair
         out["to_C"] = (lab.simplex([t.a, t.b, t.c], perms=[p["A->C"], p["B->C"], None], **grid),
@@ -194,10 +196,14 @@ def _collect_barriers(family: WidthFamily, lab: Lab, n_seeds: int) -> dict:
     simplex barriers and their largest edges; the consistency messages; the triples per width."""
     widths = list(family.widths)
     triangles = TRIANGLES if family.gpu else TRIANGLES_CPU
-    bars = {s: {sp: {k: [[] for _ in widths] for k in KINDS} for sp in SPLITS} for s in SERIES}
-    error_se = {s: [[] for _ in widths] for s in SERIES}
-    simplex = {f"{tri}_{m}": {k: [[] for _ in widths] for k in KINDS} for tri in triangles for m in METHODS}
-    edge_max = {key: {k: [[] for _ in widths] for k in KINDS} for key in simplex}
+    # per series, split and kind (simplex and edge_max: per triangle and method, and kind): [width][triple]
+    bars: dict[str, dict[str, dict[str, list[list[float]]]]] = {
+        s: {sp: {k: [[] for _ in widths] for k in KINDS} for sp in SPLITS} for s in SERIES}
+    error_se: dict[str, list[list[float]]] = {s: [[] for _ in widths] for s in SERIES}
+    simplex: dict[str, dict[str, list[list[float]]]] = {
+        f"{tri}_{m}": {k: [[] for _ in widths] for k in KINDS} for tri in triangles for m in METHODS}
+    edge_max: dict[str, dict[str, list[list[float]]]] = {
+        key: {k: [[] for _ in widths] for k in KINDS} for key in simplex}
     consistency: list[str] = []
     counts: list[int] = []
     for i, setting in enumerate(family.settings):

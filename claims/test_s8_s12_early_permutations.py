@@ -42,7 +42,7 @@ from lmccheck.report import line_panel, pct
 from lmccheck.verdict import Above, Below, Negligible, Substantial, paper, reading
 
 from .rules import connected_threshold, contrast_noise, error_barrier_se, mean_std, seed_halfwidths, seed_means
-from .settings import params
+from .settings import S12_CPU_SEEDS, params
 
 METHODS = ("weight", "activation")
 SHORT = {"weight": "WM", "activation": "AM"}
@@ -57,9 +57,6 @@ SIMILAR_AFTER = 10.0 / PAPER_EPOCHS
 TRAJECTORY_AT = (0.05, 0.2)
 #: per-layer fixed-point trends need depth: settings with fewer permuted groups record them only
 MIN_GROUPS_FOR_LAYER_TREND = 5
-#: S12's replicates at CPU scale where fewer than --lmc-seeds: the 6-layer MLP uses the two pairs S10 trains
-#: (a third would cost 70 s of the CPU budget for this check alone)
-S12_CPU_SEEDS = {"mlp256x6-fmnist": 2}
 
 SCHEDULE = "App. F: 'We train to epoch k = 150'; Fig. 22: 'Note that epoch 150 is the end of training'"
 FIG4 = paper("we present experiments on weight-matching between networks at different iteration t during "
@@ -196,7 +193,7 @@ def _collect_s8(setting: Setting, lab: Lab, n_seeds: int) -> dict:
     """Per method and seed, at every checkpoint t: (loss, error, error SE) of the barrier at time t and at the end
     of training under P_t; under P_end at time t (S3's products); the unaligned barrier at t; WM's L2 distances;
     seed 0's loss and error trajectories under two fixed P_t (Fig. 15 middle)."""
-    pairs = lab.pairs(setting.config, n_seeds)
+    pairs = lab.pairs(setting.config, setting.replicates(n_seeds))
     times = pairs[0].a.times
     end = times[-1]
     traj_times = sorted({min(times, key=lambda t: abs(t - f * end)) for f in TRAJECTORY_AT} - {0.0})
@@ -376,8 +373,7 @@ def test_s12_fixed_points_grow_with_t_and_early_layers_lead(setting: Setting, la
     checkpoint to the next (before the end) is above 0 ("generally"; every step recorded); at every checkpoint
     during training the Spearman rank correlation of depth with a layer's fraction is below 0 (asserted where
     there are at least 5 permuted groups, recorded otherwise)."""
-    seeds = n_seeds if setting.gpu else min(n_seeds, S12_CPU_SEEDS.get(setting.name, n_seeds))
-    data = _collect_s12(setting, lab, seeds)
+    data = _collect_s12(setting, lab, setting.replicates(n_seeds, S12_CPU_SEEDS.get(setting.name)))
     times, groups, total = data["times"], data["groups"], data["total"]
     n = len(total)
     # t = end is P_end itself (100%): the steps between the checkpoints before it
@@ -425,7 +421,8 @@ def _collect_s12(setting: Setting, lab: Lab, seeds: int) -> dict:
     for pair in pairs:
         p_end = lab.match("weight", pair.a, pair.b)
         groups = p_end.spec.group_names
-        totals, per = [], {g: [] for g in groups}
+        totals: list[float] = []
+        per: dict[str, list[float]] = {g: [] for g in groups}
         for t in times:
             fp = fixed_point_stats(lab.match("weight", pair.a, pair.b, time=t), p_end)
             totals.append(fp["fraction"])

@@ -107,7 +107,7 @@ def test_s9_weight_matching_relies_on_large_weights(setting: Setting, lab: Lab, 
     p >= HIGH_SPARSITY at every checkpoint; at the later checkpoints, magnitude pruning's barrier minus the p = 0
     one, averaged over p <= MODERATE_SPARSITY, is at most delta (the seed spread pooled over the points, the
     test-set noise of both barriers added)."""
-    pairs = lab.pairs(setting.config, n_seeds)
+    pairs = lab.pairs(setting.config, setting.replicates(n_seeds))
     times = checkpoint_times(setting)
     data = _collect(setting, lab, pairs, times)
     err, se, seeds = data["error"], data["error_se"], range(len(pairs))

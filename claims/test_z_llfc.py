@@ -44,7 +44,7 @@ from typing import Any
 import pytest
 
 from fixtures import Lab
-from fixtures.recipes import Setting
+from fixtures.recipes import Setting, child_seeds
 from lmccheck.commutativity_matching import commutativity_objective
 from lmccheck.llfc import alpha_key, stable_rank
 from lmccheck.report import bar_panel, hist_panel, line_panel
@@ -68,7 +68,7 @@ from .rules import (
     seed_halfwidths,
     seed_means,
 )
-from .settings import CHILD_SGD_SEED_BASE, CHILDREN_CPU_SEEDS, params
+from .settings import CHILDREN_CPU_SEEDS, params
 
 #: "close to 0", "negligible", "much smaller": the ratio to the baseline is clearly negligible below a tenth ...
 CLEARLY_NEGLIGIBLE = 0.1
@@ -213,15 +213,14 @@ def _pairs(lab: Lab, setting: Setting, n_seeds: int) -> dict[str, list[dict[str,
     end-of-training barrier (None for the children: S4's barrier of them, at the end); ``n`` the setting's
     evaluation examples (every statistic and barrier of the pair is taken on them)."""
     cfg = setting.config
-    pairs = lab.pairs(cfg, n_seeds)
-    spawned_seeds = n_seeds if setting.gpu else min(n_seeds, CHILDREN_CPU_SEEDS)
+    pairs = lab.pairs(cfg, setting.replicates(n_seeds))
+    spawned = setting.replicates(n_seeds, CHILDREN_CPU_SEEDS)
     at = setting.at(SPAWN_AT.get(cfg.arch, SPAWN_AT_DEFAULT))  # a smoke setting's nearest checkpoint
     out: dict[str, list[dict[str, Any]]] = {k: [] for k in KINDS}
     for pair in pairs:
-        r = pair.replicate
-        if r < spawned_seeds:
-            out["spawned"].append({"a": lab.child(pair.a, at, CHILD_SGD_SEED_BASE + 3 * r),
-                                   "b": lab.child(pair.a, at, CHILD_SGD_SEED_BASE + 3 * r + 1),
+        if pair.replicate < spawned:
+            seeds = child_seeds(pair.replicate)  # S4's A^1 and A^2
+            out["spawned"].append({"a": lab.child(pair.a, at, seeds.a1), "b": lab.child(pair.a, at, seeds.a2),
                                    "perm": None, "end": None, "n": setting.eval_examples})
         end = pair.a.times[-1]
         for m in METHODS:
@@ -309,7 +308,7 @@ def _skip_without_premise(met: Mapping[str, bool], premise: dict[str, dict[str, 
 
 # ---------------------------------------------------------------------------- small helpers
 def _stat(lab: Lab, metric: str, p: dict[str, Any]) -> dict[str, Any]:
-    kw = {"alphas": ALPHAS} if metric == "llfc" else {}
+    kw: dict[str, Any] = {"alphas": ALPHAS} if metric == "llfc" else {}
     return lab.features(metric, p["a"], p["b"], perm=p["perm"], n_examples=p["n"], **kw)
 
 
@@ -375,7 +374,7 @@ def _worst_alpha(points: Mapping[str, Sequence[float]], ses: Mapping[str, Sequen
     worst_se: dict[str, list[float]] = {}
     for layer, ls in labels.items():
         seeds = range(len(points[ls[0]]))
-        best = [max(ls, key=lambda lb, r=r: points[lb][r]) for r in seeds]
+        best = [max(ls, key=lambda lb: points[lb][r]) for r in seeds]
         worst[layer] = [points[lb][r] for r, lb in zip(seeds, best, strict=True)]
         worst_se[layer] = [ses[lb][r] for r, lb in zip(seeds, best, strict=True)]
     return worst, worst_se
@@ -932,7 +931,8 @@ def test_z8_stitching_without_a_stitching_layer_works_for_llfc_pairs(setting: Se
     stats = [_stat(lab, "stitching", p) for p in pairs["spawned"]]
     met = _judge_premise(measure, premise, setting)
     sites = stats[0]["sites"]
-    ratio, noise = {}, {}
+    ratio: dict[str, list[float]] = {}
+    noise: dict[str, float] = {}
     for s in sites:
         worse = [max(x["error_a"], x["error_b"]) for x in stats]
         ratio[s] = [x["error"][s] / w for x, w in zip(stats, worse, strict=True)]
@@ -947,13 +947,13 @@ def test_z8_stitching_without_a_stitching_layer_works_for_llfc_pairs(setting: Se
                            "error_a_per_seed": [x["error_a"] for x in stats],
                            "error_b_per_seed": [x["error_b"] for x in stats], "ratio_per_seed": ratio})
     measure.thresholds.update({"stitch_close_ratio": STITCH_CLOSE_RATIO})
-    worse = {s: [max(x["error_a"], x["error_b"]) for x in stats] for s in sites}
-    ys, err = _bars({"stitched": per_seed, "worse of A, B": worse}, sites)
+    worse_per_site = {s: [max(x["error_a"], x["error_b"]) for x in stats] for s in sites}
+    ys, err = _bars({"stitched": per_seed, "worse of A, B": worse_per_site}, sites)
     measure.figure("stitching", title=f"Z8 {setting.name}: stitched B>l o A<=l ({_tag('spawned', met)} pairs)",
                    panels=[bar_panel(sites, ys, yerr=err, xlabel="layer l",
                                      ylabel="test error (mean, 95% t over seeds)")])
     measure.summary = (f"stitched error {_range([_mean(v) for v in per_seed.values()])} vs worse of A/B "
-                       f"{_mean(worse[sites[0]]):.2%}; ratio {_range([_mean(v) for v in ratio.values()])} "
+                       f"{_mean(worse_per_site[sites[0]]):.2%}; ratio {_range([_mean(v) for v in ratio.values()])} "
                        f"(bound {STITCH_CLOSE_RATIO:g}); {_tag('spawned', met)}")
     _skip_without_premise(met, premise, measure)
 
@@ -970,7 +970,7 @@ def test_z9_trained_weights_have_lower_stable_rank_than_early_ones(setting: Sett
     In every weight layer: the stable rank after 1 epoch minus the stable rank at the end, paired per network (A
     and B of every replicate, each with its own seeds), is above 0 with its t interval over the networks: the
     paper gives no scale for "significantly", so it is read as a drop beyond the spread over networks."""
-    pairs = lab.pairs(setting.config, n_seeds)
+    pairs = lab.pairs(setting.config, setting.replicates(n_seeds))
     spec = lab.spec(setting.config)
     layers = [n for n in spec.layers if pairs[0].a.final[f"{n}.weight"].dim() >= 2]
     ranks: dict[str, dict[str, list[float]]] = {"epoch_1": {n: [] for n in layers}, "end": {n: [] for n in layers}}

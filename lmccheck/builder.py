@@ -1,8 +1,9 @@
 """The builder: a cache over products on one device.
 
 :meth:`Builder.get` builds or loads a product (its inputs first, recursively) through the
-:class:`~lmccheck.store.Store`, and :meth:`Builder.plan` lists what a set of products needs, and what is
-already stored, without building anything. Every product handed out is reported to the builder's listeners
+:class:`~lmccheck.store.Store`; :meth:`Builder.get_many` builds several missing products with one call (an
+ensemble that trains several networks at once); :meth:`Builder.plan` lists what a set of products needs, and
+what is already stored, without building anything. Every product handed out is reported to the builder's listeners
 as a :class:`ProductEvent` (kind, key, built or loaded, seconds), which is how the claim run attributes time
 and keys to the claim that asked. Importing this module registers lmccheck's product kinds
 (:mod:`lmccheck.kinds`).
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -74,6 +75,11 @@ class PlanItem:
 
 
 Listener = Callable[[ProductEvent], None]
+
+
+def _given(record: TensorsAndMeta) -> Callable[[], TensorsAndMeta]:
+    """A ``build`` for :meth:`~lmccheck.store.Store.get_or_create` that hands over a record built already."""
+    return lambda: record
 
 
 # --------------------------------------------------------------------------- builder
@@ -197,7 +203,7 @@ class Builder:
                                                  on_wait=lambda: self._emit_start(product, kind, "waiting"))
             else:
                 tensors, meta = build()
-                entry = Entry(product.key, tensors, {**meta, "kind": product.kind, "recipe": product.recipe},
+                entry = Entry(product.key, dict(tensors), {**meta, "kind": product.kind, "recipe": product.recipe},
                               built=True)
             self._rebuilt.add(product.key)
             obj = kind.decode(product, entry, self)
@@ -214,6 +220,61 @@ class Builder:
         if not entry.built:
             self._emit_inputs(product, depth + 1, set())
         return obj
+
+    def missing(self, products: Iterable[Product]) -> list[Product]:
+        """The products among ``products`` (each once, in order) that :meth:`get` would build: not decoded in
+        this session, and not in the store or due for a rebuild (``retrain``)."""
+        out: dict[str, Product] = {}
+        for p in products:
+            if p.key not in out and not self._cached(p)[0] and (
+                    (self.retrain and p.key not in self._rebuilt) or not self.stored(p)):
+                out[p.key] = p
+        return list(out.values())
+
+    def get_many(
+        self,
+        products: Sequence[Product],
+        build_many: Callable[[list[Product]], Sequence[TensorsAndMeta]],
+        *,
+        note: str = "built together",
+    ) -> list[Any]:
+        """The decoded ``products``; those :meth:`missing` names are built by one call ``build_many(missing)``.
+
+        ``build_many`` returns one ``(tensors, meta)`` record per product it is given, in order (several
+        networks trained as one ensemble). Each record is stored under its own product's key, exactly where
+        :meth:`get` looks for it (a product another process stored meanwhile is loaded instead), and reported
+        as :meth:`get` reports a product, labelled "(one of N <note>)", with an equal share of the call's
+        seconds. The other products are handed out by :meth:`get`.
+        """
+        missing = self.missing(products)
+        built: dict[str, Any] = {}
+        if missing:
+            for p in missing:
+                self._products.setdefault(p.key, p)
+                for ref in p.refs():  # inputs first, as get builds them
+                    self.get(ref.product)
+            for p in missing:
+                self._emit_start(p, _KINDS[p.kind])
+            t0 = time.perf_counter()
+            records = list(build_many(list(missing)))
+            share = (time.perf_counter() - t0) / len(missing)
+            if len(records) != len(missing):
+                raise ValueError(f"build_many returned {len(records)} records for {len(missing)} products")
+            for p, (tensors, meta) in zip(missing, records, strict=True):
+                kind = _KINDS[p.kind]
+                rebuild = self.retrain and p.key not in self._rebuilt
+                if kind.stored:
+                    entry = self.store.get_or_create(p.kind, p.recipe, _given((tensors, meta)), rebuild=rebuild)
+                else:
+                    entry = Entry(p.key, dict(tensors), {**meta, "kind": p.kind, "recipe": p.recipe}, built=True)
+                self._rebuilt.add(p.key)
+                built[p.key] = kind.decode(p, entry, self)
+                self._keep(p, kind, built[p.key])
+                self._emit(ProductEvent(p.kind, p.key, "built" if entry.built else "loaded",
+                                        share if entry.built else entry.seconds,
+                                        f"{p.describe()} (one of {len(missing)} {note})", kind.phase,
+                                        len(self._child_seconds)))
+        return [built[p.key] if p.key in built else self.get(p) for p in products]
 
     def _emit_inputs(self, product: Product, depth: int, seen: set[str]) -> None:
         """Name the inputs of a product that was loaded (``source="input"``), so a record lists the

@@ -33,10 +33,10 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from . import __version__
+from . import __version__, store_admin
 from .catalog import ID_PATTERN
 from .cli_common import EXIT_USER_ERROR, PROG, CliError
-from .store import StoreError
+from .store import Store, StoreError
 
 __all__ = ["CliError", "build_parser", "main"]
 
@@ -105,7 +105,8 @@ def cmd_report(args: argparse.Namespace) -> int:
             print(assertions.markdown_table(["id", "setting", "verdict", "deciding assertions (estimate, interval)"],
                                             assertions.verdict_rows(records)))
         if args.outcomes:
-            runs = {str(src): records, **{p: _load_report(p) for p in args.outcomes}}
+            runs: dict[str, Sequence[Mapping[str, Any]]] = {str(src): records,
+                                                            **{p: _load_report(p) for p in args.outcomes}}
             print(assertions.markdown_table(["check", "assertion", *runs], assertions.outcome_table(runs)))
         if args.compare:
             changes = assertions.compare(_load_report(args.compare), records)
@@ -121,9 +122,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _store(args: argparse.Namespace) -> Any:
-    from .store import Store
-
+def _store(args: argparse.Namespace) -> Store:
     return Store(args.cache)
 
 
@@ -166,7 +165,7 @@ def cmd_data_synthetic(args: argparse.Namespace) -> int:
 
 def cmd_cache_ls(args: argparse.Namespace) -> int:
     store = _store(args)
-    rows = store.ls()
+    rows = store_admin.ls(store)
     if args.json:
         print(json.dumps(rows, indent=2, default=str))
         return 0
@@ -175,14 +174,12 @@ def cmd_cache_ls(args: argparse.Namespace) -> int:
         return 0
     print(format_entries(rows))
     total = sum(int(r.get("size_bytes") or 0) for r in rows)
-    from .store import describe_size
-
-    print(f"\n{_entries(len(rows))}, {describe_size(total)} in {store.root}")
+    print(f"\n{_entries(len(rows))}, {store_admin.describe_size(total)} in {store.root}")
     return 0
 
 
 def cmd_cache_info(args: argparse.Namespace) -> int:
-    info = _store(args).info(args.key)
+    info = store_admin.info(_store(args), args.key)
     print(json.dumps(info, indent=2, default=str))
     return 0
 
@@ -197,7 +194,7 @@ def _confirm(question: str) -> bool:
 
 def cmd_cache_clear(args: argparse.Namespace) -> int:
     store = _store(args)
-    rows = [r for r in store.ls() if args.kind is None or r.get("kind") == args.kind]
+    rows = [r for r in store_admin.ls(store) if args.kind is None or r.get("kind") == args.kind]
     what = f"{_entries(len(rows))} of kind {args.kind!r}" if args.kind else f"all {_entries(len(rows))}"
     if not args.yes:
         if not sys.stdin.isatty():
@@ -205,7 +202,7 @@ def cmd_cache_clear(args: argparse.Namespace) -> int:
         if not _confirm(f"remove {what} from {store.root}?"):
             print("nothing removed")
             return 1
-    n = store.clear(args.kind)
+    n = store_admin.clear(store, args.kind)
     print(f"removed {_entries(n)} from {store.root}")
     return 0
 

@@ -48,7 +48,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -56,7 +56,7 @@ from scipy.optimize import linear_sum_assignment
 from torch import nn
 
 from .data import Split
-from .matching import activation_matching
+from .activation_matching import activation_matching
 from .permutation import Permutation, StateDict, check_state, permutation_spec, state_of
 
 __all__ = ["commutativity_matching", "commutativity_objective", "random_transpositions"]
@@ -89,7 +89,7 @@ def _features(model: nn.Module, state: StateDict, x: torch.Tensor) -> list[torch
     """Post-activations of every hidden layer, rows = examples (float64)."""
     h = x.reshape(len(x), -1).double()
     out = []
-    for i in range(len(model.layers)):
+    for i in range(len(cast(nn.ModuleList, model.layers))):  # an MLP's hidden layers (see _mlp_layers)
         h = (h @ state[f"layers.{i}.weight"].double().T + state[f"layers.{i}.bias"].double()).relu()
         out.append(h)
     return out
@@ -449,7 +449,8 @@ class _Search:
         t1 = time.perf_counter()
         idx = [i.copy() for i in idx]
         swaps = {names[g]: 0 for g in self.order}
-        dirty, unsettled, passes, reverted = set(self.order), set(), 0, 0
+        unsettled: set[int] = set()
+        dirty, passes, reverted = set(self.order), 0, 0
         while two_opt and dirty and passes < max_passes:
             passes += 1
             for g in self.order:

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import gzip
 import os
-from collections.abc import Callable
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from functools import lru_cache
 from pathlib import Path
@@ -135,9 +135,11 @@ def _find_idx(folder: Path, stem: str) -> Path | None:
 
 
 def _read_idx(path: Path) -> np.ndarray:
-    opener: Callable[..., object] = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:  # type: ignore[operator]
-        raw = f.read()  # type: ignore[attr-defined]
+    if path.suffix == ".gz":
+        with gzip.open(path, "rb") as f:
+            raw = f.read()
+    else:
+        raw = path.read_bytes()
     if len(raw) < 4 or raw[0] != 0 or raw[1] != 0 or raw[2] != 0x08:
         raise ValueError(f"{path} is not an unsigned-byte IDX file (bad magic number); the file is damaged")
     ndim = raw[3]
@@ -160,8 +162,9 @@ def _load_fashion_mnist() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, tor
             out = []
             for s in ("train", "test"):
                 img_p, lab_p = paths[s]
-                images = torch.from_numpy(_read_idx(img_p).copy())  # type: ignore[arg-type]
-                labels = torch.from_numpy(_read_idx(lab_p).astype(np.int64))  # type: ignore[arg-type]
+                assert img_p is not None and lab_p is not None  # all found (checked above)
+                images = torch.from_numpy(_read_idx(img_p).copy())
+                labels = torch.from_numpy(_read_idx(lab_p).astype(np.int64))
                 out += [images, labels]
             return out[0], out[1], out[2], out[3]
     looked = ", ".join(str(d) for d in tried)
@@ -316,14 +319,16 @@ def _normalize(images: np.ndarray | torch.Tensor, mean: tuple[float, ...], std: 
 @lru_cache(maxsize=4)
 def _load_cpu(name: str, root: str | None, download: bool) -> Dataset:
     info = DATASETS[name]
+    arrays: Sequence[np.ndarray | torch.Tensor]  # train images and labels, test images and labels
     if name == "fashion-mnist":
-        xtr, ytr, xte, yte = _load_fashion_mnist()
+        arrays = _load_fashion_mnist()
     else:
         data_root = Path(root).expanduser() if root else DEFAULT_DATA_ROOT
         if arrays_path(name, data_root).is_file():
-            xtr, ytr, xte, yte = _read_arrays(name, arrays_path(name, data_root))  # type: ignore[assignment]
+            arrays = _read_arrays(name, arrays_path(name, data_root))
         else:
-            xtr, ytr, xte, yte = _torchvision_arrays(name, data_root, download)  # type: ignore[assignment]
+            arrays = _torchvision_arrays(name, data_root, download)
+    xtr, ytr, xte, yte = arrays
     train = Split(_normalize(xtr, info.mean, info.std), torch.as_tensor(ytr, dtype=torch.long))
     test = Split(_normalize(xte, info.mean, info.std), torch.as_tensor(yte, dtype=torch.long))
     return Dataset(

@@ -34,16 +34,20 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .interpolation import BarrierOptions, BarrierResult, SimplexResult, barrier, simplex_barrier
+from .barrier_curves import BarrierResult, SimplexResult
+from .barrier_options import BarrierOptions, ResolvedBarrier
+from .interpolation import barrier, simplex_barrier
 from .llfc import DEFAULT_ALPHAS as LLFC_ALPHAS
 from .llfc import commutativity, llfc, llfc_decomposition, spectra, stitching_errors, weak_additivity
 from .commutativity_matching import commutativity_matching
-from .matching import activation_matching, weight_matching
+from .activation_matching import activation_matching
+from .weight_matching import weight_matching
+from .models import PermutableModel
 from .permutation import Permutation, PermutationSpec
 from .products import Kind, Literal, Product, Ref, register, tensor_digest
 from .pruning import (
@@ -124,6 +128,13 @@ def _ref(product: Product, name: str) -> Ref:
     value = product.inputs.get(name)
     if not isinstance(value, Ref):
         raise ValueError(f"{product.kind} product {product.short} has no network input {name!r}")
+    return value
+
+
+def _refs(product: Product, name: str) -> tuple[Ref, ...]:
+    value = product.inputs.get(name)
+    if not isinstance(value, tuple) or not all(isinstance(v, Ref) for v in value):
+        raise ValueError(f"{product.kind} product {product.short} has no network inputs {name!r}")
     return value
 
 
@@ -475,7 +486,7 @@ register(Kind("pruned", 2, _build_pruned, _decode_run, network=True, phase="othe
 
 
 # --------------------------------------------------------------------------- matching
-def _arch_model(builder: Builder, config: TrainConfig) -> torch.nn.Module:
+def _arch_model(builder: Builder, config: TrainConfig) -> PermutableModel:
     """One (untrained, CPU) instance per architecture and dataset, for specs and option resolution."""
     arch = json.dumps([config.arch, dict(config.model_kwargs), config.dataset], sort_keys=True, default=str)
     return builder.fact(f"model:{arch}", lambda: build_model(config, builder.dataset(config.dataset)))
@@ -540,8 +551,8 @@ register(Kind("matching", 2, _build_matching, _decode_matching, phase="matching"
 
 
 # --------------------------------------------------------------------------- barriers
-def _resolved_options(config: TrainConfig, options: BarrierOptions, builder: Builder) -> dict[str, Any]:
-    """``options.resolve`` for ``config``'s architecture on the builder's device (the model is built once)."""
+def _resolved_options(config: TrainConfig, options: BarrierOptions, builder: Builder) -> ResolvedBarrier:
+    """``options`` resolved for ``config``'s architecture on the builder's device (the model is built once)."""
     return options.resolve(_arch_model(builder, config), builder.device)
 
 
@@ -565,14 +576,11 @@ def barrier_product(
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     config = _same_architecture("barrier", a, b)
-    params = {"dataset": config.dataset, "split": split, "options": _resolved_options(config, options, builder)}
+    resolved = _resolved_options(config, options, builder)
+    params = {"dataset": config.dataset, "split": split, "options": resolved.key()}
     return Product("barrier", params, {"a": network_ref(a.product, a.at), "b": network_ref(b.product, b.at),
                                        "perm": permutation_input(perm), "perm_a": permutation_input(perm_a)},
-                   hints=options)
-
-
-def _speed(product: Product) -> BarrierOptions:
-    return product.hints if isinstance(product.hints, BarrierOptions) else BarrierOptions()
+                   hints=resolved)
 
 
 def _permuted_state(builder: Builder, product: Product, ref_name: str, perm_name: str) -> dict[str, torch.Tensor]:
@@ -581,15 +589,12 @@ def _permuted_state(builder: Builder, product: Product, ref_name: str, perm_name
     return perm.apply(state) if perm is not None else state
 
 
-def _eval_kwargs(product: Product, builder: Builder) -> dict[str, Any]:
-    """Evaluation keywords: the keyed (resolved) options win over the speed hints."""
-    opts = product.params["options"]
-    kwargs = _speed(product).barrier_kwargs(builder.device)
-    kwargs.update({"n_examples": opts["n_examples"], "bn_reset": opts["bn_reset"],
-                   "autocast": opts["precision"] == "bf16"})
-    if opts["bn_reset"]:
-        kwargs.update({"bn_batches": opts["bn_batches"], "bn_batch_size": opts["bn_batch_size"]})
-    return kwargs
+def _evaluation(product: Product, builder: Builder, model: torch.nn.Module) -> ResolvedBarrier:
+    """How to evaluate: the options resolved when the product was declared (its ``hints``), or, for a product
+    declared without them, its keyed options resolved again with the default speed settings."""
+    if isinstance(product.hints, ResolvedBarrier):
+        return product.hints
+    return BarrierOptions.from_key(product.params["options"]).resolve(model, builder.device)
 
 
 def _build_barrier(product: Product, builder: Builder) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -598,9 +603,9 @@ def _build_barrier(product: Product, builder: Builder) -> tuple[dict[str, torch.
     sa = _permuted_state(builder, product, "a", "perm_a")
     sb = _permuted_state(builder, product, "b", "perm")
     ds = builder.dataset(p["dataset"])
-    kwargs = _eval_kwargs(product, builder)
-    res = barrier(_arch_model(builder, run_a.config), sa, sb, ds.split(p["split"]), alphas=p["options"]["alphas"],
-                  bn_data=ds.train, split=p["split"], **kwargs)
+    model = _arch_model(builder, run_a.config)
+    res = barrier(model, sa, sb, ds.split(p["split"]), _evaluation(product, builder, model), bn_data=ds.train,
+                  split=p["split"])
     return {}, {"result": res.as_dict()}
 
 
@@ -636,12 +641,13 @@ def simplex_product(
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     config = _same_architecture("simplex barrier", *nets)
     resolved = _resolved_options(config, options, builder)
-    resolved.pop("alphas")
+    keyed = resolved.key()
+    keyed.pop("alphas")  # the resolutions say where a simplex is evaluated
     if resolution < 1 or (edge_resolution is not None and edge_resolution < 1):
         raise ValueError(f"simplex resolutions must be >= 1, got resolution={resolution}, "
                          f"edge_resolution={edge_resolution}")
     params = {"dataset": config.dataset, "split": split, "resolution": int(resolution),
-              "edge_resolution": None if edge_resolution is None else int(edge_resolution), "options": resolved}
+              "edge_resolution": None if edge_resolution is None else int(edge_resolution), "options": keyed}
     return Product("simplex_barrier", params, {
         "nets": tuple(network_ref(r.product, r.at) for r in nets),
         "perms": tuple(permutation_input(p) for p in perms),
@@ -650,17 +656,18 @@ def simplex_product(
 
 def _build_simplex(product: Product, builder: Builder) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     p = product.params
-    nets = product.inputs["nets"]
+    nets = _refs(product, "nets")
     perms = builder.resolve(product.inputs["perms"])
     states = []
-    for ref, perm in zip(nets, perms):  # type: ignore[arg-type]
+    for ref, perm in zip(nets, perms):
         s = builder.state(ref)
         states.append(perm.apply(s) if perm is not None else s)
-    run0 = builder.get(nets[0].product)  # type: ignore[index]
+    run0 = builder.get(nets[0].product)
     ds = builder.dataset(p["dataset"])
-    kwargs = _eval_kwargs(product, builder)
-    res = simplex_barrier(_arch_model(builder, run0.config), states, ds.split(p["split"]), resolution=p["resolution"],
-                          edge_resolution=p["edge_resolution"], bn_data=ds.train, split=p["split"], **kwargs)
+    model = _arch_model(builder, run0.config)
+    res = simplex_barrier(model, states, ds.split(p["split"]), _evaluation(product, builder, model),
+                          resolution=p["resolution"], edge_resolution=p["edge_resolution"], bn_data=ds.train,
+                          split=p["split"])
     return {}, {"result": res.as_dict()}
 
 
@@ -673,7 +680,7 @@ def _decode_simplex(product: Product, entry: Entry, builder: Builder) -> Simplex
 
 
 register(Kind("simplex_barrier", 2, _build_simplex, _decode_simplex, phase="evaluation",
-              describe=lambda p: f"{len(p.inputs['nets'])} networks, {p.params['split']}"))
+              describe=lambda p: f"{len(_refs(p, 'nets'))} networks, {p.params['split']}"))
 
 
 # ---------------------------------------------------------------- feature statistics (Zhou et al.)
@@ -683,7 +690,7 @@ def _spectra_of_a(model: Any, state_a: Any, state_b: Any, data: Any, **kwargs: A
 
 
 #: the layerwise metrics of :mod:`lmccheck.llfc` a feature product can hold
-FEATURE_METRICS = {
+FEATURE_METRICS: dict[str, Callable[..., dict[str, Any]]] = {
     "llfc": llfc,
     "weak_additivity": weak_additivity,
     "commutativity": commutativity,

@@ -31,7 +31,7 @@ import math
 import re
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -219,8 +219,9 @@ class _Net:
             self.inputs[name] = inputs[0].detach()
         return hook
 
-    def weight(self, name: str) -> nn.Module:
-        return self.model.get_submodule(name)
+    def weight(self, name: str) -> nn.Linear | nn.Conv2d:
+        """The weight layer ``name``: a commutativity site, a linear or conv layer (:func:`_wh` checks which)."""
+        return cast("nn.Linear | nn.Conv2d", self.model.get_submodule(name))
 
     @torch.no_grad()
     def __call__(self, x: torch.Tensor) -> torch.Tensor:

@@ -8,12 +8,14 @@ record and verdict. This module imports no pytest.
 from __future__ import annotations
 
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal, ParamSpec
 
 from lmccheck import report as _report
 from lmccheck import verdict as _verdict
+
+P = ParamSpec("P")
 
 
 @dataclass
@@ -82,7 +84,8 @@ class Measurement:
         self.assertions.append(judgement)
         return judgement
 
-    def _wrap(self, what: str, fn: Any, *args: Any, **kwargs: Any) -> _verdict.Judgement:
+    def _wrap(self, what: str, fn: Callable[P, _verdict.Judgement], *args: P.args, **kwargs: P.kwargs
+              ) -> _verdict.Judgement:
         try:
             return self._add(fn(*args, **kwargs))
         except _verdict.VerdictInputError as exc:
@@ -95,7 +98,7 @@ class Measurement:
         contrast: Any,
         source: _verdict.Source,
         *,
-        over: str | None = None,
+        over: Literal["every", "mean"] | None = None,
         noise: float | Mapping[str, float] = 0.0,
         pool: bool = False,
         decides: bool = True,
@@ -106,7 +109,7 @@ class Measurement:
         "mean"), with its threshold's ``source``; see :func:`lmccheck.verdict.judge`. ``decides=False``
         records lmccheck's own addition to the paper, shown but never deciding the verdict; ``not_exercised``
         (a reason) records the contrast of a statement this setting cannot test, as INCONCLUSIVE."""
-        return self._wrap(name, _verdict.judge, name, rule, contrast, source, over=over,  # type: ignore[arg-type]
+        return self._wrap(name, _verdict.judge, name, rule, contrast, source, over=over,
                           noise=noise, pool=pool, decides=decides, note=note, not_exercised=not_exercised)
 
     def expect_slope(self, name: str, rule: _verdict.Rule, x: Any, y: Any, source: _verdict.Source, *,

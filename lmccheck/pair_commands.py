@@ -25,7 +25,9 @@ from torch import nn
 from .argtypes import positive_int
 from .cli_common import PROG, CliError
 from .data import DATASETS, Dataset, load_dataset
-from .interpolation import DEFAULT_ALPHAS, DEFAULT_N_EXAMPLES, BarrierOptions, BarrierResult, barrier
+from .barrier_curves import BarrierResult
+from .barrier_options import DEFAULT_ALPHAS, DEFAULT_N_EXAMPLES, BarrierOptions
+from .interpolation import barrier
 from .models import MODELS, get_model
 from .permutation import Permutation, permutation_spec
 
@@ -279,21 +281,14 @@ def _measure(pair: Pair, state_b: Mapping[str, torch.Tensor], args: argparse.Nam
     for split in SPLITS:
         # the lab's defaults (BatchNorm batches, precision, ...), so the CLI and the claims agree
         options = BarrierOptions(n_examples=args.n_examples, alphas=args.alphas)
-        out[split] = barrier(
-            pair.model,
-            pair.state_a,
-            state_b,
-            pair.data.split(split),
-            alphas=options.alphas,
-            bn_data=pair.data.train,
-            split=split,
-            **options.barrier_kwargs(pair.device),
-        )
+        out[split] = barrier(pair.model, pair.state_a, state_b, pair.data.split(split), options,
+                             bn_data=pair.data.train, device=pair.device, split=split)
     return out
 
 
 def _match(pair: Pair, args: argparse.Namespace) -> Permutation:
-    from .matching import activation_matching, weight_matching
+    from .activation_matching import activation_matching
+    from .weight_matching import weight_matching
 
     _say(f"{args.method} matching")
     if args.method == "weight":

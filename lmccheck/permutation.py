@@ -17,7 +17,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import nn
@@ -51,7 +51,7 @@ class PermutationSpec:
     every block output of the stage). Activation matching reads the last one
     by default, the output of the last operation of the group (Sharma et al.
     App. A), or sums over all of them (``stream="sum"``; see
-    :func:`lmccheck.matching.activation_modules`).
+    :func:`lmccheck.activation_matching.activation_modules`).
     """
 
     axes: Mapping[str, tuple[str | None, ...]]
@@ -438,8 +438,8 @@ class Permutation:
 def _sizes(spec: PermutationSpec, sizes: Mapping[str, int] | StateDict) -> dict[str, int]:
     vals = list(sizes.values())
     if vals and isinstance(vals[0], torch.Tensor):
-        return spec.group_sizes(sizes)  # type: ignore[arg-type]
-    return {g: int(sizes[g]) for g in spec.groups}  # type: ignore[arg-type]
+        return spec.group_sizes(cast(StateDict, sizes))  # tensors: a state dict
+    return {g: int(sizes[g]) for g in spec.groups}
 
 
 def depth_order(spec: PermutationSpec) -> list[str]:

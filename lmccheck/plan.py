@@ -32,7 +32,9 @@ from typing import Any
 
 from .fileio import atomic_write_text
 from .nodeids import base_nodeid
-from .store import CODE_VERSION, META_FILE, Store, describe_size
+from .recipe_keys import CODE_VERSION
+from .store import META_FILE, Store
+from .store_admin import describe_size, usage
 
 __all__ = [
     "CheckPlan",
@@ -244,5 +246,5 @@ def write_reference(store: Store, seeds: int, device_type: str, machine: str, pa
 
 def store_size(store: Store) -> str:
     """``"650 entries, 859.2 MiB"`` for the header of a run."""
-    entries, size = store.usage()
+    entries, size = usage(store)
     return f"{entries} entries, {describe_size(size)}"

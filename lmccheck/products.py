@@ -7,7 +7,7 @@ as references to other products (:class:`Ref`: a product plus a selector, the
 checkpoint time of a network) or as literal values hashed by content
 (:class:`Literal`, e.g. a permutation drawn at random by a claim). Its
 :attr:`~Product.key` is the hash of that description (through
-:func:`lmccheck.store.recipe_key`, which adds the kind's code version), so a
+:func:`lmccheck.recipe_keys.recipe_key`, which adds the kind's code version), so a
 whole plan can be keyed without building anything.
 
 Each kind registers, with :func:`register`, how to build it, how to decode its
@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from .store import CODE_VERSION, Entry, recipe_key
+from .recipe_keys import CODE_VERSION, recipe_key
+from .store import Entry
 
 if TYPE_CHECKING:
     from .builder import Builder

@@ -35,7 +35,7 @@ import torch
 from torch import nn
 
 from .data import Dataset
-from .permutation import Permutation, PermutationSpec, state_of
+from .permutation import Permutation, PermutationSpec, permutation_spec, state_of
 from .training import Run, TrainConfig, check_mask, train
 
 __all__ = [
@@ -78,7 +78,7 @@ def prunable_keys(
     ``head.weight`` first): pass ``spec`` for any state that was stored.
     """
     if spec is None and isinstance(model_or_state, nn.Module) and hasattr(model_or_state, "permutation_spec"):
-        spec = model_or_state.permutation_spec()
+        spec = permutation_spec(model_or_state)
     state = state_of(model_or_state)
     keys = [k for k, v in state.items() if k.endswith(".weight") and v.dim() >= 2]
     if include_head or not keys:

@@ -75,9 +75,9 @@ _UNSAFE = re.compile(r"[^A-Za-z0-9._-]+")
 # --------------------------------------------------------------------------- #
 # Small formatting helpers (usable by claim checks for their summaries)
 # --------------------------------------------------------------------------- #
-def _is_missing(x: Any) -> bool:
-    """True for None and float NaN."""
-    return x is None or (isinstance(x, float) and math.isnan(x))
+def _present(x: float | None) -> float | None:
+    """``float(x)``, or None for None and float NaN."""
+    return None if x is None or (isinstance(x, float) and math.isnan(x)) else float(x)
 
 
 def pct(x: float | None, digits: int = 1) -> str:
@@ -85,16 +85,18 @@ def pct(x: float | None, digits: int = 1) -> str:
 
     None and NaN give ``"n/a"``.
     """
-    if _is_missing(x):
+    v = _present(x)
+    if v is None:
         return "n/a"
-    return f"{100.0 * float(x):.{digits}f}%"
+    return f"{100.0 * v:.{digits}f}%"
 
 
 def fmt_num(x: float | None, digits: int = 3) -> str:
     """Format a number with ``digits`` significant digits (``"n/a"`` if missing)."""
-    if _is_missing(x):
+    v = _present(x)
+    if v is None:
         return "n/a"
-    return f"{float(x):.{digits}g}"
+    return f"{v:.{digits}g}"
 
 
 def fmt_barrier(x: float | None, *, percent: bool = True, digits: int = 1) -> str:
@@ -107,9 +109,10 @@ def fmt_barrier(x: float | None, *, percent: bool = True, digits: int = 1) -> st
 
 def fmt_seconds(s: float | None) -> str:
     """Human wall time: ``"0.42 s"``, ``"12.3 s"``, ``"4m 05s"``, ``"2h 03m"``."""
-    if _is_missing(s):
+    v = _present(s)
+    if v is None:
         return "n/a"
-    s = float(s)
+    s = v
     if s < 10:
         return f"{s:.2f} s"
     if s < 60:

@@ -1,8 +1,8 @@
 """Content-addressed fixture store for trained networks.
 
 Training is expensive, so every *product* (a trained network, a spawned pair, an
-IMP run, ...) is stored on disk under a key derived from its recipe.  Each recipe
-costs one training run, ever -- even when several pytest-xdist workers or
+IMP run, ...) is stored on disk under a key derived from its recipe (:mod:`lmccheck.recipe_keys`).  Each
+recipe costs one training run, ever -- even when several pytest-xdist workers or
 separate processes ask for the same recipe at the same time.
 
 On-disk layout (``FORMAT_VERSION`` 1)::
@@ -29,27 +29,25 @@ Safety properties:
 * Loading only ever uses :mod:`json` and :mod:`safetensors` -- never pickle or
   ``torch.load``.
 
-This module has no pytest dependency; the pytest plugin and the CLI build on it.
+This module has no pytest dependency; the pytest plugin and the CLI build on it.  Listing, describing and
+clearing entries (``lmccheck cache ls | info | clear``) is :mod:`lmccheck.store_admin`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import datetime as _dt
-import enum
 import errno
 import hashlib
 import json
 import os
 import platform
 import shutil
-import sys
 import tempfile
 import time
 import warnings
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from pathlib import Path, PurePath
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import filelock
@@ -59,10 +57,9 @@ if TYPE_CHECKING:  # torch loads with the first tensor written or read: listing 
     import torch
 
 from .fileio import apply_umask
+from .recipe_keys import _jsonable, _key_for, code_version, is_key, recipe_key
 
 __all__ = [
-    "CODE_VERSION",
-    "DEFAULT_CODE_VERSION",
     "FORMAT_VERSION",
     "META_FILE",
     "TENSORS_FILE",
@@ -75,22 +72,9 @@ __all__ = [
     "StoreError",
     "StoreNotWritableError",
     "StoreWarning",
-    "canonical_json",
-    "code_version",
     "default_root",
-    "describe_recipe",
-    "describe_size",
-    "describe_entry_size",
-    "recipe_key",
 ]
 
-#: Per product kind, the version of its code's *semantics*, as the kind declares it: filled by
-#: :func:`lmccheck.products.register` from ``Kind.version`` (the one place a version is written; bump it there
-#: whenever a change would make stored products of that kind wrong). The version is part of the key, so old
-#: entries are simply no longer found (and can be removed with ``lmccheck cache clear``).
-CODE_VERSION: dict[str, int] = {}
-#: Code version used for kinds missing from :data:`CODE_VERSION`.
-DEFAULT_CODE_VERSION: int = 1
 #: Version of the on-disk layout of one entry.
 FORMAT_VERSION: int = 1
 
@@ -98,13 +82,9 @@ TENSORS_FILE = "tensors.safetensors"
 META_FILE = "meta.json"
 #: Environment variable naming the store root.
 ENV_VAR = "LMCCHECK_CACHE"
-#: Minimum length of a key prefix accepted by :meth:`Store.info` / :meth:`Store.resolve`.
-MIN_PREFIX = 6
 #: Temp / trash directories older than this are removed when a Store is opened.
 STALE_TMP_SECONDS = 24 * 3600
 
-_KEY_LEN = 64
-_HEX = frozenset("0123456789abcdef")
 _FIX_CLEAR = "run `lmccheck cache clear` or delete that folder"
 
 # Fields of meta.json written by the store itself; builder meta cannot override them.
@@ -185,137 +165,7 @@ class StoreWarning(UserWarning):
     """Issued when get_or_create moves a corrupt or incompatible entry aside."""
 
 
-# --------------------------------------------------------------------------- keys
-
-
-def code_version(kind: str) -> int:
-    """Return the code version of ``kind`` (``DEFAULT_CODE_VERSION`` if unknown)."""
-    return CODE_VERSION.get(kind, DEFAULT_CODE_VERSION)
-
-
-def _jsonable(obj: Any, *, where: str = "recipe", strict_keys: bool = True) -> Any:
-    """Convert ``obj`` into plain JSON types (dict/list/str/int/float/bool/None).
-
-    Handles dataclass instances (via :func:`dataclasses.asdict`), mappings,
-    tuples/lists, enums (their value), paths (POSIX string), ``torch.dtype``
-    (``"torch.float32"``), 0-d tensors and numpy scalars (``.item()``).
-    With ``strict_keys`` mapping keys must be strings (so ``1`` and ``"1"`` can never
-    collide in a key); otherwise int/float/bool/None keys are stringified like json.
-    """
-    if obj is None or isinstance(obj, (bool, str)):
-        return obj
-    if isinstance(obj, int):
-        return int(obj)
-    if isinstance(obj, float):
-        return float(obj)
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return _jsonable(dataclasses.asdict(obj), where=where, strict_keys=strict_keys)
-    if isinstance(obj, Mapping):
-        out: dict[str, Any] = {}
-        for k, v in obj.items():
-            if not isinstance(k, str):
-                if strict_keys or not (k is None or isinstance(k, (int, float, bool))):
-                    raise TypeError(
-                        f"{where}: mapping keys must be strings, got {k!r} "
-                        f"({type(k).__name__}); convert it to a string"
-                    )
-                k = json.dumps(k)
-            if k in out:
-                raise TypeError(f"{where}: duplicate key {k!r} after conversion to JSON")
-            out[k] = _jsonable(v, where=f"{where}[{k!r}]", strict_keys=strict_keys)
-        return out
-    if isinstance(obj, (list, tuple)):
-        return [_jsonable(v, where=f"{where}[{i}]", strict_keys=strict_keys) for i, v in enumerate(obj)]
-    if isinstance(obj, enum.Enum):
-        return _jsonable(obj.value, where=where, strict_keys=strict_keys)
-    if isinstance(obj, PurePath):
-        return obj.as_posix()
-    torch = sys.modules.get("torch")  # an object can be a torch one only once torch is loaded
-    if torch is not None and isinstance(obj, torch.dtype):
-        return str(obj)
-    if torch is not None and isinstance(obj, torch.Tensor) and obj.ndim == 0:
-        return _jsonable(obj.item(), where=where, strict_keys=strict_keys)
-    if type(obj).__module__ == "numpy" and hasattr(obj, "item") and getattr(obj, "ndim", 1) == 0:
-        return _jsonable(obj.item(), where=where, strict_keys=strict_keys)
-    raise TypeError(
-        f"{where}: cannot convert {type(obj).__name__} value {obj!r} to JSON; "
-        "use dataclasses, dicts, lists, tuples, str, int, float, bool or None"
-    )
-
-
-def canonical_json(obj: Any) -> str:
-    """Canonical JSON text of ``obj``: keys sorted, no whitespace, ASCII only.
-
-    Floats use Python's shortest round-trip ``repr`` (what :mod:`json` emits), so
-    equal floats always give equal text; ``1`` and ``1.0`` differ, as do ``True``
-    and ``1``.
-    """
-    return json.dumps(
-        _jsonable(obj), sort_keys=True, separators=(",", ":"), ensure_ascii=True, allow_nan=True
-    )
-
-
-def _key_for(kind: str, recipe: Any, version: int) -> str:
-    payload = canonical_json({"kind": kind, "recipe": recipe, "code_version": version})
-    return hashlib.sha256(payload.encode("ascii")).hexdigest()
-
-
-def recipe_key(kind: str, recipe: Mapping[str, Any]) -> str:
-    """Stable 64-hex-digit sha256 key of ``kind`` + ``recipe`` + the kind's code version.
-
-    The key is the sha256 of :func:`canonical_json` of
-    ``{"kind": kind, "recipe": recipe, "code_version": code_version(kind)}``.
-    It is identical across processes and machines (no salted ``hash()``) and does
-    not depend on dict key order.
-    """
-    if not isinstance(kind, str) or not kind:
-        raise TypeError(f"kind must be a non-empty string, got {kind!r}")
-    return _key_for(kind, recipe, code_version(kind))
-
-
-def _is_key(s: str) -> bool:
-    return isinstance(s, str) and len(s) == _KEY_LEN and set(s) <= _HEX
-
-
 # --------------------------------------------------------------------------- helpers
-
-
-def describe_size(n_bytes: int | float) -> str:
-    """Human-readable size with binary units, e.g. ``describe_size(1536) == '1.5 KiB'``."""
-    n = float(n_bytes)
-    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
-        if abs(n) < 1024 or unit == "TiB":
-            return f"{int(n)} B" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    raise AssertionError("unreachable")  # pragma: no cover
-
-
-describe_entry_size = describe_size
-
-
-def describe_recipe(recipe: Any, max_len: int = 60) -> str:
-    """Short one-line description of a recipe for listings.
-
-    Uses ``recipe["name"]`` if present, else a few identifying fields
-    (arch/model/dataset/seed/...), else the first scalar fields; truncated to ``max_len``.
-    """
-    if not isinstance(recipe, Mapping):
-        text = str(recipe)
-    elif isinstance(recipe.get("name"), str) and recipe["name"]:
-        text = recipe["name"]
-    else:
-        preferred = ("arch", "model", "dataset", "width", "seed", "epochs", "sparsity")
-        parts = [f"{k}={recipe[k]}" for k in preferred if k in recipe and _is_scalar(recipe[k])]
-        if not parts:
-            parts = [f"{k}={v}" for k, v in sorted(recipe.items()) if _is_scalar(v)][:4]
-        text = " ".join(parts) if parts else canonical_json(recipe)
-    if len(text) > max_len:
-        text = text[: max_len - 3] + "..."
-    return text
-
-
-def _is_scalar(v: Any) -> bool:
-    return v is None or isinstance(v, (str, int, float, bool))
 
 
 def default_root() -> Path:
@@ -328,14 +178,6 @@ def default_root() -> Path:
 
 def _utcnow() -> _dt.datetime:
     return _dt.datetime.now(_dt.timezone.utc)
-
-
-def _fsync_file(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 def _fsync_dir(path: Path) -> None:
@@ -357,22 +199,6 @@ def _write_file(path: Path, data: bytes) -> None:
         f.write(data)
         f.flush()
         os.fsync(f.fileno())
-
-
-def _dir_size(path: Path) -> int:
-    total = 0
-    try:
-        if path.is_file():
-            return path.stat().st_size
-        for p in path.rglob("*"):
-            try:
-                if p.is_file() and not p.is_symlink():
-                    total += p.stat().st_size
-            except OSError:
-                pass
-    except OSError:
-        pass
-    return total
 
 
 def _library_versions() -> dict[str, str]:
@@ -486,18 +312,18 @@ class Store:
         return self.root / "corrupt"
 
     def key(self, kind: str, recipe: Mapping[str, Any]) -> str:
-        """Same as :func:`recipe_key`."""
+        """Same as :func:`lmccheck.recipe_keys.recipe_key`."""
         return recipe_key(kind, recipe)
 
     def path(self, key: str) -> Path:
         """Directory of entry ``key``: ``root/objects/<key[:2]>/<key>``."""
-        if not _is_key(key):
+        if not is_key(key):
             raise ValueError(f"not a store key (64 lowercase hex digits): {key!r}")
         return self.objects_dir / key[:2] / key
 
     def lock_path(self, key: str) -> Path:
         """Lock file guarding check-then-build of ``key``."""
-        if not _is_key(key):
+        if not is_key(key):
             raise ValueError(f"not a store key (64 lowercase hex digits): {key!r}")
         return self.locks_dir / f"{key}.lock"
 
@@ -505,9 +331,23 @@ class Store:
         """True if an entry directory with a meta.json exists (cheap; does not verify)."""
         return (self.path(key) / META_FILE).is_file()
 
+    def keys(self) -> list[str]:
+        """Keys of all entry folders in objects/ (sorted; includes damaged ones)."""
+        out = []
+        try:
+            shards = [d for d in self.objects_dir.iterdir() if d.is_dir() and len(d.name) == 2]
+        except OSError:
+            return []
+        for shard in shards:
+            try:
+                out.extend(p.name for p in shard.iterdir() if is_key(p.name) and p.name[:2] == shard.name)
+            except OSError:
+                pass
+        return sorted(out)
+
     # ---- writability / housekeeping
 
-    def _ensure_writable(self) -> None:
+    def ensure_writable(self) -> None:
         """Create the store folders and prove we can write there, else StoreNotWritableError."""
         if self._writable_checked:
             return
@@ -587,7 +427,7 @@ class Store:
                 raise
         raise StoreError(f"could not move {src} aside into {dest_dir}")  # pragma: no cover
 
-    def _remove_entry_dir(self, path: Path) -> None:
+    def remove_entry_dir(self, path: Path) -> None:
         """Remove an entry without ever leaving a half-removed dir in objects/."""
         trash = self._move_aside(path, self.tmp_dir, f"trash-{path.name}")
         if trash.is_dir() and not trash.is_symlink():
@@ -739,7 +579,7 @@ class Store:
         store-owned fields (key, kind, recipe, versions, sha256, ...) take precedence.
         """
         key = self.key(kind, recipe)
-        self._ensure_writable()
+        self.ensure_writable()
         lock = self._lock(key)
         self._acquire(lock, key)
         try:
@@ -755,7 +595,7 @@ class Store:
         tensors: Mapping[str, torch.Tensor],
         meta: Mapping[str, Any] | None,
     ) -> Entry:
-        self._ensure_writable()
+        self.ensure_writable()
         if meta is None:
             meta = {}
         if not isinstance(meta, Mapping):
@@ -799,7 +639,7 @@ class Store:
                 if e.errno not in (errno.EEXIST, errno.ENOTEMPTY, errno.ENOTDIR, errno.EISDIR):
                     raise
                 # replace an existing (old or damaged) entry: move it out, move ours in
-                self._remove_entry_dir(dest)
+                self.remove_entry_dir(dest)
                 os.rename(tmp, dest)
             _fsync_dir(dest.parent)
         except BaseException:
@@ -838,7 +678,7 @@ class Store:
                 return self.load(key)
             except (EntryNotFoundError, CorruptEntryError, IncompatibleEntryError):
                 pass  # re-examined under the lock
-        self._ensure_writable()
+        self.ensure_writable()
         lock = self._lock(key)
         self._acquire(lock, key, on_wait)
         try:
@@ -882,154 +722,3 @@ class Store:
                 stacklevel=3,
             )
             return None
-
-    # ---- listing / maintenance
-
-    def keys(self) -> list[str]:
-        """Keys of all entry folders in objects/ (sorted; includes damaged ones)."""
-        out = []
-        try:
-            shards = [d for d in self.objects_dir.iterdir() if d.is_dir() and len(d.name) == 2]
-        except OSError:
-            return []
-        for shard in shards:
-            try:
-                out.extend(p.name for p in shard.iterdir() if _is_key(p.name) and p.name[:2] == shard.name)
-            except OSError:
-                pass
-        return sorted(out)
-
-    def _iter_meta(self) -> Iterator[tuple[str, dict[str, Any] | None]]:
-        for key in self.keys():
-            try:
-                raw = json.loads((self.path(key) / META_FILE).read_text("utf-8"))
-                yield key, raw if isinstance(raw, dict) else None
-            except (OSError, ValueError):
-                yield key, None
-
-    def _summary(self, key: str, meta: dict[str, Any] | None, verify: bool) -> dict[str, Any]:
-        status, problem = self.check(key, verify=verify)
-        meta = meta or {}
-        recipe = meta.get("recipe")
-        size = _dir_size(self.path(key))
-        return {
-            "key": key,
-            "short": key[:12],
-            "kind": meta.get("kind"),
-            "created": meta.get("created"),
-            "size_bytes": size,
-            "size": describe_size(size),
-            "description": describe_recipe(recipe) if recipe is not None else "",
-            "wall_time_s": meta.get("wall_time_s"),
-            "status": status,
-            "problem": problem,
-            "path": str(self.path(key)),
-        }
-
-    def usage(self) -> tuple[int, int]:
-        """(number of entries, bytes they hold on disk), without reading any entry."""
-        return len(self.keys()), _dir_size(self.objects_dir)
-
-    def ls(self, *, verify: bool = False) -> list[dict[str, Any]]:
-        """One summary dict per entry, oldest first.
-
-        Keys: key, short, kind, created, size_bytes, size (human), description,
-        wall_time_s, status ("ok" / "corrupt" / "incompatible"), problem (None or
-        the reason), path.  ``verify=True`` hashes every tensor file (slower).
-        """
-        rows = [self._summary(k, m, verify) for k, m in self._iter_meta()]
-        rows.sort(key=lambda r: (r["created"] or "", r["key"]))
-        return rows
-
-    def resolve(self, key_or_prefix: str) -> str:
-        """Full key of the one entry whose key starts with ``key_or_prefix`` (>= 6 hex digits)."""
-        p = str(key_or_prefix).strip().lower()
-        if len(p) < MIN_PREFIX or not set(p) <= _HEX or len(p) > _KEY_LEN:
-            raise StoreError(
-                f"{key_or_prefix!r} is not a key or key prefix: give at least {MIN_PREFIX} hex digits "
-                "of a key shown by `lmccheck cache ls`"
-            )
-        try:
-            candidates = sorted(q.name for q in (self.objects_dir / p[:2]).iterdir() if q.name.startswith(p))
-        except OSError:
-            candidates = []
-        candidates = [c for c in candidates if _is_key(c)]
-        if not candidates:
-            raise EntryNotFoundError(
-                f"no cache entry matches {key_or_prefix!r} in {self.root}; run `lmccheck cache ls` to list entries"
-            )
-        if len(candidates) > 1:
-            shown = ", ".join(c[:16] for c in candidates[:5]) + (" ..." if len(candidates) > 5 else "")
-            raise AmbiguousKeyError(
-                f"key prefix {key_or_prefix!r} matches {len(candidates)} entries ({shown}); give more digits"
-            )
-        return candidates[0]
-
-    def info(self, key_or_prefix: str, *, verify: bool = True) -> dict[str, Any]:
-        """Full meta of one entry plus key, path, size_bytes, size, files, status, problem.
-
-        Accepts a full key or a unique prefix of at least 6 hex digits; raises
-        :class:`EntryNotFoundError` / :class:`AmbiguousKeyError` otherwise.  A damaged
-        entry is still described (status "corrupt", with whatever meta could be read).
-        """
-        key = self.resolve(key_or_prefix)
-        path = self.path(key)
-        try:
-            raw = json.loads((path / META_FILE).read_text("utf-8"))
-            meta = raw if isinstance(raw, dict) else {}
-        except (OSError, ValueError):
-            meta = {}
-        status, problem = self.check(key, verify=verify)
-        files: dict[str, int] = {}
-        if path.is_dir():
-            for f in sorted(path.iterdir()):
-                try:
-                    files[f.name] = f.stat().st_size
-                except OSError:
-                    pass
-        size = _dir_size(path)
-        out = dict(meta)
-        out.update(
-            {
-                "key": key,
-                "short": key[:12],
-                "path": str(path),
-                "size_bytes": size,
-                "size": describe_size(size),
-                "files": files,
-                "status": status,
-                "problem": problem,
-            }
-        )
-        return out
-
-    def clear(self, kind: str | None = None, *, include_corrupt: bool = True) -> int:
-        """Remove entries (all, or those of ``kind``); return how many were removed.
-
-        Each entry is first renamed into root/tmp (so no half-removed folder is ever
-        visible in objects/) and then deleted.  With ``kind=None`` and
-        ``include_corrupt`` the quarantine folder root/corrupt is emptied as well
-        (not counted).  Entries whose meta.json cannot be read only go with kind=None.
-        """
-        if not self.root.exists():
-            return 0
-        self._ensure_writable()
-        n = 0
-        for key, meta in list(self._iter_meta()):
-            if kind is not None and (meta is None or meta.get("kind") != kind):
-                continue
-            try:
-                self._remove_entry_dir(self.path(key))
-                n += 1
-            except FileNotFoundError:
-                pass  # removed concurrently
-        if kind is None and include_corrupt:
-            try:
-                for p in list(self.corrupt_dir.iterdir()):
-                    if p.is_dir() and not p.is_symlink():
-                        self._remove_entry_dir(p)
-                    else:
-                        p.unlink(missing_ok=True)
-            except OSError:
-                pass
-        return n

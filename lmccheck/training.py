@@ -26,7 +26,7 @@ Conventions (the decisions a reader needs to reproduce a run):
   ``lr`` at step ``W - 1`` (``W = round(warmup_epochs * steps_per_epoch)``),
   then ``cosine`` (half cosine from ``lr`` to 0 over the remaining steps),
   ``step`` (x0.1 at 50% and again at 75% of all steps) or ``constant``.
-  See :func:`lr_at`.
+  See :func:`~lmccheck.training_loop.lr_at`.
 * **Continuing** (``init_state`` + ``start_epoch``; spawning and IMP
   rewinding) restores only the weights: the optimizer state (SGD momentum
   buffer, Adam moments) starts at zero, as in OpenLTH's rewinding, where every
@@ -43,9 +43,7 @@ Conventions (the decisions a reader needs to reproduce a run):
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import math
-import sys
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -55,22 +53,16 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from .data import DATASETS, Dataset, augment_batch, load_dataset
-from .models import MODELS, get_model
+from .data import DATASETS, Dataset
+from .models import MODELS, PermutableModel, get_model
+from .training_loop import _TIME_TOL, Stepper, _check_start, run_steps
 
 __all__ = [
-    "EVAL_BATCH_SIZE",
     "FrozenKwargs",
     "Run",
     "TrainConfig",
-    "TrainingDivergedError",
     "build_model",
-    "checkpoint_step",
-    "epoch_permutation",
-    "evaluate",
-    "lr_at",
     "spawn",
-    "steps_per_epoch",
     "train",
 ]
 
@@ -79,16 +71,10 @@ OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("cosine", "step", "constant")
 PRECISIONS = ("fp32", "bf16")
 DATASET_KWARGS = ("in_channels", "input_size", "num_classes")
-EVAL_BATCH_SIZE = 2048  # examples per forward pass when evaluating
-_TIME_TOL = 1e-9  # two checkpoint times closer than this (in epochs) are the same time
-
-
-class TrainingDivergedError(ValueError):
-    """The training loss became NaN or infinite."""
 
 
 # --------------------------------------------------------------------------- config
-class FrozenKwargs(dict):  # type: ignore[type-arg]
+class FrozenKwargs(dict[str, Any]):
     """An immutable, hashable ``str -> scalar`` dict with sorted keys.
 
     It is a real ``dict`` (so ``**kwargs``, ``json.dumps`` and
@@ -110,7 +96,7 @@ class FrozenKwargs(dict):  # type: ignore[type-arg]
     def _immutable(self, *args: Any, **kwargs: Any) -> None:
         raise TypeError("model_kwargs is frozen; use TrainConfig.replace(model_kwargs=...)")
 
-    __setitem__ = __delitem__ = _immutable  # type: ignore[assignment]
+    __setitem__ = __delitem__ = _immutable
     clear = pop = popitem = setdefault = update = _immutable  # type: ignore[assignment]
     __ior__ = _immutable  # type: ignore[assignment]
 
@@ -301,51 +287,8 @@ def _positive_int(name: str, v: Any) -> None:
         raise ValueError(f"{name} must be a positive int, got {v!r}")
 
 
-# --------------------------------------------------------------------------- schedule
-def steps_per_epoch(n_train: int, batch_size: int) -> int:
-    """Optimizer steps per epoch: ``ceil(n_train / batch_size)`` (the last batch may be smaller)."""
-    return -(-int(n_train) // int(batch_size))
-
-
-def checkpoint_step(t: float, spe: int) -> int:
-    """The number of optimizer steps after which the checkpoint at ``t`` epochs is taken."""
-    return int(math.floor(t * spe + 0.5))
-
-
-def lr_at(config: TrainConfig, step: int, spe: int) -> float:
-    """The learning rate used for optimizer step ``step`` (0-based) with ``spe`` steps per epoch."""
-    total = checkpoint_step(config.epochs, spe)
-    warm = checkpoint_step(config.warmup_epochs, spe)
-    if step < warm:
-        return config.lr * (step + 1) / warm
-    if config.schedule == "constant":
-        return config.lr
-    if config.schedule == "step":
-        factor = 1.0
-        if step >= 0.5 * total:
-            factor *= 0.1
-        if step >= 0.75 * total:
-            factor *= 0.1
-        return config.lr * factor
-    # cosine from lr at the end of warmup to 0 at step `total`
-    span = max(1, total - warm)
-    return config.lr * 0.5 * (1.0 + math.cos(math.pi * (step - warm) / span))
-
-
-# --------------------------------------------------------------------------- randomness
-def _mix(*parts: Any) -> int:
-    """A 63-bit seed from the parts (stable across processes and platforms)."""
-    digest = hashlib.blake2b(repr(parts).encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "little") & (2**63 - 1)
-
-
-def epoch_permutation(sgd_seed: int, epoch: int, n: int) -> torch.Tensor:
-    """The data order of ``epoch`` (a CPU permutation of ``range(n)``) for ``sgd_seed``."""
-    gen = torch.Generator().manual_seed(_mix("order", int(sgd_seed), int(epoch)))
-    return torch.randperm(n, generator=gen)
-
-
-def build_model(config: TrainConfig, data: Dataset | Mapping[str, int]) -> nn.Module:
+# --------------------------------------------------------------------------- model
+def build_model(config: TrainConfig, data: Dataset | Mapping[str, int]) -> PermutableModel:
     """The initialized model of ``config`` (on the CPU), seeded by ``init_seed`` only.
 
     ``data`` is the dataset or its ``model_kwargs``. The global RNG is left as it was.
@@ -354,6 +297,7 @@ def build_model(config: TrainConfig, data: Dataset | Mapping[str, int]) -> nn.Mo
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.init_seed)
         return get_model(config.arch, **config.model_kwargs, **ds_kwargs)
+
 
 
 # --------------------------------------------------------------------------- run
@@ -443,42 +387,6 @@ def _find_time(table: Mapping[float, Any], t: float, what: str) -> float:
     raise KeyError(f"no checkpoint at epoch {t:g} in this {what}; available times: {avail}")
 
 
-# --------------------------------------------------------------------------- evaluation
-def _autocast(device: torch.device, precision: str) -> Any:
-    if device.type == "cuda" and precision == "bf16":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return torch.autocast(device.type, enabled=False)
-
-
-def evaluate(
-    model: nn.Module,
-    x: torch.Tensor,
-    y: torch.Tensor,
-    *,
-    batch_size: int = EVAL_BATCH_SIZE,
-    precision: str = "fp32",
-) -> tuple[float, float]:
-    """Mean cross-entropy and accuracy of ``model`` on ``(x, y)`` (eval mode, no grad).
-
-    The model's training mode is restored afterwards.
-    """
-    device = x.device
-    was_training = model.training
-    model.eval()
-    loss_sum = torch.zeros((), dtype=torch.float64, device=device)
-    correct = torch.zeros((), dtype=torch.int64, device=device)
-    try:
-        with torch.inference_mode(), _autocast(device, precision):
-            for i in range(0, x.shape[0], batch_size):
-                out = model(x[i : i + batch_size]).float()
-                yb = y[i : i + batch_size]
-                loss_sum += F.cross_entropy(out, yb, reduction="sum").double()
-                correct += (out.argmax(1) == yb).sum()
-    finally:
-        model.train(was_training)
-    n = max(1, int(x.shape[0]))
-    return float(loss_sum) / n, int(correct) / n
-
 
 # --------------------------------------------------------------------------- training
 def _check_init_state(model: nn.Module, state: Mapping[str, torch.Tensor]) -> None:
@@ -530,159 +438,57 @@ def _cpu_state(model: nn.Module) -> StateDict:
     }
 
 
-def _progress_enabled(progress: bool | TextIO | None) -> bool:
-    if progress is None:
-        return bool(getattr(sys.stderr, "isatty", lambda: False)())
-    if hasattr(progress, "write"):
-        return True
-    return bool(progress)
 
+class _SingleStepper(Stepper):
+    """One network: its own forward pass and mean loss; channels_last for a conv net on CUDA."""
 
-def _make_optimizer(config: TrainConfig, params: list[nn.Parameter], foreach: bool) -> torch.optim.Optimizer:
-    if config.optimizer == "adam":
-        return torch.optim.Adam(
-            params, lr=config.lr, betas=(config.momentum, 0.999),
-            weight_decay=config.weight_decay, foreach=foreach,
-        )
-    return torch.optim.SGD(
-        params, lr=config.lr, momentum=config.momentum,
-        weight_decay=config.weight_decay, foreach=foreach,
-    )
+    together = False
 
+    def __init__(self, config: TrainConfig, data: Dataset, device: torch.device,
+                 init_state: Mapping[str, torch.Tensor] | None, mask: Mapping[str, torch.Tensor] | None) -> None:
+        model = build_model(config, data)
+        if init_state is not None:
+            _check_init_state(model, init_state)
+            model.load_state_dict({k: v.detach().cpu() for k, v in init_state.items()})
+        masked = _check_mask(model, mask) if mask is not None else {}
+        is_conv = any(isinstance(m, nn.Conv2d) for m in model.modules())
+        self.channels_last = device.type == "cuda" and is_conv
+        model.to(device)
+        if self.channels_last:
+            model.to(memory_format=torch.channels_last)
+        self.mask_params = list(masked.values())
+        # the multipliers take each parameter's dtype, device and memory format (channels_last)
+        self.mask_values = [torch.empty_like(p).copy_(mask[k]) for k, p in masked.items()] if mask else []
+        if self.mask_params:
+            with torch.no_grad():
+                torch._foreach_mul_(self.mask_params, self.mask_values)
+        model.train()
+        self.model, self.config, self.members, self.device, self.mask = model, config, [config], device, mask
 
-def _diverged(config: TrainConfig, step: int, spe: int, what: str) -> TrainingDivergedError:
-    return TrainingDivergedError(
-        f"training diverged: {what} at step {step} (epoch {step / spe:.3f}) of {config.arch} "
-        f"with lr={config.lr:g} ({config.optimizer}, {config.schedule} schedule, "
-        f"warmup {config.warmup_epochs:g} epochs); lower the learning rate or lengthen the warmup"
-    )
+    def parameters(self) -> list[torch.Tensor]:
+        return [p for p in self.model.parameters() if p.requires_grad]
 
+    def stack(self, batches: list[tuple[torch.Tensor, torch.Tensor]]) -> tuple[torch.Tensor, torch.Tensor]:
+        return batches[0]
 
-def _check_start(
-    config: TrainConfig, start_epoch: float, has_init_state: bool, data: Dataset | None
-) -> tuple[float, torch.device, Dataset]:
-    """Validate a training request; the start time, the device and the (loaded) dataset."""
-    config.validate()
-    start_epoch = float(start_epoch)
-    if not 0 <= start_epoch <= config.epochs:
-        raise ValueError(f"start_epoch {start_epoch} is outside the recipe's [0, {config.epochs}] epochs")
-    if start_epoch > 0 and not has_init_state:
-        raise ValueError("start_epoch > 0 continues a run: pass the state at that time as init_state")
-    device = torch.device(config.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"config.device is {config.device!r}, but CUDA is not available; use device='cpu'")
-    if data is None:
-        data = load_dataset(config.dataset)
-    elif data.name != config.dataset:
-        raise ValueError(f"data is {data.name!r} but the config trains on {config.dataset!r}")
-    if config.train_subset is not None and config.train_subset > len(data.train):
-        raise ValueError(
-            f"train_subset={config.train_subset} exceeds the {len(data.train)} training examples "
-            f"of {data.name!r}; use train_subset=None for all of them"
-        )
-    return start_epoch, device, data
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.model(x)
 
+    def loss(self, out: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        loss = F.cross_entropy(out.float(), y)
+        return loss, loss
 
-def _schedule(config: TrainConfig, n_train: int, start_epoch: float) -> tuple[int, int, int, dict[int, list[float]]]:
-    """Steps per epoch, the last and first step, and the checkpoint times taken after each step count."""
-    spe = steps_per_epoch(n_train, config.batch_size)
-    total = checkpoint_step(config.epochs, spe)
-    first = checkpoint_step(start_epoch, spe)
-    times = sorted({t for t in config.checkpoints if t >= start_epoch - _TIME_TOL} | {start_epoch})
-    at_step: dict[int, list[float]] = {}
-    for t in times:
-        at_step.setdefault(checkpoint_step(t, spe), []).append(t)
-    return spe, total, first, at_step
+    def state(self, i: int) -> StateDict:
+        return _cpu_state(self.model)
 
+    def for_evaluation(self, i: int, state: StateDict) -> nn.Module:
+        return self.model
 
-@dataclass
-class _DeviceData:
-    """The training subset and the two evaluation sets of a recipe, resident on the training device."""
-
-    x_train: torch.Tensor
-    y_train: torch.Tensor
-    x_eval_tr: torch.Tensor
-    y_eval_tr: torch.Tensor
-    x_eval_te: torch.Tensor
-    y_eval_te: torch.Tensor
-    device: torch.device
-
-    @property
-    def n_train(self) -> int:
-        return int(self.y_train.shape[0])
-
-    @classmethod
-    def load(cls, config: TrainConfig, data: Dataset, device: torch.device, channels_last: bool) -> _DeviceData:
-        split = data.train.take(config.train_subset)
-        x_train, y_train = split.x.to(device), split.y.to(device)
-        if channels_last:
-            x_train = x_train.contiguous(memory_format=torch.channels_last)
-        test = data.test.take(config.eval_examples)
-        x_eval_te, y_eval_te = test.x.to(device), test.y.to(device)
-        if channels_last:
-            x_eval_te = x_eval_te.contiguous(memory_format=torch.channels_last)
-        n = config.eval_examples
-        return cls(x_train, y_train, x_train[:n], y_train[:n], x_eval_te, y_eval_te, device)
-
-    def metrics(self, model: nn.Module, config: TrainConfig, step: int, spe: int, total: int) -> dict[str, float]:
-        """The checkpoint metrics of ``model`` after ``step`` steps; diverged when any is NaN/inf."""
-        tr_loss, tr_acc = evaluate(model, self.x_eval_tr, self.y_eval_tr, precision=config.precision)
-        te_loss, te_acc = evaluate(model, self.x_eval_te, self.y_eval_te, precision=config.precision)
-        m = {
-            "step": float(step),
-            "epoch": step / spe,
-            "lr": lr_at(config, step, spe) if step < total else 0.0,
-            "train_loss": tr_loss,
-            "train_acc": tr_acc,
-            "test_loss": te_loss,
-            "test_acc": te_acc,
-        }
-        if not all(math.isfinite(v) for v in m.values()):
-            raise _diverged(config, step, spe, "the evaluation loss is NaN/inf")
-        return m
-
-    def info(self, precision_used: str, spe: int, total: int, first: int) -> dict[str, Any]:
-        """``Run.info``: where and how the run was trained."""
-        return {
-            "device": str(self.device),
-            "precision_used": precision_used,
-            "n_train": self.n_train,
-            "steps_per_epoch": spe,
-            "total_steps": total,
-            "start_step": first,
-            "eval_train_examples": int(self.y_eval_tr.shape[0]),
-            "eval_test_examples": int(self.y_eval_te.shape[0]),
-            "torch": torch.__version__,
-        }
-
-
-def _masked_step(optimizer: torch.optim.Optimizer, mask_params: list[torch.Tensor],
-                 mask_values: list[torch.Tensor]) -> None:
-    """One optimizer step that keeps masked weights at exactly zero: no gradient (so no momentum or weight
-    decay) on them before the step, and the weights re-masked after it."""
-    if mask_params:
-        pairs = [(p.grad, m) for p, m in zip(mask_params, mask_values, strict=True) if p.grad is not None]
-        if pairs:
-            torch._foreach_mul_([g for g, _ in pairs], [m for _, m in pairs])
-    optimizer.step()
-    if mask_params:
-        with torch.no_grad():
-            torch._foreach_mul_(mask_params, mask_values)
-
-
-def _sgd_batch(config: TrainConfig, x: torch.Tensor, y: torch.Tensor, perm: torch.Tensor, pos: int, step: int,
-               aug_gen: torch.Generator | None, channels_last: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Batch ``pos`` of the epoch's order ``perm``, augmented with the noise of (``sgd_seed``, ``step``)."""
-    bs = config.batch_size
-    idx = perm[pos * bs : (pos + 1) * bs]
-    # index_select, not x[idx]: the same rows, 2.5x faster on a CPU (0.11 vs 0.27 ms for 128 Fashion-MNIST images)
-    xb, yb = torch.index_select(x, 0, idx), torch.index_select(y, 0, idx)
-    if aug_gen is not None:
-        aug_gen.manual_seed(_mix("augment", config.sgd_seed, step))
-        xb = augment_batch(xb, aug_gen)
-        if channels_last:
-            xb = xb.contiguous(memory_format=torch.channels_last)
-    return xb, yb
+    def runs(self, checkpoints: list[dict[float, StateDict]], metrics: list[dict[float, dict[str, float]]],
+             info: dict[str, Any], start_epoch: float, wall_time_s: float) -> list[Run]:
+        mask = {k: v.detach().cpu().clone() for k, v in self.mask.items()} if self.mask is not None else None
+        return [Run(config=self.config, checkpoints=checkpoints[0], metrics=metrics[0], wall_time_s=wall_time_s,
+                    start_epoch=start_epoch, mask=mask, info=info)]
 
 
 def train(
@@ -708,114 +514,12 @@ def train(
     custom data root).
 
     Raises ``ValueError`` for a bad config or state, and
-    :class:`TrainingDivergedError` when the loss becomes NaN or infinite.
+    :class:`~lmccheck.training_loop.TrainingDivergedError` when the loss becomes NaN or infinite.
     """
     start_epoch, device, data = _check_start(config, start_epoch, init_state is not None, data)
     t0 = time.perf_counter()
-
-    # -- model ------------------------------------------------------------------
-    model = build_model(config, data)
-    if init_state is not None:
-        _check_init_state(model, init_state)
-        model.load_state_dict({k: v.detach().cpu() for k, v in init_state.items()})
-    masked = _check_mask(model, mask) if mask is not None else {}
-    is_conv = any(isinstance(m, nn.Conv2d) for m in model.modules())
-    channels_last = device.type == "cuda" and is_conv
-    model.to(device)
-    if channels_last:
-        model.to(memory_format=torch.channels_last)
-    mask_params = list(masked.values())
-    # the multipliers take each parameter's dtype, device and memory format (channels_last)
-    mask_values = [torch.empty_like(p).copy_(mask[k]) for k, p in masked.items()] if mask else []
-    if mask_params:
-        with torch.no_grad():
-            torch._foreach_mul_(mask_params, mask_values)
-
-    # -- data and schedule --------------------------------------------------------
-    d = _DeviceData.load(config, data, device, channels_last)
-    x_train, y_train, n_train = d.x_train, d.y_train, d.n_train
-    spe, total, first, at_step = _schedule(config, n_train, start_epoch)
-
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = _make_optimizer(config, params, foreach=True)
-    check_every = 1 if device.type == "cpu" else 25  # loss.item() syncs a GPU: check it now and then
-    when = "" if check_every == 1 else f" (checked every {check_every} steps; it may have diverged earlier)"
-    effective_precision = config.precision if device.type == "cuda" else "fp32"
-
-    checkpoints: dict[float, StateDict] = {}
-    metrics: dict[float, dict[str, float]] = {}
-
-    def take_checkpoint(step: int) -> None:
-        state = _cpu_state(model)
-        for k, v in state.items():
-            if v.is_floating_point() and not bool(torch.isfinite(v).all()):
-                raise _diverged(config, step, spe, f"parameter {k!r} became NaN/inf")
-        m = d.metrics(model, config, step, spe, total)
-        for t in at_step[step]:
-            checkpoints[t] = state
-            metrics[t] = m
-        if bar is not None:
-            bar.set_postfix(test_acc=f"{m['test_acc']:.3f}", refresh=False)
-
-    bar = _make_bar(config, total - first, progress)
-    model.train()
-    perm: torch.Tensor | None = None
-    aug_gen = torch.Generator(device=device) if config.augment else None
-    last_loss: torch.Tensor | None = None
-    try:
-        for step in range(first, total):
-            if step in at_step:
-                take_checkpoint(step)
-            epoch, pos = divmod(step, spe)
-            if perm is None or pos == 0:
-                perm = epoch_permutation(config.sgd_seed, epoch, n_train).to(device)
-            xb, yb = _sgd_batch(config, x_train, y_train, perm, pos, step, aug_gen, channels_last)
-            lr = lr_at(config, step, spe)
-            for g in optimizer.param_groups:
-                g["lr"] = lr
-            with _autocast(device, config.precision):
-                out = model(xb)
-            loss = F.cross_entropy(out.float(), yb)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            _masked_step(optimizer, mask_params, mask_values)
-            last_loss = loss
-            if (step + 1 - first) % check_every == 0 and not math.isfinite(loss.item()):
-                raise _diverged(config, step, spe, f"loss is {loss.item()}{when}")
-            if bar is not None:
-                bar.update(1)
-        if last_loss is not None and not math.isfinite(last_loss.item()):
-            raise _diverged(config, total - 1, spe, f"loss is {last_loss.item()}{when}")
-        if total in at_step:
-            take_checkpoint(total)
-    finally:
-        if bar is not None:
-            bar.close()
-
-    info = d.info(effective_precision, spe, total, first)
-    return Run(
-        config=config,
-        checkpoints=checkpoints,
-        metrics=metrics,
-        wall_time_s=time.perf_counter() - t0,
-        start_epoch=start_epoch,
-        mask={k: v.detach().cpu().clone() for k, v in mask.items()} if mask is not None else None,
-        info=info,
-    )
-
-
-def _make_bar(config: TrainConfig, n_steps: int, progress: bool | TextIO | None) -> Any:
-    if not _progress_enabled(progress):
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(
-        total=n_steps,
-        desc=f"train {config.arch} init={config.init_seed} sgd={config.sgd_seed}",
-        unit="step",
-        leave=False,
-        file=progress if hasattr(progress, "write") else sys.stderr,
-    )
+    stepper = _SingleStepper(config, data, device, init_state, mask)
+    return run_steps(stepper, start_epoch, data, progress, t0)[0]
 
 
 # --------------------------------------------------------------------------- spawning
@@ -849,4 +553,5 @@ def spawn(
     mask = parent.mask if isinstance(parent, Run) else None
     return train(child, init_state=checkpoints[match[0]], start_epoch=float(match[0]),
                  mask=mask, progress=progress, data=data)
+
 

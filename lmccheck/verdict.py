@@ -181,7 +181,7 @@ def _welch_df(var_seed: float, df_seed: float, noise: float) -> float:
 
 def estimates(
     name: str,
-    points: Mapping[str, Sequence[float]],
+    points: Mapping[str, Sequence[float] | np.ndarray],
     noise: Mapping[str, float],
     pool: bool,
 ) -> list[Estimate]:
@@ -532,6 +532,7 @@ def judge(
         raise VerdictInputError(f"assertion {name!r}: {rule!r} is not a verdict rule "
                                 "(Above, Below, Within, Negligible)")
     rule.check(name)
+    points: dict[str, Sequence[float] | np.ndarray]
     if isinstance(contrast, Mapping):
         points = {str(k): v for k, v in contrast.items()}
         if over not in ("every", "mean"):
@@ -561,8 +562,9 @@ def judge(
         worst = min(results, key=lambda r: r.p_fail if outcome == FAIL else -r.p_pass)
         observed, interval, n, df, effect = worst.mean, worst.interval, worst.n, worst.df, worst.mde
         pending = [r.seeds_needed for r in results if r.outcome != PASS]
-        known = bool(pending) and all(x is not None for x in pending)
-        needed = max(pending) if outcome == INCONCLUSIVE and known else None
+        counts = [x for x in pending if x is not None]
+        known = bool(pending) and len(counts) == len(pending)
+        needed = max(counts) if outcome == INCONCLUSIVE and known else None
     level = 1 - 2 * rule.alpha
     if not_exercised:
         outcome, needed, note = INCONCLUSIVE, None, f"not exercised at this setting: {not_exercised}" + (

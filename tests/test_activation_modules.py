@@ -22,7 +22,7 @@ import torch
 from scipy.optimize import linear_sum_assignment
 from torch import nn
 
-from lmccheck.matching import STREAM_MODES, activation_matching, activation_modules
+from lmccheck.activation_matching import STREAM_MODES, activation_matching, activation_modules
 from lmccheck.models import get_model
 
 NORMS = ("none", "layernorm", "batchnorm")

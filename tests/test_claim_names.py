@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from claims.catalog import CATALOG
-from lmccheck.pytest_plugin import claim_from_nodeid
+from lmccheck.pytest_plugin.claims import claim_from_nodeid
 
 CLAIMS = Path(__file__).resolve().parents[1] / "claims"
 

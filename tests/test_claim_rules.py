@@ -102,7 +102,7 @@ def test_a_check_can_take_an_xdist_group_of_its_own_that_node_ids_still_strip() 
 
 def test_merged_settings_run_after_their_hosts_checks_in_the_worker_groups_order() -> None:
     from claims.settings import WORKER_GROUPS, params
-    from lmccheck.pytest_plugin import RUN_ORDER_MARK
+    from lmccheck.pytest_plugin.claims import RUN_ORDER_MARK
 
     def order_of(param: object) -> int:
         return next(m.args[0] for m in param.marks if m.name == RUN_ORDER_MARK)  # type: ignore[attr-defined]
@@ -169,3 +169,21 @@ def test_s7_direct_over_indirect_is_defined_where_the_indirect_barrier_is_zero()
     from claims.test_s7_s12_strong_connectivity import _ratio_noise
 
     assert _ratio_noise([0.2, 0.1], [0.0, 0.4], [0.01, 0.01], [0.01, 0.01]) > 0  # no division by zero
+
+
+def test_replicate_caps_and_child_seeds_are_declared_once() -> None:
+    """Issue 26: a claim runs ``setting.replicates(n_seeds, cap)`` replicates, with its cap from claims.settings,
+    and takes its children's SGD seeds from fixtures.recipes: no claim module declares a cap or a seed base of
+    its own (a name it holds is the very object of those modules)."""
+    import importlib
+    from pathlib import Path
+
+    import claims.settings
+    import fixtures.recipes
+
+    for path in sorted((Path(claims.settings.__file__).parent).glob("test_*.py")):
+        module = importlib.import_module(f"claims.{path.stem}")
+        for name, value in vars(module).items():
+            if name.endswith(("CPU_SEEDS", "SEED_BASE")):
+                shared = getattr(claims.settings, name, getattr(fixtures.recipes, name, None))
+                assert value is shared, f"{path.name} declares its own {name}"

@@ -11,6 +11,7 @@ import pytest
 import torch
 from scipy.optimize import linear_sum_assignment
 
+from lmccheck.activation_matching import activation_matching
 from lmccheck.commutativity_matching import (
     _features,
     _mlp_layers,
@@ -20,7 +21,6 @@ from lmccheck.commutativity_matching import (
     commutativity_objective,
     random_transpositions,
 )
-from lmccheck.matching import activation_matching
 from lmccheck.models import get_model
 from lmccheck.permutation import Permutation
 

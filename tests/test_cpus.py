@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from lmccheck import cpus
-from lmccheck.interpolation import BarrierOptions, auto_bf16
+from lmccheck.barrier_options import BarrierOptions, auto_bf16
 
 
 @pytest.mark.parametrize(("cap", "allows"), [
@@ -47,7 +47,7 @@ def test_native_bf16_follows_the_cpu_flags(monkeypatch: pytest.MonkeyPatch, flag
     assert cpus.native_bf16() is native
     # precision "auto" follows it on the CPU; CUDA is always bf16; "fp32" and "bf16" are what they say
     assert auto_bf16("cpu") is native and BarrierOptions().autocast("cpu") is native
-    assert BarrierOptions().resolve(torch.nn.Linear(2, 2), "cpu")["precision"] == ("bf16" if native else "fp32")
+    assert BarrierOptions().resolve(torch.nn.Linear(2, 2), "cpu").precision == ("bf16" if native else "fp32")
     assert auto_bf16("cuda") and BarrierOptions().autocast("cuda")
     assert not BarrierOptions(precision="fp32").autocast("cpu") and BarrierOptions(precision="bf16").autocast("cpu")
 
@@ -64,7 +64,7 @@ def test_a_onednn_cap_below_bf16_makes_auto_fp32_on_a_bf16_cpu(monkeypatch: pyte
 @pytest.mark.slow
 def test_the_rule_in_a_fresh_process_under_onednn_limited_to_avx2() -> None:
     """The real machine, not mocked flags: with oneDNN capped at AVX2 (a laptop's CPU) auto is fp32."""
-    code = "from lmccheck.interpolation import BarrierOptions; print(BarrierOptions().autocast('cpu'))"
+    code = "from lmccheck.barrier_options import BarrierOptions; print(BarrierOptions().autocast('cpu'))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
                          env={"ONEDNN_MAX_CPU_ISA": "AVX2", "PATH": ""}).stdout.strip()
     assert out == "False"

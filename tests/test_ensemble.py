@@ -7,7 +7,8 @@ import torch
 
 from lmccheck.data import Dataset, Split
 from lmccheck.ensemble import train_together
-from lmccheck.training import TrainConfig, TrainingDivergedError, spawn, train
+from lmccheck.training import TrainConfig, spawn, train
+from lmccheck.training_loop import TrainingDivergedError
 
 from tiny_recipes import tiny_config
 

@@ -33,3 +33,20 @@ def test_the_tool_finds_a_circle_through_a_deferred_import(tmp_path: Path, monke
     (pkg / "d.py").write_text("from .c import TYPE_CHECKING\ny = 2\n")
     monkeypatch.setattr(tool, "PACKAGE", pkg)
     assert tool.cycles() == [["lmccheck.a", "lmccheck.b", "lmccheck.a"]]
+
+
+def test_only_the_pytest_plugin_package_imports_pytest() -> None:
+    """The library stays usable without pytest: ``pytest`` is imported only under ``lmccheck/pytest_plugin/``."""
+    import ast
+
+    lib = TOOL.parents[1] / "lmccheck"
+    offenders = []
+    for path in sorted(lib.rglob("*.py")):
+        if "pytest_plugin" in path.relative_to(lib).parts:
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = ([a.name for a in node.names] if isinstance(node, ast.Import)
+                     else [node.module or ""] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
+            offenders += [f"{path.relative_to(lib)}: {n}" for n in names if n.split(".")[0] in ("pytest", "_pytest")]
+    assert offenders == []
+    assert (lib / "pytest_plugin" / "__init__.py").exists()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import math
 
@@ -13,21 +14,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import nn
 
+from lmccheck.barrier_curves import BarrierResult, alpha_grid, barrier_from_curve, barrier_from_simplex, simplex_grid
+from lmccheck.barrier_options import BarrierOptions, has_batchnorm
 from lmccheck.data import Split, load_dataset
-from lmccheck.interpolation import (
-    BarrierResult,
-    alpha_grid,
-    barrier,
-    barrier_from_curve,
-    barrier_from_simplex,
-    evaluate,
-    has_batchnorm,
-    lerp,
-    lerp_into,
-    reset_bn_stats,
-    simplex_barrier,
-    simplex_grid,
-)
+from lmccheck.interpolation import barrier, evaluate, lerp, lerp_into, reset_bn_stats, simplex_barrier
 from lmccheck.models import get_model
 from lmccheck.permutation import Permutation
 
@@ -212,15 +202,15 @@ def test_simplex_grid_and_pairwise_order() -> None:
 # ---------------------------------------------------------------- barrier: properties
 def test_barrier_of_a_network_with_itself_is_zero(fmnist: Split) -> None:
     model, a, _ = pair("mlp")
-    r = barrier(model, a, a, fmnist, alphas=7)
+    r = barrier(model, a, a, fmnist, BarrierOptions(alphas=7))
     assert abs(r.loss_barrier) <= 1e-6 and abs(r.error_barrier) <= 1e-6
     assert max(r.loss) - min(r.loss) <= 1e-6 and max(r.error) == min(r.error)
 
 
 def test_barrier_is_symmetric(fmnist: Split) -> None:
     model, a, b = pair("mlp")
-    ab = barrier(model, a, b, fmnist, alphas=9)
-    ba = barrier(model, b, a, fmnist, alphas=9)
+    ab = barrier(model, a, b, fmnist, BarrierOptions(alphas=9))
+    ba = barrier(model, b, a, fmnist, BarrierOptions(alphas=9))
     rev = ab.reversed()
     assert ba.alphas == pytest.approx(rev.alphas)
     assert ba.loss == pytest.approx(rev.loss, abs=1e-6)
@@ -232,7 +222,7 @@ def test_barrier_is_symmetric(fmnist: Split) -> None:
 
 def test_endpoints_are_each_networks_own_loss_and_error(fmnist: Split) -> None:
     model, a, b = pair("mlp", "layernorm")
-    r = barrier(model, a, b, fmnist, alphas=5)
+    r = barrier(model, a, b, fmnist, BarrierOptions(alphas=5))
     for i, state in enumerate((a, b)):
         loss, err = r.loss_endpoints[i], r.error_endpoints[i]
         m = build("mlp", "layernorm")
@@ -247,14 +237,14 @@ def test_barrier_does_not_touch_the_callers_model(fmnist: Split) -> None:
     model, a, b = pair("mlp", "batchnorm")
     before = copy.deepcopy(model.state_dict())
     model.train()
-    barrier(model, a, b, fmnist, alphas=3, bn_data=fmnist)
+    barrier(model, a, b, fmnist, BarrierOptions(alphas=3), bn_data=fmnist)
     assert model.training
     assert all(torch.equal(before[k], t) for k, t in model.state_dict().items())
 
 
 def test_result_as_dict_is_json_and_records_settings(fmnist: Split) -> None:
     model, a, b = pair("mlp")
-    r = barrier(model, a, b, fmnist, alphas=5, n_examples=100, split="test")
+    r = barrier(model, a, b, fmnist, BarrierOptions(alphas=5, n_examples=100), split="test")
     d = json.loads(json.dumps(r.as_dict()))
     assert d["n_examples"] == 100 and d["split"] == "test" and len(d["loss"]) == 5
     assert d["loss_endpoints"] == list(r.loss_endpoints)
@@ -294,10 +284,9 @@ def test_engine_matches_fresh_model_reference(
     alphas = [0.0, 0.2, 0.5, 0.9, 1.0]
     bn_reset = has_batchnorm(model) and engine != "vmap"  # vmap cannot reset BN statistics
     bn = (bn_data, 2, 32) if bn_reset else None
-    r = barrier(
-        model, a, b, data, alphas=alphas, engine=engine, first_layer_shortcut=shortcut, batch_size=48,
-        bn_reset=bn_reset, bn_data=bn_data, bn_batches=2, bn_batch_size=32, vmap_chunk=2,
-    )
+    options = BarrierOptions(alphas=alphas, engine=engine, first_layer_shortcut=shortcut, batch_size=48,
+                             bn_reset=bn_reset, bn_batches=2, bn_batch_size=32, vmap_chunk=2)
+    r = barrier(model, a, b, data, options, bn_data=bn_data)
     ref_loss, ref_err = ref_curves(arch, norm, kw, a, b, data, alphas, bn)
     assert r.loss == pytest.approx(ref_loss, abs=1e-5)
     assert r.error == pytest.approx(ref_err, abs=1e-9)
@@ -307,8 +296,8 @@ def test_engine_matches_fresh_model_reference(
 
 def test_shortcut_is_exact_at_paper_scale_grid(fmnist: Split) -> None:
     model, a, b = pair("mlp", width=128)
-    fast = barrier(model, a, b, fmnist, first_layer_shortcut=True)
-    plain = barrier(model, a, b, fmnist, first_layer_shortcut=False)
+    fast = barrier(model, a, b, fmnist, BarrierOptions(first_layer_shortcut=True))
+    plain = barrier(model, a, b, fmnist, BarrierOptions(first_layer_shortcut=False))
     assert len(fast.alphas) == 25
     assert fast.loss == pytest.approx(plain.loss, abs=1e-5)
     assert fast.error == pytest.approx(plain.error, abs=1e-9)
@@ -339,9 +328,9 @@ def test_reset_bn_stats_recomputes_statistics(fmnist_train: Split) -> None:
 def test_bn_reset_on_by_default_and_optional(fmnist: Split, fmnist_train: Split) -> None:
     model, a, b = pair("mlp", "batchnorm")
     alphas = [0.0, 0.5, 1.0]
-    kw = dict(alphas=alphas, bn_data=fmnist_train, bn_batches=2, bn_batch_size=64)
-    on = barrier(model, a, b, fmnist, **kw)
-    off = barrier(model, a, b, fmnist, bn_reset=False, **kw)
+    options = BarrierOptions(alphas=alphas, bn_batches=2, bn_batch_size=64)
+    on = barrier(model, a, b, fmnist, options, bn_data=fmnist_train)
+    off = barrier(model, a, b, fmnist, options.replace(bn_reset=False), bn_data=fmnist_train)
     assert on.bn_reset and not off.bn_reset
     ref_on = ref_curves("mlp", "batchnorm", {}, a, b, fmnist, alphas, (fmnist_train, 2, 64))
     ref_off = ref_curves("mlp", "batchnorm", {}, a, b, fmnist, alphas, None)
@@ -353,9 +342,9 @@ def test_bn_reset_on_by_default_and_optional(fmnist: Split, fmnist_train: Split)
 def test_bn_model_without_bn_data_is_an_error(fmnist: Split) -> None:
     model, a, b = pair("mlp", "batchnorm")
     with pytest.raises(ValueError, match="bn_data"):
-        barrier(model, a, b, fmnist, alphas=3)
+        barrier(model, a, b, fmnist, BarrierOptions(alphas=3))
     with pytest.raises(ValueError, match="vmap"):
-        barrier(model, a, b, fmnist, alphas=3, bn_data=fmnist, engine="vmap")
+        barrier(model, a, b, fmnist, BarrierOptions(alphas=3, engine="vmap"), bn_data=fmnist)
 
 
 # ---------------------------------------------------------------- joint permutation invariance (claim S2's lemma)
@@ -375,9 +364,9 @@ def test_barrier_is_invariant_under_joint_permutation(arch: str, norm: str, seed
         bn_data = Split(bn_data.x[:, :, 6:22, 6:22].contiguous(), bn_data.y)
     model, a, b = pair(arch, norm, seed=seed % 1000, **kw)
     perm = Permutation.random(model.permutation_spec(), a, seed)
-    opts = dict(alphas=5, bn_data=bn_data, bn_batches=2, bn_batch_size=32)
-    r = barrier(model, a, b, data, **opts)
-    rp = barrier(model, perm.apply(a), perm.apply(b), data, **opts)
+    opts = BarrierOptions(alphas=5, bn_batches=2, bn_batch_size=32)
+    r = barrier(model, a, b, data, opts, bn_data=bn_data)
+    rp = barrier(model, perm.apply(a), perm.apply(b), data, opts, bn_data=bn_data)
     assert rp.loss == pytest.approx(r.loss, abs=1e-5)
     assert rp.loss_barrier == pytest.approx(r.loss_barrier, abs=1e-5)
     # an argmax tie within float rounding may flip a single example
@@ -390,35 +379,35 @@ def test_state_missing_a_key(fmnist: Split) -> None:
     model, a, b = pair("mlp")
     b = {k: v for k, v in b.items() if k != "layers.1.bias"}
     with pytest.raises(ValueError, match=r"state_b.*layers\.1\.bias"):
-        barrier(model, a, b, fmnist, alphas=3)
+        barrier(model, a, b, fmnist, BarrierOptions(alphas=3))
 
 
 def test_state_with_extra_key(fmnist: Split) -> None:
     model, a, b = pair("mlp")
     a = {**a, "extra.weight": torch.zeros(3)}
     with pytest.raises(ValueError, match=r"state_a.*extra\.weight"):
-        barrier(model, a, b, fmnist, alphas=3)
+        barrier(model, a, b, fmnist, BarrierOptions(alphas=3))
 
 
 def test_state_with_wrong_shape(fmnist: Split) -> None:
     model, a, b = pair("mlp")
     _, wide, _ = pair("mlp", width=64)
     with pytest.raises(ValueError, match=r"layers\.0\.weight.*shape"):
-        barrier(model, a, wide, fmnist, alphas=3)
+        barrier(model, a, wide, fmnist, BarrierOptions(alphas=3))
 
 
 def test_empty_dataset() -> None:
     model, a, b = pair("mlp")
     empty = Split(torch.zeros(0, 1, 28, 28), torch.zeros(0, dtype=torch.long))
     with pytest.raises(ValueError, match="empty"):
-        barrier(model, a, b, empty, alphas=3)
+        barrier(model, a, b, empty, BarrierOptions(alphas=3))
 
 
 @pytest.mark.parametrize("alphas, match", [(1, "at least 2"), ([0.0, 1.5, 1.0], "1.5"), ([0.5], "at least 2")])
 def test_bad_alphas(fmnist: Split, alphas: object, match: str) -> None:
     model, a, b = pair("mlp")
     with pytest.raises(ValueError, match=match):
-        barrier(model, a, b, fmnist, alphas=alphas)  # type: ignore[arg-type]
+        barrier(model, a, b, fmnist, BarrierOptions(alphas=alphas))  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize("engine", ["loop", "vmap"])
@@ -428,7 +417,7 @@ def test_nan_weights_report_the_alpha(fmnist: Split, engine: str) -> None:
     b["layers.2.weight"] = b["layers.2.weight"].clone()
     b["layers.2.weight"][0, 0] = math.nan
     with pytest.raises(ValueError, match=r"alpha=0\.5.*state_b\['layers\.2\.weight'\]"):
-        barrier(model, a, b, fmnist, alphas=[0.0, 0.5, 1.0], engine=engine)
+        barrier(model, a, b, fmnist, BarrierOptions(alphas=[0.0, 0.5, 1.0], engine=engine))
 
 
 def test_overflowing_outputs_report_the_alpha(fmnist: Split) -> None:
@@ -436,25 +425,25 @@ def test_overflowing_outputs_report_the_alpha(fmnist: Split) -> None:
     b = {k: v * 1e30 if k == "head.weight" else v for k, v in b.items()}
     b["layers.0.weight"] = b["layers.0.weight"] * 1e10
     with pytest.raises(ValueError, match="alpha="):
-        barrier(model, a, b, fmnist, alphas=3)
+        barrier(model, a, b, fmnist, BarrierOptions(alphas=3))
 
 
 def test_unknown_engine_and_unsupported_shortcut(fmnist: Split) -> None:
     model, a, b = pair("mlp")
     with pytest.raises(ValueError, match="engine"):
-        barrier(model, a, b, fmnist, alphas=3, engine="fast")
+        barrier(model, a, b, fmnist, BarrierOptions(alphas=3, engine="fast"))
     other = nn.Sequential(nn.Flatten(), nn.Linear(784, 10))
     s = other.state_dict()
     with pytest.raises(ValueError, match="first_layer_shortcut"):
-        barrier(other, s, s, fmnist, alphas=3, first_layer_shortcut=True)
-    assert barrier(other, s, s, fmnist, alphas=3).loss_barrier == pytest.approx(0.0, abs=1e-6)
+        barrier(other, s, s, fmnist, BarrierOptions(alphas=3, first_layer_shortcut=True))
+    assert barrier(other, s, s, fmnist, BarrierOptions(alphas=3)).loss_barrier == pytest.approx(0.0, abs=1e-6)
 
 
 # ---------------------------------------------------------------- simplex
 def test_simplex_of_two_networks_is_the_pairwise_barrier(fmnist: Split) -> None:
     model, a, b = pair("mlp")
     s = simplex_barrier(model, [a, b], fmnist, resolution=6)
-    r = barrier(model, a, b, fmnist, alphas=7)
+    r = barrier(model, a, b, fmnist, BarrierOptions(alphas=7))
     assert [w[1] for w in s.weights] == pytest.approx(r.alphas)
     assert s.loss == pytest.approx(r.loss, abs=1e-6)
     assert s.loss_barrier == pytest.approx(r.loss_barrier, abs=1e-6)
@@ -479,7 +468,7 @@ def test_simplex_of_three_networks_matches_reference(fmnist: Split, engine: str)
     model, a, b = pair("mlp", "layernorm")
     _, c, _ = pair("mlp", "layernorm", seed=7)
     data = fmnist.take(100)
-    s = simplex_barrier(model, [a, b, c], data, resolution=2, engine=engine)
+    s = simplex_barrier(model, [a, b, c], data, BarrierOptions(engine=engine), resolution=2)
     for w, loss in zip(s.weights, s.loss):
         m = build("mlp", "layernorm")
         m.load_state_dict({k: w[0] * a[k] + w[1] * b[k] + w[2] * c[k] for k in a})
@@ -515,12 +504,13 @@ def test_simplex_edges_are_the_pairwise_curves_bit_for_bit_and_bound_the_simplex
     model, a, b = pair("mlp")
     _, c, _ = pair("mlp", seed=7)
     data = fmnist.take(300)
-    s = simplex_barrier(model, [a, b, c], data, resolution=4, edge_resolution=8, autocast=autocast)
+    precision = BarrierOptions(precision="bf16" if autocast else "fp32")
+    s = simplex_barrier(model, [a, b, c], data, precision, resolution=4, edge_resolution=8)
     assert s.edge_resolution == 8 and len(s.weights) == 3 * 8 + 3
     states = [a, b, c]
     edge_barriers = []
     for i, j in ((0, 1), (0, 2), (1, 2)):
-        pairwise = barrier(model, states[i], states[j], data, alphas=9, autocast=autocast)
+        pairwise = barrier(model, states[i], states[j], data, precision.replace(alphas=9))
         edge = s.edge(i, j)
         assert edge.alphas == pairwise.alphas
         assert edge.loss == pairwise.loss and edge.error == pairwise.error  # exact, not approximate
@@ -558,21 +548,51 @@ def test_barrier_refuses_zero_examples_and_a_state_of_the_wrong_kind() -> None:
     model, a, b = pair("mlp", "batchnorm")
     data = small_split(16)
     with pytest.raises(ValueError, match="n_examples must be positive"):
-        barrier(model, a, b, data, alphas=3, n_examples=0)
+        barrier(model, a, b, data, BarrierOptions(alphas=3, n_examples=0))
     key = "norms.0.num_batches_tracked"
     as_float = {**b, key: b[key].float()}  # an integer buffer given as floats
     with pytest.raises(ValueError, match=key):
-        barrier(model, a, as_float, data, alphas=3)
+        barrier(model, a, as_float, data, BarrierOptions(alphas=3))
     float_key = "layers.0.weight"
     as_int = {**b, float_key: b[float_key].long()}  # a float weight given as integers
     with pytest.raises(ValueError, match=float_key):
-        barrier(model, a, as_int, data, alphas=3)
+        barrier(model, a, as_int, data, BarrierOptions(alphas=3))
 
 
 def test_barrier_options_validate_their_numbers() -> None:
-    from lmccheck.interpolation import BarrierOptions
-
     assert BarrierOptions(n_examples=None, bn_batch_size=1, bn_batches=1).bn_batch_size == 1  # the smallest valid
     for bad in ({"n_examples": 0}, {"bn_batch_size": 0}, {"bn_batches": 0}, {"precision": "fp16"}, {"engine": "x"}):
         with pytest.raises(ValueError, match=next(iter(bad))):
             BarrierOptions(**bad)
+
+
+def test_options_resolve_once_into_a_frozen_object_whose_key_round_trips() -> None:
+    bn_model, _, _ = pair("mlp", "batchnorm")
+    options = BarrierOptions(n_examples=1200, alphas=5, precision="fp32", batch_size=64)
+    resolved = options.resolve(bn_model, "cpu")
+    assert resolved.bn_reset and resolved.bn_batches == 3 and resolved.bn_batch_size == 500
+    assert resolved.batch_size == 64 and resolved.engine == "loop" and resolved.first_layer_shortcut
+    assert resolved.alphas == tuple(alpha_grid(5)) and not resolved.autocast
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        resolved.alphas = (0.0, 1.0)  # type: ignore[misc]
+    # a stored key gives back the same numbers; the speed fields come from the options given beside it
+    again = BarrierOptions.from_key(resolved.key(), options).resolve(bn_model, "cpu")
+    assert again == resolved
+    plain, _, _ = pair("mlp")
+    key = BarrierOptions(bn_batches=7).resolve(plain, "cpu").key()
+    assert key["bn_reset"] is False and key["bn_batches"] is None  # no BatchNorm: nothing to split keys on
+    assert BarrierOptions.from_key(key).resolve(plain, "cpu").key() == key
+
+
+def test_barrier_takes_resolved_options_only_for_their_device(fmnist: Split) -> None:
+    model, a, b = pair("mlp")
+    resolved = BarrierOptions(alphas=3, n_examples=50).resolve(model, "cpu")
+    assert barrier(model, a, b, fmnist, resolved).alphas == [0.0, 0.5, 1.0]
+    asked = BarrierOptions(alphas=3, n_examples=50)
+    assert barrier(model, a, b, fmnist, resolved) == barrier(model, a, b, fmnist, asked)
+    with pytest.raises(ValueError, match="resolved for cpu"):
+        barrier(model, a, b, fmnist, resolved, device="meta")
+    with pytest.raises(TypeError, match="BarrierOptions"):
+        barrier(model, a, b, fmnist, {"alphas": 3})  # type: ignore[arg-type]
+    with pytest.raises(ValueError, match="vmap"):
+        BarrierOptions(engine="vmap").resolve(pair("mlp", "batchnorm")[0], "cpu")

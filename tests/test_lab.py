@@ -8,7 +8,17 @@ import pytest
 import torch
 
 from fixtures import Lab, pair_configs, triple_configs
-from fixtures.recipes import CPU, GPU, REGIMES_GPU, WIDTHS_CPU, WIDTHS_GPU, Setting, WidthFamily
+from fixtures.recipes import (
+    CPU,
+    GPU,
+    REGIMES_GPU,
+    WIDTHS_CPU,
+    WIDTHS_GPU,
+    Setting,
+    WidthFamily,
+    child_seeds,
+    init_child_seed,
+)
 from lmccheck.permutation import Permutation
 from lmccheck.store import Store
 
@@ -26,6 +36,43 @@ def lab(tmp_path) -> Lab:
 def test_pair_seeds_are_separate_and_recorded() -> None:
     a, b = pair_configs(TINY, 1)
     assert (a.init_seed, a.sgd_seed, b.init_seed, b.sgd_seed) == (1002, 2002, 1003, 2003)
+
+
+def test_replicates_are_capped_at_cpu_scale_only_and_child_seeds_are_the_recipes() -> None:
+    cpu, gpu = Setting("x", TINY), Setting("x", TINY, gpu=True)
+    assert [cpu.replicates(n, 3) for n in (1, 2, 3, 5)] == [1, 2, 3, 3] and cpu.replicates(10) == 10
+    assert gpu.replicates(5, 3) == 5 and gpu.replicates(2, 3) == 2
+    assert child_seeds(0) == (3000, 3001, 3002) and child_seeds(2) == (3006, 3007, 3008)
+    assert child_seeds(1).a1 == 3003 and child_seeds(1).b1 == 3005
+    assert [init_child_seed(r) for r in range(3)] == [7000, 7001, 7002]
+
+
+def test_get_many_builds_the_missing_products_with_one_call(lab: Lab, tmp_path) -> None:
+    from lmccheck.kinds import config_of, train_product
+    from lmccheck.training import train
+
+    products = [train_product(c) for c in pair_configs(TINY, 0)]
+    calls: list[list[str]] = []
+
+    def build_many(ps):
+        calls.append([p.key for p in ps])
+        return [train(config_of(p, lab.device), progress=False).to_record() for p in ps]
+
+    events: list = []
+    lab.subscribe(events.append)
+    runs = lab.get_many(products + products[:1], build_many, note="built as one")
+    assert calls == [[p.key for p in products]] and len(runs) == 3 and runs[0] is runs[2]
+    assert [(e.source, e.key) for e in events] == [("built", p.key) for p in products]
+    assert all(e.label.endswith("(one of 2 built as one)") for e in events)
+    assert lab.missing(products) == [] and len(calls) == 1
+    assert all(x is y for x, y in zip(lab.get_many(products, build_many), runs[:2], strict=True))
+    # a new session finds them stored: nothing is missing, each is loaded as get loads it
+    again = Lab(store=Store(tmp_path / "store"), progress=False)
+    assert again.missing(products) == []
+    assert [r.config for r in again.get_many(products, build_many)] == list(pair_configs(TINY, 0))
+    assert len(calls) == 1
+    with pytest.raises(ValueError, match="returned 0 records for 2 products"):
+        Lab(store=Store(tmp_path / "other"), progress=False).get_many(products, lambda ps: [])
 
 
 def test_products_are_built_once_and_keys_are_stable(lab: Lab, tmp_path) -> None:

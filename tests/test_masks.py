@@ -17,7 +17,7 @@ momentum/moment buffers start at 0), so safeguards 2 and 3 are each
 sufficient on their own: removing one of them changes no weight, and no test
 that only looks at trained weights through the public API can notice. Each is
 therefore tested on its own by hooking the optimizer that ``train`` builds
-(``lmccheck.training._make_optimizer`` is monkeypatched to register
+(``lmccheck.training_loop._make_optimizer`` is monkeypatched to register
 ``torch.optim.Optimizer`` step hooks):
 
 * re-masking: a *rogue* post-step hook moves every parameter, as an
@@ -36,7 +36,7 @@ from collections.abc import Callable
 import pytest
 import torch
 
-from lmccheck import training
+from lmccheck import training_loop
 from lmccheck.data import load_dataset
 from lmccheck.pruning import Mask, apply_mask, magnitude_prune, retrain_with_mask
 from lmccheck.training import Run, TrainConfig, build_model, spawn, train
@@ -159,7 +159,7 @@ def hook_optimizer(
 ) -> list[torch.optim.Optimizer]:
     """Make ``train`` build its usual optimizer with step hooks ``pre``/``post(params)``; returns the optimizers
     built."""
-    real = training._make_optimizer
+    real = training_loop._make_optimizer
     built: list[torch.optim.Optimizer] = []
 
     def make(config: TrainConfig, params: list[torch.nn.Parameter], foreach: bool) -> torch.optim.Optimizer:
@@ -171,7 +171,7 @@ def hook_optimizer(
         built.append(opt)
         return opt
 
-    monkeypatch.setattr(training, "_make_optimizer", make)
+    monkeypatch.setattr(training_loop, "_make_optimizer", make)
     return built
 
 

@@ -17,7 +17,9 @@ import torch
 from hypothesis import given
 from hypothesis import strategies as st
 
-from lmccheck import pytest_plugin as plugin
+from lmccheck import store_admin
+from lmccheck.cpus import available_cpus
+from lmccheck.pytest_plugin import devices
 from lmccheck.store import Store
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -134,14 +136,14 @@ def _check_fake_records(report_dir: Path) -> None:
     ],
 )
 def test_gpu_for_worker(worker: str, visible: str | None, n_gpus: int, expected: str | None) -> None:
-    assert plugin.gpu_for_worker(worker, visible, n_gpus) == expected
+    assert devices.gpu_for_worker(worker, visible, n_gpus) == expected
 
 
 @given(i=st.integers(0, 200), n=st.integers(1, 16))
 def test_gpu_for_worker_round_robin(i: int, n: int) -> None:
-    assert plugin.gpu_for_worker(f"gw{i}", None, n) == str(i % n)
+    assert devices.gpu_for_worker(f"gw{i}", None, n) == str(i % n)
     visible = ",".join(str(10 + k) for k in range(n))
-    assert plugin.gpu_for_worker(f"gw{i}", visible, 0) == str(10 + i % n)
+    assert devices.gpu_for_worker(f"gw{i}", visible, 0) == str(10 + i % n)
 
 
 def _fake_worker_config(worker_id: str) -> Any:
@@ -152,29 +154,29 @@ def _fake_worker_config(worker_id: str) -> Any:
 @pytest.mark.skipif(torch.cuda.is_initialized(), reason="CUDA already initialized in this process")
 def test_pin_worker_gpu_sets_cuda_visible_devices(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "4,5")
-    plugin._pin_worker_gpu(_fake_worker_config("gw3"))
+    devices.pin_worker_gpu(_fake_worker_config("gw3"))
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "5"
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
-    monkeypatch.setattr(plugin, "count_visible_gpus", lambda: 0)
-    plugin._pin_worker_gpu(_fake_worker_config("gw1"))
+    monkeypatch.setattr(devices, "count_visible_gpus", lambda: 0)
+    devices.pin_worker_gpu(_fake_worker_config("gw1"))
     assert "CUDA_VISIBLE_DEVICES" not in os.environ
-    monkeypatch.setattr(plugin, "count_visible_gpus", lambda: 2)
-    plugin._pin_worker_gpu(_fake_worker_config("gw3"))
+    monkeypatch.setattr(devices, "count_visible_gpus", lambda: 2)
+    devices.pin_worker_gpu(_fake_worker_config("gw3"))
     assert os.environ["CUDA_VISIBLE_DEVICES"] == "1"
 
 
 def test_resolve_device(monkeypatch: pytest.MonkeyPatch) -> None:
-    assert plugin.resolve_device("cpu") == "cpu"
+    assert devices.resolve_device("cpu") == "cpu"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    assert plugin.resolve_device("auto") == "cuda"
-    assert plugin.resolve_device("cuda") == "cuda"
-    assert plugin.resolve_device("cpu") == "cpu"
+    assert devices.resolve_device("auto") == "cuda"
+    assert devices.resolve_device("cuda") == "cuda"
+    assert devices.resolve_device("cpu") == "cpu"
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    assert plugin.resolve_device("auto") == "cpu"
+    assert devices.resolve_device("auto") == "cpu"
     with pytest.raises(ValueError, match="CUDA is not available"):
-        plugin.resolve_device("cuda")
+        devices.resolve_device("cuda")
     with pytest.raises(ValueError, match="unknown device"):
-        plugin.resolve_device("tpu")
+        devices.resolve_device("tpu")
 
 
 def test_lmc_config_fixture_is_frozen(pytester: pytest.Pytester) -> None:
@@ -245,7 +247,7 @@ def test_claim_records_under_xdist(pytester: pytest.Pytester) -> None:
     assert (pytester.path / "report" / "figures" / "S99_good_trajectory.png").exists()
     # each worker ran on its share of the cores, and the report says so
     payload = json.loads((pytester.path / "report" / "claims.json").read_text())
-    share = plugin.threads_per_worker(plugin._available_cpus(), 2)
+    share = devices.threads_per_worker(available_cpus(), 2)
     assert {r["cpu_threads"] for r in payload["records"]} == {share}
     assert {r["worker"] for r in payload["records"]} <= {"gw0", "gw1"}
     workers = len({r["worker"] for r in payload["records"]})
@@ -256,7 +258,7 @@ def test_claim_records_under_xdist(pytester: pytest.Pytester) -> None:
 @pytest.mark.parametrize(("cpus", "workers", "threads"),
                          [(2, 2, 1), (2, 1, 2), (16, 2, 8), (16, 3, 5), (2, 4, 1), (1, 0, 1)])
 def test_threads_per_worker_share_the_cores_evenly(cpus: int, workers: int, threads: int) -> None:
-    assert plugin.threads_per_worker(cpus, workers) == threads
+    assert devices.threads_per_worker(cpus, workers) == threads
 
 
 def test_no_report_writes_nothing(pytester: pytest.Pytester) -> None:
@@ -272,9 +274,9 @@ def test_gpu_items_skipped_without_cuda(pytester: pytest.Pytester) -> None:
     pytester.makepyfile(test_gpu=GPU_CLAIM)
     result = pytester.runpytest("-rs", "-m", "gpu", "--lmc-report", "out")
     result.assert_outcomes(skipped=1, deselected=1)
-    result.stdout.fnmatch_lines([f"SKIPPED *{plugin.GPU_SKIP_REASON}"])
+    result.stdout.fnmatch_lines([f"SKIPPED *{devices.GPU_SKIP_REASON}"])
     rec = _records(pytester.path / "out" / "claims.json")["default"]
-    assert (rec["claim"], rec["verdict"], rec["reason"]) == ("S98", "SKIP", plugin.GPU_SKIP_REASON)
+    assert (rec["claim"], rec["verdict"], rec["reason"]) == ("S98", "SKIP", devices.GPU_SKIP_REASON)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the behaviour without CUDA")
@@ -1086,8 +1088,8 @@ def test_the_plan_says_what_is_stored_cold_and_warm(pytester: pytest.Pytester) -
     ])
     # remove the barrier: the plan knows it is missing and how long it took to build
     store = Store(pytester.path / "store")
-    barrier = next(k for k in store.keys() if store.info(k, verify=False)["kind"] == "barrier")
-    store.clear("barrier")
+    barrier = next(k for k in store.keys() if store_admin.info(store, k, verify=False)["kind"] == "barrier")
+    store_admin.clear(store, "barrier")
     assert not store.contains(barrier)
     again = pytester.runpytest_subprocess(*args)
     again.stdout.fnmatch_lines([
@@ -1104,7 +1106,7 @@ def test_the_plan_counts_shared_products_once_and_forgets_other_code(tmp_path: P
     b = store.put("demo", {"n": 2}, {"x": torch.ones(2)}, {"wall_time_s": 5.0})
     plan_mod.write_manifest(store, "t.py::one", 3, "cpu", [a.key, b.key])
     plan_mod.write_manifest(store, "t.py::two", 3, "cpu", [a.key, "not-a-key"])
-    store.clear("demo")  # both entries gone
+    store_admin.clear(store, "demo")  # both entries gone
     lines = plan_mod.plan_run(store, [("t.py::one", "one"), ("t.py::two", "two")], 3, "cpu").lines(str)
     assert lines == ["2 of 2 checks ran on this store before: they used 2 products, 0 stored, 2 to build: "
                      "about 8.0 to build them, from their last build times"]  # a.key once, not twice
@@ -1121,7 +1123,8 @@ def test_the_plan_counts_shared_products_once_and_forgets_other_code(tmp_path: P
 
 def test_claim_and_setting_are_read_from_a_node_id() -> None:
     from claims.catalog import CATALOG
-    from lmccheck.pytest_plugin import base_nodeid, claim_from_nodeid
+    from lmccheck.nodeids import base_nodeid
+    from lmccheck.pytest_plugin.claims import claim_from_nodeid
 
     assert claim_from_nodeid("claims/test_s5_s6_imp.py::test_s5_dense_permutation[mlp128-fmnist]", CATALOG) == (
         "S5", "mlp128-fmnist")
@@ -1244,3 +1247,16 @@ def test_lmc_seed_offset_reaches_the_lab_and_the_report_and_refuses_negatives(py
         result = pytester.runpytest(f"--lmc-seed-offset={bad}")
         assert result.ret == pytest.ExitCode.USAGE_ERROR
         result.stderr.fnmatch_lines([f"*--lmc-seed-offset*expected a whole number >= 0, got {bad!r}*"])
+
+
+def test_the_plugin_and_its_precision_choices_load_without_torch() -> None:
+    """The xdist controller imports the plugin; its --lmc-barrier-precision choices and default are the library's
+    (``lmccheck.barrier_options``), read without loading torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import lmccheck.pytest_plugin; from lmccheck.pytest_plugin.options import LmcConfig; "
+            "from lmccheck.barrier_options import PRECISIONS, BarrierOptions; "
+            "print('torch' in sys.modules, PRECISIONS, LmcConfig.barrier_precision == BarrierOptions.precision)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "False ('auto', 'fp32', 'bf16') True"

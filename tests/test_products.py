@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from fixtures import Lab
-from lmccheck.interpolation import BarrierOptions
+from lmccheck.barrier_options import BarrierOptions
 from lmccheck.kinds import (
     barrier_product,
     config_of,
@@ -180,9 +180,11 @@ def test_barrier_keys_hold_what_changes_numbers_and_not_speed(lab: Lab) -> None:
 
 def test_default_bn_batches_match_the_cli_rule() -> None:
     # as many training examples as are evaluated, at most 10k, in batches of 500
-    assert BarrierOptions().resolved_bn_batches() == 20
-    assert BarrierOptions(n_examples=1200).resolved_bn_batches() == 3
-    assert BarrierOptions(n_examples=50_000).resolved_bn_batches() == 20
+    bn_model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 4), torch.nn.BatchNorm1d(4))
+    assert BarrierOptions().resolve(bn_model, "cpu").bn_batches == 20
+    assert BarrierOptions(n_examples=1200).resolve(bn_model, "cpu").bn_batches == 3
+    assert BarrierOptions(n_examples=50_000).resolve(bn_model, "cpu").bn_batches == 20
+    assert BarrierOptions().resolve(torch.nn.Linear(4, 4), "cpu").bn_batches is None  # nothing to re-estimate
 
 
 def test_cuda_device_resolves_bf16_and_its_own_key(tmp_path: Path) -> None:
@@ -525,7 +527,7 @@ def test_imp_and_one_shot_masks_do_not_depend_on_whether_the_dense_run_was_loade
 
 def test_the_stores_code_versions_are_the_registered_kinds_versions() -> None:
     """One code-version mechanism: ``Kind.version``; the store's table holds those and no other kind."""
-    from lmccheck.store import CODE_VERSION, code_version
+    from lmccheck.recipe_keys import CODE_VERSION, code_version
 
     registered = kinds()
     assert CODE_VERSION == {name: kind.version for name, kind in registered.items()}

@@ -1,4 +1,4 @@
-"""Tests of lmccheck.store: the content-addressed, process-safe fixture store."""
+"""Tests of lmccheck.store, the content-addressed, process-safe fixture store, and of its recipe keys."""
 
 from __future__ import annotations
 
@@ -20,10 +20,10 @@ import pytest
 import torch
 
 from lmccheck import store as store_mod
+from lmccheck import store_admin
+from lmccheck.recipe_keys import CODE_VERSION, code_version, recipe_key
 from lmccheck.store import (
-    CODE_VERSION,
     FORMAT_VERSION,
-    AmbiguousKeyError,
     CorruptEntryError,
     Entry,
     EntryNotFoundError,
@@ -32,22 +32,9 @@ from lmccheck.store import (
     StoreError,
     StoreNotWritableError,
     StoreWarning,
-    code_version,
-    describe_recipe,
-    describe_size,
-    recipe_key,
 )
 
-RECIPE = {
-    "name": "mlp-mnist-s0",
-    "arch": "mlp",
-    "width": 512,
-    "lr": 0.1,
-    "wd": 5e-4,
-    "betas": (0.9, 0.999),
-    "data": {"name": "mnist", "augment": False, "subset": None},
-    "seed": 0,
-}
+from store_helpers import RECIPE, Builder, delete_meta, entry_dirs, tmp_leftovers, wrong_sha
 
 
 def _tensors() -> dict[str, torch.Tensor]:
@@ -73,35 +60,6 @@ def _assert_same(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None
         assert b[k].device.type == "cpu"
         # bitwise: compare raw bytes (NaN-safe, -0.0-sensitive)
         assert a[k].reshape(-1).view(torch.uint8).tolist() == b[k].reshape(-1).view(torch.uint8).tolist(), k
-
-
-class Builder:
-    """Counting builder; optionally raises."""
-
-    def __init__(self, value: float = 1.0, exc: BaseException | None = None) -> None:
-        self.calls = 0
-        self.value = value
-        self.exc = exc
-
-    def __call__(self):
-        self.calls += 1
-        if self.exc is not None:
-            raise self.exc
-        return {"w": torch.full((3,), self.value), "n": torch.tensor([self.calls])}, {
-            "metrics": {"acc": 0.5, "losses": [1.0, 0.5]}
-        }
-
-
-def _entry_dirs(root: Path) -> list[Path]:
-    objects = root / "objects"
-    if not objects.exists():
-        return []
-    return [p for shard in objects.iterdir() for p in shard.iterdir()]
-
-
-def _tmp_leftovers(root: Path) -> list[Path]:
-    tmp = root / "tmp"
-    return list(tmp.iterdir()) if tmp.exists() else []
 
 
 # ----------------------------------------------------------------------------- round trip
@@ -168,8 +126,8 @@ def test_empty_tensors_and_bad_inputs(tmp_path):
         s.put("train", {"x": 2}, {}, {"bad": object()})
     with pytest.raises(ValueError):
         s.path("../../etc")
-    assert _tmp_leftovers(tmp_path) == []
-    assert [p.name for p in _entry_dirs(tmp_path)] == [e.key]
+    assert tmp_leftovers(tmp_path) == []
+    assert [p.name for p in entry_dirs(tmp_path)] == [e.key]
 
 
 def test_put_replaces_existing(tmp_path):
@@ -179,7 +137,7 @@ def test_put_replaces_existing(tmp_path):
     assert e1.key == e2.key
     got = s.load(e1.key)
     assert torch.equal(got.tensors["w"], torch.ones(2)) and got.meta["v"] == 2
-    assert _tmp_leftovers(tmp_path) == []
+    assert tmp_leftovers(tmp_path) == []
 
 
 # ----------------------------------------------------------------------------- keys
@@ -234,7 +192,7 @@ def test_code_version_changes_key(monkeypatch):
 
 def test_key_is_stable_across_processes():
     code = (
-        "from lmccheck.store import recipe_key; "
+        "from lmccheck.recipe_keys import recipe_key; "
         "print(recipe_key('train', {'seed': 0, 'data': {'subset': None, 'augment': False, 'name': 'mnist'}, "
         "'betas': (0.9, 0.999), 'wd': 5e-4, 'lr': 0.1, 'width': 512, 'arch': 'mlp', 'name': 'mlp-mnist-s0'}))"
     )
@@ -283,8 +241,8 @@ def test_concurrent_processes_build_once(tmp_path):
     assert len({r[0] for r in results}) == 1
     assert all(r[1:] == results[0][1:] for r in results)  # identical tensors and meta everywhere
     assert results[0][3] == int(lines[0])  # the one builder's result is what everyone got
-    assert len(_entry_dirs(tmp_path / "c")) == 1
-    assert _tmp_leftovers(tmp_path / "c") == []
+    assert len(entry_dirs(tmp_path / "c")) == 1
+    assert tmp_leftovers(tmp_path / "c") == []
 
 
 def test_waiter_loads_after_lock_released(tmp_path):
@@ -293,7 +251,7 @@ def test_waiter_loads_after_lock_released(tmp_path):
 
     s = Store(tmp_path)
     key = s.key("train", RECIPE)
-    s._ensure_writable()
+    s.ensure_writable()
     lock = filelock.FileLock(str(s.lock_path(key)), thread_local=False)  # released by another thread
     lock.acquire()
     with pytest.raises(StoreError, match="timed out"):
@@ -359,18 +317,8 @@ def _garbage_matching_sha(path: Path) -> None:
     (path / "meta.json").write_text(json.dumps(m))
 
 
-def _delete_meta(path: Path) -> None:
-    (path / "meta.json").unlink()
-
-
 def _delete_tensors(path: Path) -> None:
     (path / "tensors.safetensors").unlink()
-
-
-def _wrong_sha(path: Path) -> None:
-    m = json.loads((path / "meta.json").read_text())
-    m["tensors_sha256"] = "0" * 64
-    (path / "meta.json").write_text(json.dumps(m))
 
 
 def _bad_json(path: Path) -> None:
@@ -393,9 +341,9 @@ CORRUPTIONS = {
     "truncated": (_truncate, "sha256"),
     "garbage": (_garbage, "sha256"),
     "garbage-matching-sha": (_garbage_matching_sha, "not a valid safetensors"),
-    "no-meta": (_delete_meta, "meta.json is missing"),
+    "no-meta": (delete_meta, "meta.json is missing"),
     "no-tensors": (_delete_tensors, "tensors.safetensors is missing"),
-    "wrong-sha": (_wrong_sha, "sha256"),
+    "wrong-sha": (wrong_sha, "sha256"),
     "bad-json": (_bad_json, "not valid JSON"),
     "wrong-key": (_wrong_key, "names key"),
     "tampered-recipe": (_tampered_recipe, "does not hash"),
@@ -434,7 +382,7 @@ def test_corrupt_entry_detected_quarantined_rebuilt(tmp_path, mode):
     b3 = Builder(value=3.0)
     assert torch.equal(s.get_or_create("train", RECIPE, b3).tensors["w"], torch.full((3,), 2.0))
     assert b3.calls == 0
-    assert _tmp_leftovers(tmp_path) == []
+    assert tmp_leftovers(tmp_path) == []
 
 
 def test_entry_that_is_a_file_is_corrupt(tmp_path):
@@ -469,7 +417,7 @@ def test_incompatible_format_version(tmp_path):
     msg = str(ei.value)
     assert "999" in msg and e.key in msg and "--lmc-retrain" in msg and "lmccheck cache clear" in msg
     assert not isinstance(ei.value, CorruptEntryError) and isinstance(ei.value, StoreError)
-    assert s.ls()[0]["status"] == "incompatible"
+    assert store_admin.ls(s)[0]["status"] == "incompatible"
 
     b = Builder(value=7.0)
     with pytest.warns(StoreWarning, match="incompatible"):
@@ -487,8 +435,8 @@ def test_exception_in_build_leaves_nothing(tmp_path, exc):
     s = Store(tmp_path, lock_timeout=5)
     with pytest.raises(type(exc)):
         s.get_or_create("train", RECIPE, Builder(exc=exc))
-    assert _entry_dirs(tmp_path) == []
-    assert _tmp_leftovers(tmp_path) == []
+    assert entry_dirs(tmp_path) == []
+    assert tmp_leftovers(tmp_path) == []
     key = s.key("train", RECIPE)
     # the lock was released: another lock object (another "process") can take it at once
     other = filelock.FileLock(str(s.lock_path(key)), timeout=0)
@@ -508,8 +456,8 @@ def test_interrupt_during_write_leaves_nothing(tmp_path, monkeypatch):
     monkeypatch.setattr(store_mod, "_fsync_dir", boom)
     with pytest.raises(KeyboardInterrupt):
         s.get_or_create("train", RECIPE, Builder())
-    assert _entry_dirs(tmp_path) == []
-    assert _tmp_leftovers(tmp_path) == []
+    assert entry_dirs(tmp_path) == []
+    assert tmp_leftovers(tmp_path) == []
     monkeypatch.undo()
     b = Builder()
     s.get_or_create("train", RECIPE, b)
@@ -547,7 +495,7 @@ def test_rebuild(tmp_path):
     assert s.load(e1.key).meta["wall_time_s"] == e3.meta["wall_time_s"]
     assert Store(tmp_path).get_or_create("train", RECIPE, b2).meta["wall_time_s"] == e3.meta["wall_time_s"]
     assert b2.calls == 1
-    assert len(_entry_dirs(tmp_path)) == 1 and _tmp_leftovers(tmp_path) == []
+    assert len(entry_dirs(tmp_path)) == 1 and tmp_leftovers(tmp_path) == []
 
 
 def test_builder_wall_time_and_return_type(tmp_path):
@@ -556,7 +504,7 @@ def test_builder_wall_time_and_return_type(tmp_path):
     assert e.meta["wall_time_s"] == 123.0
     with pytest.raises(TypeError, match="must return"):
         s.get_or_create("train", {"a": 2}, lambda: {"w": torch.zeros(1)})
-    assert len(_entry_dirs(tmp_path)) == 1
+    assert len(entry_dirs(tmp_path)) == 1
 
 
 # ----------------------------------------------------------------------------- first write is atomic
@@ -692,9 +640,9 @@ def test_crash_during_first_put_leaves_no_entry(tmp_path, point):
     assert s.check(key, verify=False)[0] == "missing" and s.check(key)[0] == "missing"
     with pytest.raises(EntryNotFoundError):
         s.load(key)
-    assert s.ls() == [] and s.keys() == []
+    assert store_admin.ls(s) == [] and s.keys() == []
     assert [p for p in (root / "objects").rglob("*") if not p.is_dir()] == []
-    assert _entry_dirs(root) == []
+    assert entry_dirs(root) == []
 
     # the next get_or_create builds it afresh (the dead child's lock is free), with nothing to quarantine
     b = Builder(value=4.0)
@@ -724,7 +672,7 @@ def test_not_writable_root(tmp_path):
     # a root that is itself a file
     with pytest.raises(StoreNotWritableError, match=str(blocker).replace("\\", "\\\\")):
         Store(blocker).put("train", RECIPE, {}, {})
-    assert Store(root).ls() == []
+    assert store_admin.ls(Store(root)) == []
 
 
 def test_default_root(tmp_path, monkeypatch):
@@ -764,96 +712,3 @@ def test_load_never_unpickles(tmp_path, monkeypatch):
     _assert_same(_tensors(), got.tensors)
     b = Builder()
     assert Store(tmp_path).get_or_create("train", RECIPE, b).key == e.key and b.calls == 0
-
-
-# ----------------------------------------------------------------------------- ls / info / clear
-
-
-def _populate(s: Store) -> list[Entry]:
-    return [
-        s.put("train", {"name": "a", "seed": 0}, {"w": torch.zeros(10)}, {"metrics": {"acc": 0.1}}),
-        s.put("train", {"arch": "vgg11", "seed": 1}, {"w": torch.zeros(100)}, {}),
-        s.put("imp", {"name": "c"}, {}, {}),
-    ]
-
-
-def test_ls(tmp_path):
-    s = Store(tmp_path)
-    assert s.ls() == []
-    es = _populate(s)
-    rows = s.ls()
-    assert sorted(r["key"] for r in rows) == sorted(e.key for e in es)
-    by_key = {r["key"]: r for r in rows}
-    r0 = by_key[es[0].key]
-    assert r0["kind"] == "train" and r0["status"] == "ok" and r0["problem"] is None
-    assert r0["description"] == "a" and r0["short"] == es[0].key[:12]
-    assert by_key[es[1].key]["description"] == "arch=vgg11 seed=1"
-    assert by_key[es[1].key]["size_bytes"] > r0["size_bytes"] > 0
-    assert r0["created"] == es[0].meta["created"]
-    json.dumps(rows)  # printable / serializable
-
-    _wrong_sha(s.path(es[0].key))
-    assert {r["key"]: r["status"] for r in s.ls(verify=True)}[es[0].key] == "corrupt"
-    _delete_meta(s.path(es[1].key))
-    rows = {r["key"]: r for r in s.ls()}
-    assert rows[es[1].key]["status"] == "corrupt" and "meta.json" in rows[es[1].key]["problem"]
-    assert rows[es[2].key]["status"] == "ok"
-
-
-def test_info_and_prefixes(tmp_path):
-    s = Store(tmp_path)
-    es = _populate(s)
-    e = es[0]
-    full = s.info(e.key)
-    assert full["key"] == e.key and full["path"] == str(s.path(e.key))
-    assert full["metrics"] == {"acc": 0.1} and full["recipe"] == {"name": "a", "seed": 0}
-    assert full["status"] == "ok" and full["size_bytes"] == sum(full["files"].values())
-    assert set(full["files"]) == {"meta.json", "tensors.safetensors"}
-    assert s.info(e.key[:6])["key"] == e.key
-    assert s.info(e.key[:10].upper())["key"] == e.key
-
-    with pytest.raises(StoreError, match="at least 6"):
-        s.info(e.key[:5])
-    with pytest.raises(StoreError, match="at least 6"):
-        s.info("not-hex!")
-    unknown = ("0" if e.key[0] != "0" else "1") * 8
-    with pytest.raises(EntryNotFoundError, match="lmccheck cache ls"):
-        s.info(unknown)
-    # a second folder sharing the first 10 digits makes the prefix ambiguous
-    twin = e.key[:10] + ("0" if e.key[10] != "0" else "1") * 54
-    import shutil
-
-    shutil.copytree(s.path(e.key), s.path(e.key).parent / twin)
-    with pytest.raises(AmbiguousKeyError, match="2 entries"):
-        s.info(e.key[:8])
-    assert s.info(e.key)["key"] == e.key
-    assert s.info(twin)["status"] == "corrupt"  # its meta names another key
-
-
-def test_clear(tmp_path):
-    s = Store(tmp_path)
-    es = _populate(s)
-    assert s.clear("nosuchkind") == 0
-    assert s.clear("train") == 2
-    assert [r["key"] for r in s.ls()] == [es[2].key]
-    assert s.contains(es[2].key) and not s.contains(es[0].key)
-    (tmp_path / "corrupt" / "something-20200101").mkdir()
-    assert s.clear() == 1
-    assert s.ls() == [] and _entry_dirs(tmp_path) == []
-    assert list((tmp_path / "corrupt").iterdir()) == []
-    assert _tmp_leftovers(tmp_path) == []
-    assert Store(tmp_path / "never-created").clear() == 0
-    assert not (tmp_path / "never-created").exists()
-    # works again after clearing
-    b = Builder()
-    s.get_or_create("train", RECIPE, b)
-    assert b.calls == 1
-
-
-def test_helpers():
-    assert describe_size(0) == "0 B"
-    assert describe_size(1023) == "1023 B"
-    assert describe_size(1536) == "1.5 KiB"
-    assert describe_size(5 * 1024**3) == "5.0 GiB"
-    assert describe_recipe({"name": "x" * 100}, max_len=10) == "xxxxxxx..."
-    assert describe_recipe({"zeta": 1, "alpha": "a"}) == "alpha=a zeta=1"

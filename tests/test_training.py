@@ -14,19 +14,8 @@ import torch
 from torch.nn import functional as F
 
 from lmccheck.data import Dataset, Split, load_dataset
-from lmccheck.training import (
-    FrozenKwargs,
-    Run,
-    TrainConfig,
-    TrainingDivergedError,
-    build_model,
-    checkpoint_step,
-    epoch_permutation,
-    lr_at,
-    spawn,
-    steps_per_epoch,
-    train,
-)
+from lmccheck.training import FrozenKwargs, Run, TrainConfig, build_model, spawn, train
+from lmccheck.training_loop import TrainingDivergedError, checkpoint_step, epoch_permutation, lr_at, steps_per_epoch
 
 from tiny_recipes import tiny_config
 

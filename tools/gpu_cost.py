@@ -75,11 +75,12 @@ from fixtures.recipes import (  # noqa: E402
     identity,
     reduce,
 )
-from lmccheck.interpolation import DEFAULT_N_EXAMPLES, simplex_grid  # noqa: E402
+from lmccheck.activation_matching import activation_modules  # noqa: E402
+from lmccheck.barrier_curves import simplex_grid  # noqa: E402
+from lmccheck.barrier_options import DEFAULT_N_EXAMPLES  # noqa: E402
 from lmccheck.llfc import CONV_BATCH, sites_of  # noqa: E402
-from lmccheck.matching import activation_modules  # noqa: E402
 from lmccheck.models import get_model  # noqa: E402
-from lmccheck.pytest_plugin import DEFAULT_SEEDS, REDUCED_SEEDS  # noqa: E402
+from lmccheck.pytest_plugin.options import DEFAULT_SEEDS, REDUCED_SEEDS  # noqa: E402
 from lmccheck.rewinding import MODES, weight_layers  # noqa: E402
 
 # ----------------------------------------------------------------------------------------------- throughput
@@ -106,9 +107,9 @@ BUDGETS_H = {"15 min": 0.25, "1 hour": 1.0, "8 hours": 8.0}
 #: training examples per epoch (the datasets' training splits)
 TRAIN_EXAMPLES = {"cifar10": 50_000, "fashion-mnist": 60_000}
 INPUT = {"cifar10": (3, 32), "fashion-mnist": (1, 28)}
-EVAL_BATCH = 2048  # lmccheck.training.EVAL_BATCH_SIZE: checkpoint evaluations
-BARRIER_BATCH = 4096  # lmccheck.interpolation._default_batch_size on CUDA, conv nets
-AM_BATCH = 500  # lmccheck.matching.activation_matching's batch_size
+EVAL_BATCH = 2048  # lmccheck.training_loop.EVAL_BATCH_SIZE: checkpoint evaluations
+BARRIER_BATCH = 4096  # lmccheck.barrier_options._default_batch_size on CUDA, conv nets
+AM_BATCH = 500  # lmccheck.activation_matching.activation_matching's batch_size
 
 
 # ------------------------------------------------------------------------------ constants of the claim code

@@ -25,6 +25,7 @@ from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from lmccheck.data import Dataset, Split  # noqa: E402
+from lmccheck.barrier_options import BarrierOptions  # noqa: E402
 from lmccheck.interpolation import barrier  # noqa: E402
 from lmccheck.models import get_model  # noqa: E402
 from lmccheck.training import TrainConfig, train  # noqa: E402
@@ -78,12 +79,12 @@ def main(argv: list[str] | None = None) -> int:
     a = model.state_dict()
     torch.manual_seed(1)
     b = get_model("resnet20", width=wide, norm="layernorm", in_channels=3, input_size=32).state_dict()
-    kw = dict(device=args.device, autocast=True)
-    barrier(model, a, b, data.test, alphas=2, n_examples=min(256, n_test), **kw)  # warm-up
+    bf16 = BarrierOptions(precision="bf16")
+    barrier(model, a, b, data.test, bf16.replace(alphas=2, n_examples=min(256, n_test)), device=args.device)  # warm-up
     sync()
     with profile(activities=activities) as prof:
         t0 = time.perf_counter()
-        barrier(model, a, b, data.test, alphas=alphas, n_examples=n_test, **kw)
+        barrier(model, a, b, data.test, bf16.replace(alphas=alphas, n_examples=n_test), device=args.device)
         sync()
         barrier_s = time.perf_counter() - t0
     (args.out / "profile_barrier.txt").write_text(

@@ -2,7 +2,7 @@
 
 Every model takes ``in_channels``, ``input_size`` and ``num_classes`` so it runs
 on Fashion-MNIST (1x28x28) and CIFAR (3x32x32), and exposes
-``permutation_spec()``.
+``permutation_spec()`` (:class:`PermutableModel`).
 """
 
 from __future__ import annotations
@@ -11,13 +11,12 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
-from torch import nn
-
+from .common import PermutableModel
 from .mlp import MLP
 from .resnet import ResNet20
 from .vgg import VGG
 
-MODELS: dict[str, Callable[..., nn.Module]] = {
+MODELS: dict[str, Callable[..., PermutableModel]] = {
     "mlp": MLP,
     "vgg11": partial(VGG, "vgg11"),
     "vgg16": partial(VGG, "vgg16"),
@@ -25,7 +24,7 @@ MODELS: dict[str, Callable[..., nn.Module]] = {
 }
 
 
-def get_model(name: str, **kwargs: Any) -> nn.Module:
+def get_model(name: str, **kwargs: Any) -> PermutableModel:
     """Build a registered model. Unknown names raise ``KeyError`` listing the choices."""
     try:
         factory = MODELS[name]
@@ -37,4 +36,4 @@ def get_model(name: str, **kwargs: Any) -> nn.Module:
         raise ValueError(f"bad arguments for model {name!r}: {e}") from None
 
 
-__all__ = ["MLP", "MODELS", "VGG", "ResNet20", "get_model"]
+__all__ = ["MLP", "MODELS", "VGG", "PermutableModel", "ResNet20", "get_model"]

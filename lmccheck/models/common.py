@@ -1,12 +1,24 @@
-"""Building blocks shared by the models: norms and a permutation-spec builder."""
+"""Building blocks shared by the models: their base class, norms and a permutation-spec builder."""
 
 from __future__ import annotations
 
+from typing import cast
+
+import torch
 from torch import nn
 
 from ..permutation import PermutationSpec
 
 NORMS = ("layernorm", "batchnorm", "none")
+
+
+class PermutableModel(nn.Module):
+    """An lmccheck model: a module that declares its permutation symmetry (:meth:`permutation_spec`)."""
+
+    def permutation_spec(self) -> PermutationSpec:
+        """The state-dict axes that each permutation group of hidden units permutes, with the modules whose
+        outputs carry each group (for activation matching) and the weight layers."""
+        raise NotImplementedError(f"{type(self).__name__} declares no permutation spec")
 
 
 def check_norm(norm: str) -> str:
@@ -62,7 +74,7 @@ class SpecBuilder:
         ``joins`` names an earlier layer whose output this one is added to (a projection
         shortcut joins the block's second conv).
         """
-        w = module.weight
+        w = cast(torch.Tensor, module.weight)  # a Linear's or Conv's parameter (nn.Module types it Tensor | Module)
         self.axes[f"{name}.weight"] = (out_g, in_g) + (None,) * (w.dim() - 2)
         keys = [f"{name}.weight"]
         if getattr(module, "bias", None) is not None:

@@ -6,10 +6,10 @@ import torch
 from torch import nn
 
 from ..permutation import PermutationSpec
-from .common import SpecBuilder, check_norm, norm1d
+from .common import PermutableModel, SpecBuilder, check_norm, norm1d
 
 
-class MLP(nn.Module):
+class MLP(PermutableModel):
     """``depth`` x ``width`` ReLU MLP (3 x 512 in both papers)."""
 
     def __init__(

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from typing import cast
+
 import torch
 from torch import nn
 
 from ..permutation import PermutationSpec
-from .common import SpecBuilder, check_norm, norm2d, scaled
+from .common import PermutableModel, SpecBuilder, check_norm, norm2d, scaled
 
 
 class BasicBlock(nn.Module):
@@ -35,7 +38,7 @@ class BasicBlock(nn.Module):
         return self.act2(out + self.shortcut(x))
 
 
-class ResNet20(nn.Module):
+class ResNet20(PermutableModel):
     """ResNet-20 (3 stages x 3 blocks; 16/32/64 channels at width 1).
 
     Each stage's residual stream shares one permutation group, as does the
@@ -86,7 +89,7 @@ class ResNet20(nn.Module):
         b.activation("stream0", "act1")
         stream, n_streams = "stream0", 0
         for s, stage in enumerate(self.stages):
-            for i, block in enumerate(stage):
+            for i, block in enumerate(cast(Iterable[BasicBlock], stage)):  # a stage is a Sequential of blocks
                 p = f"stages.{s}.{i}"
                 inner = f"s{s}b{i}"
                 out = stream

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 from torch import nn
 
 from ..permutation import PermutationSpec
-from .common import SpecBuilder, check_norm, norm2d, scaled
+from .common import PermutableModel, SpecBuilder, check_norm, norm2d, scaled
 
 CONFIGS: dict[str, list[int | str]] = {
     "vgg11": [64, "M", 128, "M", 256, 256, "M", 512, 512, "M", 512, 512, "M"],
@@ -27,7 +29,7 @@ class ConvBlock(nn.Module):
         return self.act(self.norm(self.conv(x)))
 
 
-class VGG(nn.Module):
+class VGG(PermutableModel):
     """VGG with global average pooling and a two-hidden-layer classifier.
 
     Max-pools are skipped once the feature map is 1x1, so the same network
@@ -79,7 +81,7 @@ class VGG(nn.Module):
         b = SpecBuilder()
         prev: str | None = None
         for i, j in enumerate(self.block_index):
-            block = self.features[j]
+            block = cast(ConvBlock, self.features[j])  # block_index holds the ConvBlocks' positions
             g = f"conv{i}"
             b.dense(f"features.{j}.conv", block.conv, g, prev)
             b.norm(f"features.{j}.norm", block.norm, g)
