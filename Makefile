@@ -47,10 +47,11 @@ test: install data
 test-fast: install data
 	$(PY) -m pytest tests -m "not gpu and not slow" -n 2 $(PYTEST_ARGS)
 
-# ruff (pyflakes, pycodestyle, bugbear; configured in pyproject.toml) over the whole tree, and no import circle
-# among lmccheck's modules; CI runs it first
+# ruff (pyflakes, pycodestyle, bugbear) over the whole tree, mypy over lmccheck, fixtures and claims (both
+# configured in pyproject.toml), and no import circle among lmccheck's modules; CI runs it first
 lint: install
 	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
 	$(PY) tools/import_cycles.py
 
 claims: install data
@@ -61,7 +62,7 @@ gpu-claims: install data
 
 # The prepared device check: unit tests with CUDA, GPU benchmarks, the claims' GPU settings at the dry-run size;
 # log, report and benchmark JSON in $(GPU_CHECK_OUT). It installs nothing (the device machines have torch
-# and the test stack: pip install --no-deps -e .); it uses the virtualenv when there is one, else python3.
+# and the test stack: pip install --no-deps --no-build-isolation -e .); it uses the virtualenv when there is one, else python3.
 GPU_CHECK_OUT ?= gpu-check
 GPU_PY ?= $(if $(wildcard $(PY)),$(PY),$(PYTHON))
 gpu-check: data

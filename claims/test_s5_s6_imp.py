@@ -61,9 +61,11 @@ import math
 import pytest
 
 from fixtures import Lab
-from fixtures.lab import Pair
+from fixtures.lab import Network, Pair
 from fixtures.recipes import REDUCTIONS, Setting
+from lmccheck.permutation import Permutation
 from lmccheck.pruning import ImpResult
+from lmccheck.training import Run
 from lmccheck.report import line_panel, pct
 from lmccheck.verdict import Above, Within, binomial_se, paired_noise, paper, reading
 
@@ -173,6 +175,14 @@ def imp_pairs(lab: Lab, setting: Setting, seeds: int) -> list[tuple[Pair, ImpRes
         out.append((pair, lab.imp(pair.a.config, n_levels(setting), k, fraction=PRUNE_FRACTION),
                     lab.imp(pair.b.config, n_levels(setting), k, fraction=PRUNE_FRACTION)))
     return out
+
+
+def level_run(imp: ImpResult, level: int) -> Run:
+    """IMP level ``level``'s retrained run (the lab's levels are store products: each carries its run)."""
+    run = imp[level].run
+    if run is None:
+        raise MeasurementBug(f"IMP level {level} carries no run")
+    return run
 
 
 def dense_accuracies(runs: list[tuple[Pair, ImpResult, ImpResult]]) -> list[tuple[float, float]]:
@@ -288,10 +298,11 @@ def _collect_s5(setting: Setting, lab: Lab, runs: list[tuple[Pair, ImpResult, Im
     for pair, imp_a, imp_b in runs:
         perms = {"unpermuted": None, "dense permutation P (WM)": lab.match("weight", pair.a, pair.b),
                  "dense permutation P (AM)": lab.match("activation", pair.a, pair.b)}
-        rows = {(k, sp, s): [] for k in out for sp in splits for s in S5_SERIES}
+        rows: dict[tuple[str, str, str], list[float]] = {
+            (k, sp, s): [] for k in out for sp in splits for s in S5_SERIES}
         row_acc = []
         for i in levels:
-            a_i, b_i = imp_a[i].run, imp_b[i].run
+            a_i, b_i = level_run(imp_a, i), level_run(imp_b, i)
             level_perms = {**perms, "sparse-sparse P(i)": lab.match("weight", a_i, b_i)}
             row_acc.append((a_i.final_metrics["test_acc"] + b_i.final_metrics["test_acc"]) / 2)
             for s in S5_SERIES:
@@ -303,8 +314,8 @@ def _collect_s5(setting: Setting, lab: Lab, runs: list[tuple[Pair, ImpResult, Im
         for (k, sp, s), row in rows.items():
             out[k][sp][s].append(row)
         accs.append(row_acc)
-        sgd_seeds.append({"imp_sgd_seeds_a": [imp_a[i].run.config.sgd_seed for i in levels[1:]],
-                          "imp_sgd_seeds_b": [imp_b[i].run.config.sgd_seed for i in levels[1:]]})
+        sgd_seeds.append({"imp_sgd_seeds_a": [level_run(imp_a, i).config.sgd_seed for i in levels[1:]],
+                          "imp_sgd_seeds_b": [level_run(imp_b, i).config.sgd_seed for i in levels[1:]]})
     out.update({"levels": levels, "remaining": [runs[0][1][i].remaining for i in levels], "level_test_acc": accs,
                 "dense_test_acc": dense_accuracies(runs), "imp_sgd_seeds": sgd_seeds})
     return out
@@ -434,7 +445,7 @@ def _collect_s6(setting: Setting, lab: Lab, runs: list[tuple[Pair, ImpResult, Im
             for kind in KINDS:
                 barrier_5a[s][kind].append([])
         for i in levels:
-            a_i, b_i = imp_a[i].run, imp_b[i].run
+            a_i, b_i = level_run(imp_a, i), level_run(imp_b, i)
             seed = b_i.config.sgd_seed  # B(i)'s own data order: the series differ only by their masks
             p_i = lab.match("weight", a_i, b_i)
             nets = {
@@ -449,7 +460,8 @@ def _collect_s6(setting: Setting, lab: Lab, runs: list[tuple[Pair, ImpResult, Im
                 nets[TRANSPORTED_AM] = lab.transported(pair.b, k, a_i, p_am, sgd_seed=seed)
             for s in series:
                 acc[s][-1].append(nets[s].final_metrics["test_acc"])
-            untrained = {  # App. F 5(a): (network, the permutation that aligns it with A(i))
+            # App. F 5(a): (network, the permutation that aligns it with A(i))
+            untrained: dict[str, tuple[Network, Permutation | None]] = {
                 "P B x m_A (WM)": (lab.masked_product(pair.b, a_i, p_wm), p_wm),
                 "B x m_A (control)": (lab.masked_product(pair.b, a_i, None), None),
                 "B x m_one-shot (baseline)": (lab.masked_product(pair.b, pair.b, None,
@@ -462,7 +474,7 @@ def _collect_s6(setting: Setting, lab: Lab, runs: list[tuple[Pair, ImpResult, Im
                 r = lab.barrier(a_i, net, perm=perm, **setting.curve)
                 barrier_5a[s]["error"][-1].append(r.error_barrier)
                 barrier_5a[s]["loss"][-1].append(r.loss_barrier)
-        sgd_seeds.append([imp_b[i].run.config.sgd_seed for i in levels])
+        sgd_seeds.append([level_run(imp_b, i).config.sgd_seed for i in levels])
     return {"levels": levels, "remaining": [runs[0][1][i].remaining for i in levels], "test_acc": acc,
             "barriers_5a": barrier_5a, "dense_test_acc": dense_accuracies(runs), "retrain_sgd_seeds": sgd_seeds,
             "rewind_epoch": k, "seeds": len(runs)}

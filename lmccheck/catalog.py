@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import re
+import string
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -19,7 +20,6 @@ __all__ = ["Catalog", "Claim", "CatalogError", "load_catalog"]
 
 #: a claim id: letters, then digits (``S3``, ``Z10``)
 ID_PATTERN = re.compile(r"[A-Za-z]+[0-9]+")
-_ID_PARTS = re.compile(r"([A-Z]+)([0-9]+)")
 #: a claim check's function name: ``test_<claim id>_...`` (the id in any case)
 _CHECK_NAME = re.compile(r"test_([A-Za-z]+[0-9]+)_")
 
@@ -73,9 +73,9 @@ class Catalog:
     def describe(self) -> str:
         """The ids in a few words, for error messages (``S1-S12, Z1-Z10``)."""
         numbers: dict[str, list[int]] = {}  # per letter prefix, in the catalog's order
-        for cid in self.ids:
-            prefix, digits = _ID_PARTS.fullmatch(cid).groups()  # type: ignore[union-attr]
-            numbers.setdefault(prefix, []).append(int(digits))
+        for cid in self.ids:  # letters, then digits (Claim checks its id)
+            prefix = cid.rstrip(string.digits)
+            numbers.setdefault(prefix, []).append(int(cid[len(prefix):]))
         runs = []
         for prefix, nums in numbers.items():
             contiguous = len(nums) > 1 and sorted(nums) == list(range(min(nums), max(nums) + 1))

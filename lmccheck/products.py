@@ -137,12 +137,12 @@ class Product:
     @property
     def recipe(self) -> dict[str, Any]:
         """What the store hashes: the kind's recipe of params and input references."""
-        return self._recipe  # type: ignore[attr-defined,no-any-return]
+        return self._recipe  # type: ignore[attr-defined]
 
     @property
     def key(self) -> str:
         """The store key (64 hex digits), computable without building anything."""
-        return self._key  # type: ignore[attr-defined,no-any-return]
+        return self._key  # type: ignore[attr-defined]
 
     @property
     def short(self) -> str:

@@ -333,7 +333,7 @@ class Store:
 
     def keys(self) -> list[str]:
         """Keys of all entry folders in objects/ (sorted; includes damaged ones)."""
-        out = []
+        out: list[str] = []
         try:
             shards = [d for d in self.objects_dir.iterdir() if d.is_dir() and len(d.name) == 2]
         except OSError:

@@ -11,6 +11,7 @@ import os
 import shutil
 import subprocess
 import sys
+from typing import Any
 
 import pytest
 
@@ -125,13 +126,18 @@ def is_worker(config: pytest.Config) -> bool:
     return hasattr(config, "workerinput")
 
 
+def worker_input(config: pytest.Config) -> dict[str, Any]:
+    """What pytest-xdist hands a worker process (``workerid``, ``workercount``, ...); empty elsewhere."""
+    return dict(getattr(config, "workerinput", {}))
+
+
 def pin_worker_gpu(config: pytest.Config) -> None:
     """On an xdist worker, restrict CUDA to GPU ``i mod n`` before CUDA initializes."""
     if not is_worker(config):
         return
     # Same value as $PYTEST_XDIST_WORKER, but only set in real worker processes
     # (the env var also leaks into subprocesses and in-process pytester runs).
-    worker_id = str(config.workerinput.get("workerid") or os.environ.get("PYTEST_XDIST_WORKER", ""))
+    worker_id = str(worker_input(config).get("workerid") or os.environ.get("PYTEST_XDIST_WORKER", ""))
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     n_gpus = 0 if visible is not None else count_visible_gpus()
     chosen = gpu_for_worker(worker_id, visible, n_gpus)
@@ -163,7 +169,7 @@ def share_cpu_threads(config: pytest.Config) -> None:
     """On an xdist worker, give torch an even share of the cores, unless ``OMP_NUM_THREADS`` says otherwise."""
     if not is_worker(config) or os.environ.get("OMP_NUM_THREADS"):
         return
-    workers = int(config.workerinput.get("workercount") or 1)
+    workers = int(worker_input(config).get("workercount") or 1)
     import torch
 
     torch.set_num_threads(threads_per_worker(available_cpus(), workers))

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from .devices import is_worker
+from .devices import worker_input
 
 __all__ = ["Progress", "progress"]
 
@@ -29,7 +29,7 @@ class Progress:
     def __init__(self, config: pytest.Config) -> None:
         self.config = config
         self.enabled = not config.getoption("lmc_no_progress", False)
-        self.worker = str(config.workerinput.get("workerid", "")) if is_worker(config) else ""
+        self.worker = str(worker_input(config).get("workerid", ""))
         self.prefix = f"[{self.worker}] " if self.worker else ""
         self._warned: set[str] = set()
 

@@ -5,7 +5,8 @@ pytest reports the check and carried as a JSON string on the report's ``user_pro
 from __future__ import annotations
 
 import json
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, cast
 
 import pytest
 
@@ -125,5 +126,5 @@ def record_from(report: pytest.TestReport) -> dict[str, Any] | None:
     """The lmccheck record carried by a report, if any."""
     for key, value in report.user_properties:
         if key == RECORD_KEY:
-            return json.loads(value) if isinstance(value, str) else dict(value)
+            return json.loads(value) if isinstance(value, str) else dict(cast(Mapping[str, Any], value))
     return None
