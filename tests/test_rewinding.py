@@ -102,6 +102,11 @@ def test_split_points_as_fractions_of_depth() -> None:
     spec = get_model("vgg16", width=0.125, norm="layernorm").permutation_spec()
     assert split_fraction(spec, 8) == 0.5  # the paper's midpoint of VGG-16
     assert split_fraction(spec, 4) == 0.25
+    # the ends of the range are split points too (nothing rewound, everything rewound); beyond them, an error
+    assert split_fraction(spec, 0) == 0.0 and split_fraction(spec, 16) == 1.0
+    for k in (-1, 17):
+        with pytest.raises(ValueError, match=f"split point k={k} outside 0..16"):
+            split_fraction(spec, k)
 
 
 @pytest.mark.parametrize(("mode", "k", "error", "match"), [

@@ -31,7 +31,8 @@ def table(report: Path) -> str:
     records, meta = load_report(report)
     head = (f"From a claim report: commit {str(meta.get('git_commit') or 'unknown')[:10]}, {meta.get('device')}, "
             f"{meta.get('processes')}, budget {meta.get('budget')}, seed offset {meta.get('seed_offset', 0)}, "
-            f"{meta.get('start')} to {meta.get('end')}.")
+            + (f"barrier precision {meta['barrier_precision']}, " if meta.get("barrier_precision") else "")
+            + f"{meta.get('start')} to {meta.get('end')}.")
     body = markdown_table(["id", "setting", "verdict", "deciding assertions (estimate, interval)"],
                           verdict_rows(sort_records(records)))
     return f"{START}\n{head}\n\n{body}\n{END}"
