@@ -257,9 +257,14 @@ def test_independent_networks_match_hand_written_reference(
         assert gram[ar, got].sum() >= best - 1e-9 * abs(best), g
         # and the same assignment wherever it is determined: a zero entry (a unit of A that is
         # never on together with a unit of B, e.g. a dead unit) ties with the other zeros of its
-        # row, while ties among nonzero entries are not generic
+        # row; among nonzero entries only a tie within the float32 Gram's rounding may assign
+        # otherwise (seen: two units of VGG-16's conv11 swapped on a CPU without AVX512), and then
+        # the rows that differ score the same under the float64 reference
         live = gram[ar, ref[g]] != 0
         assert live.any(), g
-        np.testing.assert_array_equal(got[live], ref[g][live], err_msg=g)
+        differ = live & (got != ref[g])
+        rounding = 1e-5 * float(np.abs(gram).max()) * max(1, int(differ.sum()))
+        assert abs(gram[ar[differ], got[differ]].sum() - gram[ar[differ], ref[g][differ]].sum()) <= rounding, g
+        assert differ.sum() <= 0.1 * live.sum(), g  # a tie is the exception, not the rule
         n_live, n_units = n_live + int(live.sum()), n_units + len(live)
     assert n_live > 0.6 * n_units  # undetermined units are rare enough for the check to bite
