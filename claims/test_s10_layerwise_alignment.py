@@ -57,7 +57,8 @@ from fixtures.recipes import Setting
 from lmccheck.barrier_curves import BarrierResult
 from lmccheck.matching import partial_permutation
 from lmccheck.permutation import PermutationSpec
-from lmccheck.report import line_panel, pct
+from lmccheck.figures import line_panel
+from lmccheck.report import pct
 from lmccheck.rewinding import MODES, split_fraction, weight_layers
 from lmccheck.verdict import Above, Within, binomial_se, paper, reading
 

@@ -51,7 +51,8 @@ import pytest
 from fixtures import Lab
 from fixtures.recipes import REGIMES_GPU, Regimes, Setting, init_child_seed
 from lmccheck.barrier_curves import BarrierResult
-from lmccheck.report import line_panel, pct
+from lmccheck.figures import line_panel
+from lmccheck.report import pct
 from lmccheck.verdict import Above, Below, Within, paper, reading
 
 from .rules import (

@@ -39,7 +39,8 @@ import pytest
 from fixtures import Lab
 from fixtures.recipes import Setting, child_seeds
 from lmccheck.barrier_curves import BarrierResult
-from lmccheck.report import line_panel, pct
+from lmccheck.figures import line_panel
+from lmccheck.report import pct
 from lmccheck.verdict import Above, Within, paper, reading
 
 from .rules import connected_threshold, contrast_noise, error_barrier_se, mean_std, seed_halfwidths, seed_means

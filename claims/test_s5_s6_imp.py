@@ -66,7 +66,8 @@ from fixtures.recipes import REDUCTIONS, Setting
 from lmccheck.permutation import Permutation
 from lmccheck.pruning import ImpResult
 from lmccheck.training import Run
-from lmccheck.report import line_panel, pct
+from lmccheck.figures import line_panel
+from lmccheck.report import pct
 from lmccheck.verdict import Above, Within, binomial_se, paired_noise, paper, reading
 
 from .rules import MeasurementBug, contrast_noise, error_barrier_se, seed_halfwidths, seed_means

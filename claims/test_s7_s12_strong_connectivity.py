@@ -62,7 +62,8 @@ from lmccheck.barrier_curves import BarrierResult, SimplexResult
 from lmccheck.barrier_options import DEFAULT_ALPHAS
 from lmccheck.matching import fixed_point_stats
 from lmccheck.permutation import Permutation
-from lmccheck.report import line_panel, pct
+from lmccheck.figures import line_panel
+from lmccheck.report import pct
 from lmccheck.verdict import Above, Below, Judgement, Negligible, Rule, Source, Within, paper, reading
 
 from .rules import MeasurementBug, contrast_noise, error_barrier_se, mean_noise, mean_std

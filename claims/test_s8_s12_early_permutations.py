@@ -38,7 +38,8 @@ from fixtures import Lab
 from fixtures.recipes import Setting
 from lmccheck.matching import fixed_point_stats
 from lmccheck.permutation import Permutation
-from lmccheck.report import line_panel, pct
+from lmccheck.figures import line_panel
+from lmccheck.report import pct
 from lmccheck.verdict import Above, Below, Negligible, Substantial, paper, reading
 
 from .rules import connected_threshold, contrast_noise, error_barrier_se, mean_std, seed_halfwidths, seed_means

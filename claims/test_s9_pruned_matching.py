@@ -43,7 +43,8 @@ import pytest
 
 from fixtures import Lab
 from fixtures.recipes import Setting
-from lmccheck.report import line_panel, pct
+from lmccheck.figures import line_panel
+from lmccheck.report import pct
 from lmccheck.verdict import Above, Within, paper, reading
 
 from .rules import contrast_noise, error_barrier_se, seed_halfwidths, seed_means

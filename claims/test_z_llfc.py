@@ -47,7 +47,7 @@ from fixtures import Lab
 from fixtures.recipes import Setting, child_seeds
 from lmccheck.commutativity_matching import commutativity_objective
 from lmccheck.llfc import alpha_key, stable_rank
-from lmccheck.report import bar_panel, hist_panel, line_panel
+from lmccheck.figures import bar_panel, hist_panel, line_panel
 from lmccheck.verdict import (
     FAIL,
     INCONCLUSIVE,

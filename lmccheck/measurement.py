@@ -12,7 +12,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, ParamSpec
 
-from lmccheck import report as _report
+from lmccheck import figures as _figures
+from lmccheck.jsonable import to_jsonable
 from lmccheck import verdict as _verdict
 
 P = ParamSpec("P")
@@ -145,7 +146,7 @@ class Measurement:
 
     def table(self, name: str, columns: list[str], rows: list[list[Any]]) -> None:
         """Add a table (rendered as Markdown in claims.md, kept in the JSON); same name replaces."""
-        spec = _report.make_table(name, columns, rows)
+        spec = _figures.make_table(name, columns, rows)
         self.tables = [t for t in self.tables if t["name"] != name] + [spec]
 
     def figure(
@@ -169,9 +170,9 @@ class Measurement:
         if (series is None) == (panels is None):
             raise ValueError(f"figure {name!r}: give either series (a line plot) or panels")
         if panels is not None:
-            spec = _report.make_panels_figure(name, panels, title=title)
+            spec = _figures.make_panels_figure(name, panels, title=title)
         else:
-            spec = _report.make_figure_spec(
+            spec = _figures.make_figure_spec(
                 name, series or {}, title=title, xlabel=xlabel, ylabel=ylabel, xscale=xscale, yscale=yscale, yerr=yerr
             )
         self.figures = [f for f in self.figures if f["name"] != name] + [spec]
@@ -184,16 +185,16 @@ class Measurement:
             "nodeid": self.nodeid,
             "device": self.device,
             "cpu_threads": _torch_threads(),
-            "values": _report.to_jsonable(self.values),
-            "thresholds": _report.to_jsonable(self.thresholds),
-            "seeds": _report.to_jsonable(self.seeds),
-            "recipe": _report.to_jsonable(self.recipe),
-            "assertions": _report.to_jsonable([j.to_dict() for j in self.assertions]),
-            "fixture_keys": _report.to_jsonable(self.fixture_keys),
+            "values": to_jsonable(self.values),
+            "thresholds": to_jsonable(self.thresholds),
+            "seeds": to_jsonable(self.seeds),
+            "recipe": to_jsonable(self.recipe),
+            "assertions": to_jsonable([j.to_dict() for j in self.assertions]),
+            "fixture_keys": to_jsonable(self.fixture_keys),
             "summary": str(self.summary or ""),
-            "figures": _report.to_jsonable(self.figures),
-            "tables": _report.to_jsonable(self.tables),
-            "products": _report.to_jsonable(self.products),
+            "figures": to_jsonable(self.figures),
+            "tables": to_jsonable(self.tables),
+            "products": to_jsonable(self.products),
             "build_time_s": round(self.build_time_s, 4),
             "load_time_s": round(self.load_time_s, 4),
         }

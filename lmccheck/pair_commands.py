@@ -370,7 +370,7 @@ def _payload(
     perm: Permutation | None,
 ) -> dict[str, Any]:
     """The ``--json`` object."""
-    from .report import to_jsonable
+    from .jsonable import to_jsonable
 
     out: dict[str, Any] = {
         "command": args.command,

@@ -24,7 +24,8 @@ from lmccheck.cli import CliError, _names_claims_path, main
 from lmccheck.pair_commands import load_checkpoint
 from lmccheck.models import get_model
 from lmccheck.permutation import Permutation, permutation_spec
-from lmccheck.report import make_figure_spec, write_report
+from lmccheck.figures import make_figure_spec
+from lmccheck.report import write_report
 from lmccheck.store import Store
 from lmccheck.training import TrainConfig, train
 

@@ -10,7 +10,9 @@ import numpy as np
 import pytest
 import torch
 
+from lmccheck import figures as fg
 from lmccheck import report as rp
+from lmccheck.jsonable import to_jsonable
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
@@ -37,7 +39,7 @@ def _record(claim: str, setting: str, verdict: str = "PASS", **extra: Any) -> di
 
 def _spec(name: str = "trajectory", **kw: Any) -> dict[str, Any]:
     """A two-series figure spec."""
-    return rp.make_figure_spec(
+    return fg.make_figure_spec(
         name,
         {"unaligned": ([0, 1, 2], [0.3, 0.2, 0.25]), "P_end (WM)": ([0, 1, 2], [0.01, 0.02, 0.0])},
         title="barrier vs epoch",
@@ -66,7 +68,7 @@ def test_pct_and_number_formatting() -> None:
 
 def test_to_jsonable_handles_numpy_torch_and_nesting() -> None:
     value = {"a": np.float32(0.5), "b": torch.tensor([1.0, 2.0]), "c": (np.arange(2), {3: Path("x")})}
-    out = rp.to_jsonable(value)
+    out = to_jsonable(value)
     assert out == {"a": 0.5, "b": [1.0, 2.0], "c": [[0, 1], {"3": "x"}]}
     json.dumps(out)
 
@@ -93,17 +95,17 @@ def test_make_figure_spec_validates() -> None:
     assert spec["series"]["P_end (WM)"]["yerr"] is None
     json.dumps(spec)
     with pytest.raises(ValueError, match="2 xs but 3 ys"):
-        rp.make_figure_spec("f", {"a": ([0, 1], [1, 2, 3])})
+        fg.make_figure_spec("f", {"a": ([0, 1], [1, 2, 3])})
     with pytest.raises(ValueError, match="unknown series"):
-        rp.make_figure_spec("f", {"a": ([0], [1])}, yerr={"b": [0.1]})
+        fg.make_figure_spec("f", {"a": ([0], [1])}, yerr={"b": [0.1]})
     with pytest.raises(ValueError, match="xscale"):
-        rp.make_figure_spec("f", {"a": ([0], [1])}, xscale="symlog")
+        fg.make_figure_spec("f", {"a": ([0], [1])}, xscale="symlog")
     with pytest.raises(ValueError, match="no series"):
-        rp.make_figure_spec("f", {})
+        fg.make_figure_spec("f", {})
 
 
 def test_draw_figure_labels_scale_and_legend() -> None:
-    spec = rp.make_figure_spec(
+    spec = fg.make_figure_spec(
         "width",
         {"WM": ([8, 64, 512], [0.3, 0.1, 0.01])},
         title="barrier vs width",
@@ -112,7 +114,7 @@ def test_draw_figure_labels_scale_and_legend() -> None:
         xscale="log",
         yerr={"WM": [0.01, 0.01, 0.0]},
     )
-    fig = rp.draw_figure(spec)
+    fig = fg.draw_figure(spec)
     (ax,) = fig.axes
     assert ax.get_xlabel() == "width" and ax.get_ylabel() == "error barrier"
     assert ax.get_title() == "barrier vs width"

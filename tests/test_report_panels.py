@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from lmccheck import figures as fg
 from lmccheck import report as rp
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -24,7 +25,7 @@ def _record(figures=(), tables=(), **extra):
 def test_hist_panel_counts_are_computed_when_recorded() -> None:
     rng = np.random.default_rng(0)
     lmc, indep = rng.uniform(0, 0.1, 500), rng.uniform(0.5, 1.0, 300)
-    panel = rp.hist_panel({"LMC": lmc, "independent": indep}, bins=10)
+    panel = fg.hist_panel({"LMC": lmc, "independent": indep}, bins=10)
     edges = panel["edges"]
     assert len(edges) == 11 and edges[0] == pytest.approx(lmc.min()) and edges[-1] == pytest.approx(indep.max())
     assert sum(panel["series"]["LMC"]["counts"]) == 500 and sum(panel["series"]["independent"]["counts"]) == 300
@@ -32,49 +33,49 @@ def test_hist_panel_counts_are_computed_when_recorded() -> None:
     assert panel["series"]["LMC"]["counts"][0] == 500 and panel["series"]["independent"]["counts"][0] == 0
     assert panel["series"]["LMC"]["mean"] == pytest.approx(lmc.mean())
     assert len(json.dumps(panel)) < 2000  # the samples themselves are not kept
-    log = rp.hist_panel({"a": [1e-4, 1e-2, 1.0, 0.0]}, bins=4, xscale="log")
+    log = fg.hist_panel({"a": [1e-4, 1e-2, 1.0, 0.0]}, bins=4, xscale="log")
     assert log["edges"][0] == pytest.approx(1e-4) and sum(log["series"]["a"]["counts"]) == 3
     assert log["series"]["a"]["underflow"] == 1
 
 
 def test_bar_and_heatmap_panels_validate_shapes() -> None:
-    bar = rp.bar_panel(["fc1", "fc2"], {"Dist_com": [0.1, 0.2], "Dist_W": [1.0, 2.0]}, yerr={"Dist_com": [0.01, 0.02]})
+    bar = fg.bar_panel(["fc1", "fc2"], {"Dist_com": [0.1, 0.2], "Dist_W": [1.0, 2.0]}, yerr={"Dist_com": [0.01, 0.02]})
     assert bar["categories"] == ["fc1", "fc2"] and bar["series"]["Dist_W"]["yerr"] is None
     with pytest.raises(ValueError, match="3 values for 2 categories"):
-        rp.bar_panel(["a", "b"], {"x": [1, 2, 3]})
+        fg.bar_panel(["a", "b"], {"x": [1, 2, 3]})
     with pytest.raises(ValueError, match="2 rows of 3 columns"):
-        rp.heatmap_panel([[1, 2, 3]], xlabels=["a", "b", "c"], ylabels=["r1", "r2"])
+        fg.heatmap_panel([[1, 2, 3]], xlabels=["a", "b", "c"], ylabels=["r1", "r2"])
     with pytest.raises(ValueError, match="style must be"):
-        rp.line_panel({"a": ([0, 1], [0, 1])}, styles={"a": "wavy"})
+        fg.line_panel({"a": ([0, 1], [0, 1])}, styles={"a": "wavy"})
     with pytest.raises(ValueError, match="colour for unknown series 'b'"):
-        rp.line_panel({"a": ([0, 1], [0, 1])}, colors={"b": "C0"})
+        fg.line_panel({"a": ([0, 1], [0, 1])}, colors={"b": "C0"})
     with pytest.raises(ValueError, match="'C0x' is not a matplotlib colour"):
-        rp.line_panel({"a": ([0, 1], [0, 1])}, colors={"a": "C0x"})
-    assert rp.line_panel({"a": ([0, 1], [0, 1])}, colors={"a": "C2"})["series"]["a"]["color"] == "C2"
+        fg.line_panel({"a": ([0, 1], [0, 1])}, colors={"a": "C0x"})
+    assert fg.line_panel({"a": ([0, 1], [0, 1])}, colors={"a": "C2"})["series"]["a"]["color"] == "C2"
     with pytest.raises(ValueError, match="each panel must come from"):
-        rp.make_panels_figure("f", [{"kind": "pie"}])
+        fg.make_panels_figure("f", [{"kind": "pie"}])
 
 
 def test_table_rows_must_fit_the_columns() -> None:
-    t = rp.make_table("stitching", ["layer", "error"], [["fc1", 0.1], ["fc2", np.float32(0.25)]])
+    t = fg.make_table("stitching", ["layer", "error"], [["fc1", 0.1], ["fc2", np.float32(0.25)]])
     assert t["rows"][1] == ["fc2", 0.25]
     with pytest.raises(ValueError, match="row 1: 1 cells for 2 columns"):
-        rp.make_table("t", ["a", "b"], [[1, 2], [3]])
+        fg.make_table("t", ["a", "b"], [[1, 2], [3]])
 
 
 @pytest.mark.slow
 def test_every_panel_kind_and_a_table_render_to_png_and_markdown(tmp_path: Path) -> None:
     import matplotlib.image
 
-    fig = rp.make_panels_figure("all_kinds", [
-        rp.line_panel({"direct": ([1, 2, 4], [0.3, 0.2, 0.1]), "indirect": ([1, 2, 4], [0.5, 0.4, 0.3])},
+    fig = fg.make_panels_figure("all_kinds", [
+        fg.line_panel({"direct": ([1, 2, 4], [0.3, 0.2, 0.1]), "indirect": ([1, 2, 4], [0.5, 0.4, 0.3])},
                       styles={"indirect": "dashed"}, hlines={"parents": 0.05}, xscale="log", title="width",
                       colors={"direct": "C3", "indirect": "C3"}),
-        rp.bar_panel(["fc1", "fc2", "fc3"], {"LMC": [0.1, 0.2, 0.3], "not LMC": [0.9, 0.8, 0.7]}, title="layers"),
-        rp.hist_panel({"LMC": [0.1, 0.2, 0.2], "indep": [0.8, 0.9]}, bins=5, title="dist"),
-        rp.heatmap_panel([[0.1, 0.2], [0.3, 0.4]], xlabels=["k=1", "k=2"], ylabels=["t=0", "t=1"], title="h"),
+        fg.bar_panel(["fc1", "fc2", "fc3"], {"LMC": [0.1, 0.2, 0.3], "not LMC": [0.9, 0.8, 0.7]}, title="layers"),
+        fg.hist_panel({"LMC": [0.1, 0.2, 0.2], "indep": [0.8, 0.9]}, bins=5, title="dist"),
+        fg.heatmap_panel([[0.1, 0.2], [0.3, 0.4]], xlabels=["k=1", "k=2"], ylabels=["t=0", "t=1"], title="h"),
     ], title="four panels")
-    table = rp.make_table("stitching", ["layer", "error A", "stitched"], [["fc1", 0.1, 0.12], ["fc2", 0.1, 0.3]])
+    table = fg.make_table("stitching", ["layer", "error A", "stitched"], [["fc1", 0.1, 0.12], ["fc2", 0.1, 0.3]])
     md_path = rp.write_report([_record([fig], [table])], tmp_path, META)
     png = tmp_path / "figures" / "Z7_mlp_all_kinds.png"
     assert png.read_bytes().startswith(PNG_SIGNATURE)
@@ -86,7 +87,7 @@ def test_every_panel_kind_and_a_table_render_to_png_and_markdown(tmp_path: Path)
     assert "![four panels](figures/Z7_mlp_all_kinds.png)" in md  # shown inline
     data = json.loads((tmp_path / "claims.json").read_text())
     assert data["records"][0]["tables"][0]["rows"][0] == ["fc1", 0.1, 0.12]
-    drawn = rp.draw_figure(fig)
+    drawn = fg.draw_figure(fig)
     assert [ax.get_title() for ax in drawn.axes if ax.get_title()] == ["width", "layers", "dist", "h"]
     line_ax, bar_ax, hist_ax, heat_ax = drawn.axes[:4]
     assert line_ax.get_xscale() == "log"
@@ -101,12 +102,12 @@ def test_every_panel_kind_and_a_table_render_to_png_and_markdown(tmp_path: Path)
 
 
 def test_old_records_without_panels_still_render(tmp_path: Path) -> None:
-    old = rp.make_figure_spec("trajectory", {"unaligned": ([0, 1], [0.3, 0.3])}, title="old style")
+    old = fg.make_figure_spec("trajectory", {"unaligned": ([0, 1], [0.3, 0.3])}, title="old style")
     assert "panels" not in old
     md_path = rp.write_report([_record([old])], tmp_path, META)
     assert (tmp_path / "figures" / "Z7_mlp_trajectory.png").read_bytes().startswith(PNG_SIGNATURE)
     assert "old style" in md_path.read_text()
-    fig = rp.draw_figure(old)
+    fig = fg.draw_figure(old)
     assert fig.axes[0].get_title() == "old style"
 
 
@@ -129,8 +130,8 @@ def test_time_accounting_adds_up_per_claim_and_kind() -> None:
 @pytest.mark.slow
 def test_many_figures_render_in_parallel_to_the_same_pngs_in_order() -> None:
     """From PARALLEL_FIGURES figures on, the report draws them on a process pool: the same bytes, in order."""
-    specs = [{"title": f"figure {i}", "panels": [rp.line_panel({"s": ([0, 1, 2], [i, i + 1, i * i])}, xlabel="x")]}
+    specs = [{"title": f"figure {i}", "panels": [fg.line_panel({"s": ([0, 1, 2], [i, i + 1, i * i])}, xlabel="x")]}
              for i in range(rp.PARALLEL_FIGURES + 1)]
-    serial = [rp._figure_png(s) for s in specs]
+    serial = [fg.figure_png(s) for s in specs]
     assert len(set(serial)) == len(specs)  # every figure differs, so a reordering would show
     assert rp._render_figures(specs) == serial
