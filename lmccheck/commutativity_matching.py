@@ -74,7 +74,7 @@ DEFAULT_MAX_PASSES = 100
 
 def _mlp_layers(model: nn.Module) -> tuple[list[str], list[str]]:
     """The weight layers (names, in order, head last) and the groups between them, for lmccheck's MLP."""
-    from .models.mlp import MLP  # noqa: PLC0415
+    from .models.mlp import MLP
 
     if not isinstance(model, MLP) or any(not isinstance(n, nn.Identity) for n in model.norms):
         raise ValueError("commutativity matching is implemented for lmccheck's ReLU MLPs without norm layers "

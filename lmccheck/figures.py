@@ -139,7 +139,7 @@ def line_panel(
             raise ValueError(f"line panel: style must be one of {_STYLES}, got {style!r}")
         spec["series"][label]["style"] = style
     for label, color in (colors or {}).items():
-        from matplotlib.colors import is_color_like  # noqa: PLC0415 - matplotlib only where colours are given
+        from matplotlib.colors import is_color_like  # matplotlib only where colours are given
 
         if label not in spec["series"]:
             raise ValueError(f"line panel: colour for unknown series {label!r}")
@@ -184,7 +184,7 @@ def hist_panel(
     samples: Mapping[str, Sequence[float]],
     *,
     bins: int = 30,
-    range: tuple[float, float] | None = None,  # noqa: A002 - numpy's name
+    range: tuple[float, float] | None = None,  # numpy's name
     title: str = "",
     xlabel: str = "",
     ylabel: str = "fraction of samples",

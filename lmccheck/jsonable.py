@@ -29,11 +29,11 @@ def to_jsonable(obj: Any) -> Any:
     if hasattr(obj, "tolist"):  # numpy arrays/scalars, torch tensors
         try:
             return to_jsonable(obj.detach().cpu().tolist() if hasattr(obj, "detach") else obj.tolist())
-        except Exception:  # noqa: BLE001 - fall through to repr
+        except Exception:  # fall through to repr
             pass
     if hasattr(obj, "item"):
         try:
             return to_jsonable(obj.item())
-        except Exception:  # noqa: BLE001
+        except Exception:
             pass
     return repr(obj)

@@ -598,7 +598,7 @@ def llfc_decomposition(
     (``||W_alpha E^(l-1)||``), ``bound`` (their sum) and ``identity_residual`` (the identity's float64
     residual, a check of the measurement).
     """
-    from .models.mlp import MLP  # noqa: PLC0415 - only MLPs have the plain structure the identity needs
+    from .models.mlp import MLP  # only MLPs have the plain structure the identity needs
 
     if not isinstance(model, MLP) or any(not isinstance(n, nn.Identity) for n in model.norms):
         raise ValueError("the LLFC decomposition is Theorem 1's, for ReLU MLPs without norm layers (norm='none')")

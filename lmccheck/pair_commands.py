@@ -116,7 +116,7 @@ def _torch_load(path: Path) -> Any:
         raise CliError(
             f"cannot read checkpoint {path}: it is neither a safetensors file nor a torch state dict ({detail})"
         ) from None
-    except Exception as e:  # noqa: BLE001 - torch raises anything on a damaged file (KeyError, RuntimeError, ...)
+    except Exception as e:  # torch raises anything on a damaged file (KeyError, RuntimeError, ...
         raise CliError(
             f"cannot read checkpoint {path}: it is neither a safetensors file nor a torch state dict "
             f"({type(e).__name__}: {_first_line(e)})"

@@ -190,7 +190,7 @@ def test_default_bn_batches_match_the_cli_rule() -> None:
 def test_cuda_device_resolves_bf16_and_its_own_key(tmp_path: Path) -> None:
     cpu = Builder(store=Store(tmp_path), device="cpu")
     cuda = Builder(store=Store(tmp_path), device="cuda")  # declaring needs no GPU; building would
-    cuda._datasets = cpu._datasets  # noqa: SLF001 - share the CPU copy, nothing is evaluated
+    cuda._datasets = cpu._datasets  # share the CPU copy, nothing is evaluated
     cuda.dataset = cpu.dataset  # type: ignore[method-assign]
     a, b = Ref(train_product(TINY)), Ref(train_product(TINY.replace(init_seed=3)))
     on_cpu = barrier_product(a, b, builder=cpu)
@@ -328,7 +328,7 @@ def test_decoded_networks_are_kept_in_a_bounded_cache(tmp_path: Path) -> None:
     lab = Lab(store=Store(tmp_path), progress=False, max_networks=2)
     for s in range(3):
         lab.run(TINY.replace(init_seed=s, sgd_seed=s))
-    assert len(lab._networks) == 2  # noqa: SLF001
+    assert len(lab._networks) == 2
     events = _events(lab)
     lab.run(TINY.replace(init_seed=0, sgd_seed=0))  # evicted: loaded again, not rebuilt
     assert [(e.kind, e.source) for e in events] == [("train", "loaded")]

@@ -75,8 +75,8 @@ from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from worktree import git_files  # noqa: E402  (tools/worktree.py, beside this script)
-from worktree import stage as _stage_files  # noqa: E402
+from worktree import git_files  # tools/worktree.py, beside this script
+from worktree import stage as _stage_files
 
 ROOT = Path(__file__).resolve().parents[1]
 CLAIMS_DIR = "claims"

@@ -61,10 +61,10 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import torch  # noqa: E402
-from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
+import torch
+from torch.utils.flop_counter import FlopCounterMode
 
-from fixtures.recipes import (  # noqa: E402
+from fixtures.recipes import (
     GPU,
     REDUCTIONS,
     REGIMES_GPU,
@@ -75,13 +75,13 @@ from fixtures.recipes import (  # noqa: E402
     identity,
     reduce,
 )
-from lmccheck.activation_matching import activation_modules  # noqa: E402
-from lmccheck.barrier_curves import simplex_grid  # noqa: E402
-from lmccheck.barrier_options import DEFAULT_N_EXAMPLES  # noqa: E402
-from lmccheck.llfc import CONV_BATCH, sites_of  # noqa: E402
-from lmccheck.models import get_model  # noqa: E402
-from lmccheck.pytest_plugin.options import DEFAULT_SEEDS, REDUCED_SEEDS  # noqa: E402
-from lmccheck.rewinding import MODES, weight_layers  # noqa: E402
+from lmccheck.activation_matching import activation_modules
+from lmccheck.barrier_curves import simplex_grid
+from lmccheck.barrier_options import DEFAULT_N_EXAMPLES
+from lmccheck.llfc import CONV_BATCH, sites_of
+from lmccheck.models import get_model
+from lmccheck.pytest_plugin.options import DEFAULT_SEEDS, REDUCED_SEEDS
+from lmccheck.rewinding import MODES, weight_layers
 
 # ----------------------------------------------------------------------------------------------- throughput
 #: dense peak TFLOP/s of one H100 SXM (NVIDIA's datasheet, without sparsity)
@@ -240,7 +240,7 @@ class Ctx:
     setting: Setting
 
     @property
-    def cfg(self):  # noqa: ANN201
+    def cfg(self):
         return self.setting.config
 
     @property
@@ -250,7 +250,7 @@ class Ctx:
                          kw.get("depth"))
 
     @property
-    def E(self) -> float:  # noqa: N802
+    def E(self) -> float:
         return float(self.cfg.epochs)
 
     @property
@@ -258,7 +258,7 @@ class Ctx:
         return sorted(self.cfg.checkpoints)
 
     @property
-    def T(self) -> int:  # noqa: N802
+    def T(self) -> int:
         """Checkpoints, 0 and the end included."""
         return len(self.times)
 

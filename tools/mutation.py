@@ -58,7 +58,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from worktree import git_files, stage  # noqa: E402  (tools/worktree.py, beside this script)
+from worktree import git_files, stage  # tools/worktree.py, beside this script
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT_DIR = ROOT / "mutation"
@@ -518,7 +518,7 @@ def _cr_version() -> str:
         from importlib.metadata import version
 
         return version("cosmic-ray")
-    except Exception:  # noqa: BLE001
+    except Exception:
         return "?"
 
 

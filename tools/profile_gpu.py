@@ -24,11 +24,11 @@ from torch.profiler import ProfilerActivity, profile
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lmccheck.data import Dataset, Split  # noqa: E402
-from lmccheck.barrier_options import BarrierOptions  # noqa: E402
-from lmccheck.interpolation import barrier  # noqa: E402
-from lmccheck.models import get_model  # noqa: E402
-from lmccheck.training import TrainConfig, train  # noqa: E402
+from lmccheck.data import Dataset, Split
+from lmccheck.barrier_options import BarrierOptions
+from lmccheck.interpolation import barrier
+from lmccheck.models import get_model
+from lmccheck.training import TrainConfig, train
 
 
 def synthetic(n_train: int, n_test: int) -> Dataset:

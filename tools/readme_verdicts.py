@@ -19,9 +19,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from lmccheck.assertions import markdown_table, verdict_rows  # noqa: E402 - after the path above
-from lmccheck.report import REDUCED_BUDGETS, load_report, sort_records  # noqa: E402
-from markers import rewrite_block  # noqa: E402
+from lmccheck.assertions import markdown_table, verdict_rows  # after the path above
+from lmccheck.report import REDUCED_BUDGETS, load_report, sort_records
+from markers import rewrite_block
 
 START, END = "<!-- verdicts:start -->", "<!-- verdicts:end -->"
 TARGET = Path(__file__).resolve().parents[1] / "docs" / "claims.md"

@@ -18,8 +18,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lmccheck.plan import write_reference  # noqa: E402
-from lmccheck.store import Store  # noqa: E402
+from lmccheck.plan import write_reference
+from lmccheck.store import Store
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -101,7 +101,7 @@ class Controller:
 
             cfg = build_config(self.config)
             write_manifest(self.store(), record["nodeid"], cfg.seeds, cfg.device, keys)  # also "no products"
-        except Exception as exc:  # noqa: BLE001 - bookkeeping never breaks a claim run
+        except Exception as exc:  # bookkeeping never breaks a claim run
             progress(self.config).warn_once("recording the products of a check for the next plan", exc)
 
     def pytest_runtest_logreport(self, report: pytest.TestReport) -> None:
@@ -204,7 +204,7 @@ class Controller:
         if self.expected and not self.config.getoption("collectonly"):
             try:
                 self._print_plan()
-            except Exception as exc:  # noqa: BLE001 - the plan is information, never a reason to stop
+            except Exception as exc:  # the plan is information, never a reason to stop
                 progress(self.config).warn_once("the run's plan", exc)
 
     def _print_plan(self) -> None:

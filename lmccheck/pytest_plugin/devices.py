@@ -65,7 +65,7 @@ def describe_device(device: str) -> str:
 
     try:
         return f"cuda ({torch.cuda.get_device_name(torch.cuda.current_device())})"
-    except Exception:  # noqa: BLE001 - a name is nice to have, never required
+    except Exception:  # a name is nice to have, never required
         return "cuda"
 
 

@@ -75,7 +75,7 @@ class Progress:
         self._warned.add(what)
         try:
             self.line(f"lmccheck: {what} failed and is skipped for this run: {type(exc).__name__}: {exc}")
-        except Exception:  # noqa: BLE001 - never let reporting break a run
+        except Exception:  # never let reporting break a run
             pass
 
 

@@ -82,7 +82,7 @@ def attach_record(item: pytest.Item, report: pytest.TestReport, call: pytest.Cal
         try:
             record = _make_record(item, report, call)
             payload = None if record is None else json.dumps(record)
-        except Exception as exc:  # noqa: BLE001 - never lose the run to a bad value
+        except Exception as exc:  # never lose the run to a bad value
             payload = json.dumps(
                 {
                     "claim": str(item.stash[MEASURE_KEY].claim) if MEASURE_KEY in item.stash else "?",
