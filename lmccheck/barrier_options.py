@@ -294,6 +294,9 @@ class ResolvedBarrier:
         }
 
 
+#: the options of a barrier whose caller names none (the library's, the CLI's and the products' default)
+DEFAULT_OPTIONS = BarrierOptions()
+
 #: the fields of :class:`BarrierOptions` that change the measured numbers
 BARRIER_NUMBER_FIELDS = ("n_examples", "alphas", "bn_reset", "bn_batches", "bn_batch_size", "precision")
 #: the fields of :class:`BarrierOptions` that only change speed

@@ -41,6 +41,7 @@ from .barrier_engine import _autocast_context, _bn_reset, _bn_slices, _Engine, _
 from .barrier_options import (
     DEFAULT_BN_BATCH_SIZE,
     DEFAULT_BN_BATCHES,
+    DEFAULT_OPTIONS,
     BarrierOptions,
     ResolvedBarrier,
     _default_batch_size,
@@ -52,9 +53,6 @@ from .permutation import state_of
 StateDict = Mapping[str, torch.Tensor]
 
 __all__ = ["barrier", "evaluate", "lerp", "lerp_into", "reset_bn_stats", "simplex_barrier"]
-
-#: :func:`barrier`'s options when none are given
-DEFAULT_OPTIONS = BarrierOptions()
 
 
 # ---------------------------------------------------------------- interpolation

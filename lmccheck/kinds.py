@@ -40,7 +40,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 
 from .barrier_curves import BarrierResult, SimplexResult
-from .barrier_options import BarrierOptions, ResolvedBarrier
+from .barrier_options import DEFAULT_OPTIONS, BarrierOptions, ResolvedBarrier
 from .interpolation import barrier, simplex_barrier
 from .llfc import DEFAULT_ALPHAS as LLFC_ALPHAS
 from .llfc import commutativity, llfc, llfc_decomposition, spectra, stitching_errors, weak_additivity
@@ -90,8 +90,6 @@ __all__ = [
 ]
 
 MATCHING_METHODS = ("weight", "activation", "commutativity")
-#: the barrier options of a product whose caller names none (the CLI's and the library's defaults)
-DEFAULT_BARRIER_OPTIONS = BarrierOptions()
 NETWORK_KINDS = ("train", "spawn", "imp_level", "retrain", "hybrid", "pruned", "masked")
 
 
@@ -563,7 +561,7 @@ def barrier_product(
     perm: Permutation | Product | None = None,
     perm_a: Permutation | Product | None = None,
     split: str = "test",
-    options: BarrierOptions = DEFAULT_BARRIER_OPTIONS,
+    options: BarrierOptions = DEFAULT_OPTIONS,
     builder: Builder,
 ) -> Product:
     """Loss/error barrier between ``perm_a[a]`` and ``perm[b]`` on ``split`` of ``a``'s dataset.
@@ -628,7 +626,7 @@ def simplex_product(
     split: str = "test",
     resolution: int = 6,
     edge_resolution: int | None = None,
-    options: BarrierOptions = DEFAULT_BARRIER_OPTIONS,
+    options: BarrierOptions = DEFAULT_OPTIONS,
     builder: Builder,
 ) -> Product:
     """The barrier over the simplex spanned by ``perms[i][nets[i]]`` (Sharma et al. Def. 4.2 for N networks)."""
