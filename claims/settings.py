@@ -18,14 +18,18 @@ from lmccheck.pytest_plugin.claims import BUDGET_MARK, RUN_ORDER_MARK
 
 #: xdist groups shared across settings (``make claims`` on 2 workers). pytest-xdist's ``loadgroup`` hands each
 #: worker the group with the most checks first and the next one when it is almost out of work, so the CPU tier
-#: runs as two groups of about equal time (cold at eee78ce: 1170 and 1095 worker seconds): mlp512-fmnist (S2,
-#: S3, S8, S12, Z1-Z10) then S4's
-#: children (they spawn from mlp512-fmnist's networks); mlp128-fmnist (S5, S6, S9), then the width family (S7,
-#: S12: its 128- and 512-wide triples are mlp128's and mlp512's networks, trained by then on the other worker),
-#: then the 6-layer MLP (S10, S12). A merged setting's checks run after its host's, in this order (the plugin's
-#: ``lmc_run_order`` mark), so that nothing waits for a network another worker builds.
-WORKER_GROUPS = {"mlp-fmnist-widths": "mlp128-fmnist", "mlp256x6-fmnist": "mlp128-fmnist",
-                 "mlp512-fmnist.children": "mlp512-fmnist"}
+#: runs as two groups of about equal time. Measured per check at stop 35 (cold, fp32 barriers on an AVX2-only
+#: CPU; worker minutes): S3 12.2, S5 9.5, S8 8.0, S4 6.3, S7 6.3, Z1-Z10 5.6, S6 4.3, S10 3.5, S2 2.4, S9 1.1.
+#: The groups: mlp512-fmnist (S2, S3, Z1-Z10), then S4's children (they spawn from its networks), then the
+#: 6-layer MLP (S10, then S12 on its pairs): 30.0 min; mlp128-fmnist (S5, S6, S9), then the width family (S7,
+#: S12: its 128- and 512-wide triples are mlp128's and mlp512's networks, trained by then), then S8 and S12 on
+#: mlp512-fmnist's checkpoints (``cpu_group="early"``; S3 has built their pairs and P_end by then): 29.2 min.
+#: On a CPU with native bf16 (barriers about half the time) the same split gives about 23 min each.
+#: A merged setting's checks run after its host's, in this order (the plugin's ``lmc_run_order`` mark), so that
+#: nothing waits for a network another worker builds.
+WORKER_GROUPS = {"mlp-fmnist-widths": "mlp128-fmnist", "mlp512-fmnist.early": "mlp128-fmnist",
+                 "mlp512-fmnist.children": "mlp512-fmnist", "mlp256x6-fmnist": "mlp512-fmnist",
+                 "mlp256x6-fmnist.early": "mlp512-fmnist"}
 
 
 # ---------------------------------------------------------------------------- replicates at CPU scale
@@ -67,6 +71,7 @@ def params(
     cpu_table: Mapping[str, Setting | WidthFamily | Regimes] = CPU,
     gpu_table: Mapping[str, Setting | WidthFamily | Regimes] = GPU,
     group: str = "",
+    cpu_group: str = "",
 ) -> list[object]:
     """``pytest.param`` objects for the named settings; GPU ones carry the ``gpu`` marker.
 
@@ -86,6 +91,8 @@ def params(
     for a check that spends most of its time on products no other check uses (S4's children), so that
     under ``--dist loadgroup`` it runs on another worker while its setting's other checks train the
     networks they share (a worker that needs a network another one is building waits for it).
+    ``cpu_group`` does the same for the CPU settings only (the CPU tier's balance over two workers,
+    :data:`WORKER_GROUPS`); the GPU settings stay in their setting's group.
     """
     findings = dict(findings or {})
     unknown = set(findings) - set(cpu) - set(gpu)
@@ -93,7 +100,8 @@ def params(
         raise ValueError(f"findings for settings the claim does not use: {sorted(unknown)}")
 
     def marks(name: str, gpu_: bool) -> list[pytest.MarkDecorator]:
-        own = f"{name}.{group}" if group else name
+        mine = group or ("" if gpu_ else cpu_group)
+        own = f"{name}.{mine}" if mine else name
         order = list(WORKER_GROUPS).index(own) + 1 if own in WORKER_GROUPS else 0
         out = [pytest.mark.xdist_group(WORKER_GROUPS.get(own, own)), getattr(pytest.mark, RUN_ORDER_MARK)(order)]
         out += [pytest.mark.gpu] if gpu_ else []

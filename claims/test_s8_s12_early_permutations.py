@@ -121,6 +121,7 @@ def _t(x: float) -> str:
         "epochs (20% of training, the paper's 5 of 150 is 3%), no weight decay, so 80/150 of training falls at a "
         "different point of the learning-rate schedule."
     )},
+    cpu_group="early",  # the CPU tier's balance: on the other worker, after S3 built the pairs (WORKER_GROUPS)
 ))
 def test_s8_weight_matching_fails_early(setting: Setting, lab: Lab, n_seeds: int, measure) -> None:
     """Before 80/150 of training, WM's P_t leaves a clearly larger error barrier at time t than P_end (Fig. 4);
@@ -367,6 +368,7 @@ def _render_s8(setting: Setting, measure, data: dict, first: dict[str, list[int]
         "2.2%, the total at t = 0 is 2.0%). The 6x256 MLP of the CPU tier shows the same sign, not significantly "
         "(rho +0.04 and +0.36 [-0.34, 1.06] at t = 0.25, 0.5; INCONCLUSIVE)."
     )},
+    cpu_group="early",  # after S8 (its P_t) on the 3x512 MLP, after S10 (its pairs) on the 6-layer one
 ))
 def test_s12_fixed_points_grow_with_t_and_early_layers_lead(setting: Setting, lab: Lab, n_seeds: int,
                                                             measure) -> None:

@@ -107,6 +107,24 @@ def _key(record: Mapping[str, Any]) -> str:
     return str(record.get("nodeid") or f"{record.get('claim')}[{record.get('setting')}]")
 
 
+def _name(key: str) -> str:
+    """A check's name without its file: ``test_z1_...[mlp512-fmnist]`` of ``claims/test_z.py::test_z1_...[...]``."""
+    return key.rsplit("::", 1)[-1]
+
+
+def _moved(old: Mapping[str, Any], new_keys: Sequence[str]) -> dict[str, str]:
+    """Checks that moved to another file: a new key absent from the old report whose name (file part dropped)
+    names exactly one old check absent from the new run, and no other new check. Returns ``{new: old}``."""
+    gone = [k for k in old if k not in set(new_keys)]
+    added = [k for k in new_keys if k not in old]
+    by_name: dict[str, list[str]] = {}
+    for k in gone:
+        by_name.setdefault(_name(k), []).append(k)
+    added_names = [_name(k) for k in added]
+    return {k: by_name[_name(k)][0] for k in added
+            if len(by_name.get(_name(k), [])) == 1 and added_names.count(_name(k)) == 1}
+
+
 def _flip(old: str, new: str) -> tuple[str, bool] | None:
     if old == new:
         return None
@@ -134,15 +152,19 @@ def compare(old_records: Sequence[Mapping[str, Any]], new_records: Sequence[Mapp
     """The differences between an earlier report and this one: every check and assertion whose outcome changed
     (PASS <-> FAIL loud, to or from INCONCLUSIVE a note), and every assertion whose estimate moved by more than
     its interval (the new one outside the old interval, or the old outside the new). Checks only one run has
-    are listed as notes."""
+    are listed as notes. A check that moved to another file (the same test name and parameters, and no other
+    check of that name on either side) is compared with its old self, and the move is a note."""
     old = {_key(r): r for r in old_records}
+    moved = _moved(old, [_key(r) for r in new_records])
     changes: list[Change] = []
     for r in new_records:
         k = _key(r)
-        if k not in old:
+        if k in moved:
+            changes.append(Change(k, "", "check moved", moved[k], k, False))
+        elif k not in old:
             changes.append(Change(k, "", "new check", "absent", str(r.get("verdict")), False))
             continue
-        o = old[k]
+        o = old[moved.get(k, k)]
         flip = _flip(str(o.get("verdict")), str(r.get("verdict")))
         if flip is not None:
             changes.append(Change(k, "", "verdict " + flip[0].split()[-1], str(o.get("verdict")), str(r.get("verdict")),
@@ -163,7 +185,7 @@ def compare(old_records: Sequence[Mapping[str, Any]], new_records: Sequence[Mapp
                                       f"{_num(a.get('observed'))} {interval_text(a)}", False))
         for name in old_a.keys() - {a.get("name") for a in r.get("assertions") or []}:
             changes.append(Change(k, str(name), "assertion gone", str(old_a[name].get("outcome")), "absent", False))
-    for k in old.keys() - {_key(r) for r in new_records}:
+    for k in old.keys() - {_key(r) for r in new_records} - set(moved.values()):
         changes.append(Change(k, "", "check not in this run", str(old[k].get("verdict")), "absent", False))
     return sorted(changes, key=lambda c: (not c.loud, c.check, c.assertion))
 

@@ -116,6 +116,24 @@ def test_compare_flags_pass_fail_flips_loudly_and_everything_else_as_notes() -> 
     assert la.compare(NEW, NEW) == []
 
 
+def test_a_check_moved_to_another_file_is_compared_with_its_old_self() -> None:
+    def at(path: str, name: str, verdict: str, observed: float) -> dict[str, Any]:
+        return {**_rec(name, verdict, _assertion("barrier", verdict, observed, (observed - 0.01, observed + 0.01))),
+                "nodeid": f"{path}::test_s3[{name}]"}
+
+    old = [at("claims/old.py", "a", "PASS", 0.02), at("claims/old.py", "b", "PASS", 0.02)]
+    same = [at("claims/new.py", "a", "PASS", 0.02), at("claims/new.py", "b", "PASS", 0.02)]
+    assert [c.line() for c in la.compare(old, same)] == [
+        f"-- claims/new.py::test_s3[{n}]: check moved: claims/old.py::test_s3[{n}] -> claims/new.py::test_s3[{n}]"
+        for n in "ab"]
+    flipped = la.compare(old, [at("claims/new.py", "a", "FAIL", 0.09), same[1]])
+    assert [c.what for c in flipped if c.loud] == ["verdict flipped", "outcome flipped"]
+    assert "estimate moved beyond its interval" in [c.what for c in flipped]
+    # a name that is not unique on one side is not guessed: new and gone, as before
+    twice = [at("claims/new.py", "a", "PASS", 0.02), at("claims/other.py", "a", "PASS", 0.02)]
+    assert sorted(c.what for c in la.compare(old[:1], twice)) == ["check not in this run", "new check", "new check"]
+
+
 @pytest.mark.parametrize(("old", "new", "loud"), [
     ("PASS", "FAIL", True), ("FAIL", "PASS", True),
     ("PASS", "INCONCLUSIVE", False), ("INCONCLUSIVE", "FAIL", False), ("FAIL", "INCONCLUSIVE", False),

@@ -42,11 +42,17 @@ def test_mutation_applies_once_and_compiles(mutation) -> None:
 
 @pytest.mark.parametrize("mutation", cm.MUTATIONS, ids=lambda m: m.name)
 def test_mutation_names_claims_of_its_file(mutation) -> None:
-    text = (ROOT / mutation.path).read_text(encoding="utf-8")
+    """The claims run are those of the mutated file, or, for a helper module (not a check file), of the check
+    files the entry names; each of those files holds one of them."""
+    assert mutation.file.startswith("test_") or mutation.checks, f"{mutation.name}: a helper module names no checks"
+    texts = {f: (ROOT / "claims" / f).read_text(encoding="utf-8") for f in mutation.check_files}
     assert mutation.claims, mutation.name
     for claim in mutation.claims:
         assert re.fullmatch(r"[SZ][0-9]+", claim), (mutation.name, claim)
-        assert f'@pytest.mark.claim("{claim}")' in text, f"{mutation.name}: {mutation.path} has no {claim} check"
+        assert any(f'@pytest.mark.claim("{claim}")' in t for t in texts.values()), \
+            f"{mutation.name}: {', '.join(texts)} have no {claim} check"
+    for f in texts:
+        assert cm.claims_in(f, mutation.claims), f"{mutation.name}: {f} has none of {mutation.claim}"
     assert mutation.breaks.strip() and mutation.expected.strip()
 
 

@@ -68,7 +68,7 @@ def test_seed_means_average_each_point_over_the_seeds() -> None:
 
 def test_a_known_finding_is_an_lmc_finding_mark_with_its_reason() -> None:
     """A finding is the lmc_finding mark: the plugin turns only a significant FAIL there into a known finding
-    (a crash or a measurement bug still fails the run; tests/test_plugin.py runs them), never an xfail."""
+    (a crash or a measurement bug still fails the run; tests/test_plugin_runs.py runs them), never an xfail."""
     from claims.rules import MeasurementBug
     from claims.settings import params
 
@@ -96,6 +96,9 @@ def test_a_check_can_take_an_xdist_group_of_its_own_that_node_ids_still_strip() 
     # S4's children run on mlp512-fmnist's worker after its other checks (WORKER_GROUPS); a GPU setting's
     # children keep a group of their own
     assert (group_of(own), group_of(gpu)) == ("mlp512-fmnist", "vgg16-ln-cifar10.children")
+    # a CPU-only group leaves the GPU settings in their setting's group
+    cpu_own, gpu_plain, *_ = params(["mlp512-fmnist"], ["vgg16-ln-cifar10"], cpu_group="early")
+    assert (group_of(cpu_own), group_of(gpu_plain)) == ("mlp128-fmnist", "vgg16-ln-cifar10")
     node = "claims/test_s4_children.py::test_s4[mlp512-fmnist]"
     assert base_nodeid(f"{node}@{group_of(own)}") == node
 
@@ -111,7 +114,11 @@ def test_merged_settings_run_after_their_hosts_checks_in_the_worker_groups_order
     [widths] = params(["mlp-fmnist-widths"], [], cpu_table={"mlp-fmnist-widths": object()})
     [x6] = params(["mlp256x6-fmnist"], [])
     [children] = params(["mlp512-fmnist"], [], group="children")
-    assert order_of(host) == 0 and 0 < order_of(widths) < order_of(x6) < order_of(children) == len(WORKER_GROUPS)
+    early, x6_early = params(["mlp512-fmnist", "mlp256x6-fmnist"], [], cpu_group="early")
+    # mlp128-fmnist's worker: its checks, the width family, then S8/S12 on mlp512-fmnist's checkpoints;
+    # mlp512-fmnist's: its checks, S4's children, the 6-layer MLP (S10), then S12 on S10's pairs
+    assert order_of(host) == 0 and 0 < order_of(widths) < order_of(early)
+    assert 0 < order_of(children) < order_of(x6) < order_of(x6_early) == len(WORKER_GROUPS)
     assert {WORKER_GROUPS[k] for k in WORKER_GROUPS} == {"mlp512-fmnist", "mlp128-fmnist"}
 
 

@@ -152,7 +152,7 @@ def test_every_gpu_check_of_the_claims_is_in_the_table(gc, stub_nets) -> None:
 
 
 def test_the_tool_s_constants_are_the_claim_code_s(gc) -> None:
-    from claims import test_s5_s6_imp as s56, test_s7_s12_strong_connectivity as s7, test_z_llfc as z
+    from claims import llfc_pairs as z, test_s5_s6_imp as s56, test_s7_s12_strong_connectivity as s7
     from claims import test_s8_s12_early_permutations as s8, test_s9_pruned_matching as s9
     from claims import test_s10_layerwise_alignment as s10
 

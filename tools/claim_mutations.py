@@ -10,7 +10,9 @@ For each selected mutation the tool
 
 1. copies the working tree (``git ls-files -co --exclude-standard``: tracked files and untracked ones git
    does not ignore) to a temporary folder and applies the replacement there (never to the working tree);
-2. runs only the mutated claim's checks of that file, in that copy, against the fixture store ``--store``::
+2. runs only the mutated claim's checks of that file (of the check files the entry names, ``checks``, when
+   the file is a helper module the checks import, such as ``llfc_pairs.py``), in that copy, against the
+   fixture store ``--store``::
 
        <repo>/.venv/bin/python -m pytest claims/<file> --lmc-claim <ids> -p no:cacheprovider -q \\
            --lmc-no-progress --lmc-report <tmp>/report [options of the baseline run]
@@ -116,11 +118,19 @@ class Mutation:
     expected: str
     #: an optional ``-k`` expression narrowing the checks further (empty: every check of ``claim`` in ``file``)
     k: str = ""
+    #: the files under ``claims/`` whose checks run, comma-separated, when ``file`` is a helper module they import
+    #: (``llfc_pairs.py``); empty: ``file`` itself
+    checks: str = ""
 
     @property
     def path(self) -> str:
         """The file, relative to the repository root."""
         return f"{CLAIMS_DIR}/{self.file}"
+
+    @property
+    def check_files(self) -> list[str]:
+        """The files under ``claims/`` whose checks run: :attr:`checks`, else :attr:`file`."""
+        return [f.strip() for f in (self.checks or self.file).split(",") if f.strip()]
 
     @property
     def claims(self) -> list[str]:
@@ -296,9 +306,10 @@ MUTATIONS: list[Mutation] = [
         expected="the 'at least P_end's' row's contrasts change at every (t, mode, k): estimate/interval move; it "
                  "moved INCONCLUSIVE -> PASS when the restart mean came in, so PASS -> INCONCLUSIVE is expected",
     ),
-    # ------------------------------------------------------------------ Z (one file)
+    # ------------------------------------------------------------------ Z (llfc_pairs.py: the checks' shared helpers)
     Mutation(
-        name="Z-premise-gate", claim="Z1,Z2,Z6", file="test_z_llfc.py",
+        name="Z-premise-gate", claim="Z1,Z2,Z6", file="llfc_pairs.py",
+        checks="test_z1_z3_llfc.py,test_z6_z7_z10_commutativity.py",
         old='return {"decides": True} if met.get(kind, False) else {"decides": False, "note": PREMISE_NOTE}',
         new='return {"decides": True}',
         breaks="the LMC premise gate: LLFC is judged on pair kinds that miss the premise (WM-/AM-aligned pairs)",
@@ -306,7 +317,7 @@ MUTATIONS: list[Mutation] = [
                  "Z2 PASS -> INCONCLUSIVE (AM-aligned ~0.10), Z6 PASS -> INCONCLUSIVE (WM-aligned ~0.28)",
     ),
     Mutation(
-        name="Z3-premise-gate", claim="Z3", file="test_z_llfc.py",
+        name="Z3-premise-gate", claim="Z3", file="test_z1_z3_llfc.py",
         old="judged = [k for k in LMC_KINDS if met.get(k) and _in_scope(setting, k)]",
         new="judged = [k for k in LMC_KINDS if _in_scope(setting, k)]",
         breaks="Z3's premise gate: the median case counts the (layer, alpha) cases of pair kinds that miss the "
@@ -316,7 +327,7 @@ MUTATIONS: list[Mutation] = [
                  "is in the estimate); the recorded share row is renamed (its counts change)",
     ),
     Mutation(
-        name="Z-every-layer", claim="Z1,Z2", file="test_z_llfc.py",
+        name="Z-every-layer", claim="Z1,Z2", file="test_z1_z3_llfc.py",
         old="return min(max(1, n_layers // NEARLY_ALL_PER_EXCEPTION), n_layers - 1)",
         new="return 0",
         breaks="'nearly all the layers' back to every layer (no layer may miss)",
@@ -325,7 +336,8 @@ MUTATIONS: list[Mutation] = [
                  "is in the estimate)",
     ),
     Mutation(
-        name="Z-negligible-0.05", claim="Z1,Z6", file="test_z_llfc.py",
+        name="Z-negligible-0.05", claim="Z1,Z6", file="llfc_pairs.py",
+        checks="test_z1_z3_llfc.py,test_z6_z7_z10_commutativity.py",
         old="CLEARLY_NEGLIGIBLE = 0.1",
         new="CLEARLY_NEGLIGIBLE = 0.05",
         breaks="'negligible' (CLEARLY_NEGLIGIBLE): a ratio below 0.05 instead of 0.1 is clearly negligible",
@@ -333,7 +345,7 @@ MUTATIONS: list[Mutation] = [
                  "(0.059 [0.052, 0.066]) PASS -> INCONCLUSIVE; both checks PASS -> INCONCLUSIVE",
     ),
     Mutation(
-        name="Z10-sign", claim="Z10", file="test_z_llfc.py",
+        name="Z10-sign", claim="Z10", file="test_z6_z7_z10_commutativity.py",
         old="{s: [u - v for u, v in zip(before[s], after[m][s], strict=True)] for s in sites},",
         new="{s: [v - u for u, v in zip(before[s], after[m][s], strict=True)] for s in sites},",
         breaks="Z10's contrast reversed: Dist_com after matching minus the unmatched pair's",
@@ -351,6 +363,12 @@ def by_name(names: Sequence[str]) -> list[Mutation]:
     if unknown:
         raise SystemExit(f"unknown mutation(s) {', '.join(unknown)}; known: {', '.join(known)}")
     return [known[n] for n in dict.fromkeys(wanted)]
+
+
+def claims_in(file: str, claims: Sequence[str], root: Path = ROOT) -> list[str]:
+    """Those of ``claims`` that have a check in ``claims/<file>`` (a ``claim`` marker naming them)."""
+    text = (root / CLAIMS_DIR / file).read_text(encoding="utf-8")
+    return [c for c in claims if f'@pytest.mark.claim("{c}")' in text]
 
 
 def check_catalog(root: Path = ROOT) -> None:
@@ -618,9 +636,9 @@ def baseline_threads(meta: Mapping[str, Any]) -> str | None:
     return m.group(1) if m else None
 
 
-def pytest_command(python: Path, m_path: str, claims: Sequence[str], report: Path, options: Sequence[str],
+def pytest_command(python: Path, m_paths: Sequence[str], claims: Sequence[str], report: Path, options: Sequence[str],
                    k: str = "", extra: Sequence[str] = ()) -> list[str]:
-    cmd = [str(python), "-m", "pytest", m_path, "--lmc-claim", ",".join(claims), "-p", "no:cacheprovider", "-q",
+    cmd = [str(python), "-m", "pytest", *m_paths, "--lmc-claim", ",".join(claims), "-p", "no:cacheprovider", "-q",
            "--lmc-no-progress", "--lmc-report", str(report), *options]
     if k:
         cmd += ["-k", k]
@@ -643,20 +661,21 @@ def preserve_plans(store: Path, enabled: bool = True) -> Iterator[None]:
                     p.write_bytes(before[p.name])
 
 
-def run_one(name: str, mutation: Mutation | None, file: str, claims: Sequence[str], *, work: Path, files: list[str],
-            store: Path, baseline: Sequence[Mapping[str, Any]], options: Sequence[str], env: Mapping[str, str],
-            python: Path, timeout: float, rtol: float, keep_plans: bool, extra: Sequence[str], k: str = "",
-            dry_run: bool = False, kept: bool = False) -> Outcome:
-    """Stage a copy, apply ``mutation`` (None: a control run), run its checks, compare with the baseline."""
+def run_one(name: str, mutation: Mutation | None, check_files: Sequence[str], claims: Sequence[str], *, work: Path,
+            files: list[str], store: Path, baseline: Sequence[Mapping[str, Any]], options: Sequence[str],
+            env: Mapping[str, str], python: Path, timeout: float, rtol: float, keep_plans: bool, extra: Sequence[str],
+            k: str = "", dry_run: bool = False, kept: bool = False) -> Outcome:
+    """Stage a copy, apply ``mutation`` (None: a control run), run the checks of ``check_files`` (names under
+    ``claims/``), compare with the baseline."""
     tree = work / re.sub(r"[^A-Za-z0-9_.-]+", "_", name)
     if tree.exists():
         shutil.rmtree(tree)
     stage(ROOT, tree / "repo", files)
     repo = tree / "repo"
-    path = f"{CLAIMS_DIR}/{file}"
+    paths = [f"{CLAIMS_DIR}/{f}" for f in check_files]
     out = Outcome(name, mutation, log=tree / "pytest.log", kept=kept)
     if mutation is not None:
-        target = repo / path
+        target = repo / mutation.path
         try:
             text = mutation.apply(target.read_text(encoding="utf-8"))
             compile(text, str(target), "exec")
@@ -665,7 +684,7 @@ def run_one(name: str, mutation: Mutation | None, file: str, claims: Sequence[st
             return out
         target.write_text(text, encoding="utf-8")
     report = tree / "report"
-    cmd = pytest_command(python, path, claims, report, options, k, extra)
+    cmd = pytest_command(python, paths, claims, report, options, k, extra)
     out.command = shlex.join(cmd)
     if dry_run:
         return out
@@ -828,7 +847,8 @@ def main(argv: list[str] | None = None) -> int:
     selected = by_name(args.only) if args.only else list(MUTATIONS)
     if args.list:
         for m in selected:
-            print(f"{m.name}  [{m.claim}, {m.path}]\n  breaks: {m.breaks}\n  expected: {m.expected}\n")
+            checks = f", checks of {', '.join(m.check_files)}" if m.checks else ""
+            print(f"{m.name}  [{m.claim}, {m.path}{checks}]\n  breaks: {m.breaks}\n  expected: {m.expected}\n")
         return 0
     try:
         check_catalog()
@@ -879,19 +899,20 @@ def main(argv: list[str] | None = None) -> int:
                 return 2
         if args.control and not args.dry_run:
             per_file: dict[str, list[str]] = {}
-            for m in selected:  # one unmutated run per file, with every claim the selected mutations run there
-                per_file.setdefault(m.file, [])
-                per_file[m.file] += [c for c in m.claims if c not in per_file[m.file]]
+            for m in selected:  # one unmutated run per check file, with every claim the selected mutations run there
+                for f in m.check_files:
+                    per_file.setdefault(f, [])
+                    per_file[f] += [c for c in claims_in(f, m.claims) if c not in per_file[f]]
             for file, ids in per_file.items():
                 claim = ",".join(ids)
-                o = run_one(f"control {file} {claim}", None, file, ids, **common)
+                o = run_one(f"control {file} {claim}", None, [file], ids, **common)
                 controls.append(o)
                 print_outcome(o)
                 if o.status == "DIFFERS FROM BASELINE":
                     print(f"  WARNING: the unmutated run differs from the baseline for {claim}: the baseline is stale "
                           "or the run is not reproducible; reactions of these checks are not evidence", flush=True)
         for m in selected:
-            o = run_one(m.name, m, m.file, m.claims, k=m.k, **common)
+            o = run_one(m.name, m, m.check_files, m.claims, k=m.k, **common)
             outcomes.append(o)
             if args.dry_run:
                 print(f"[{m.name}] " + (f"error: {o.error}" if o.error else f"applies and compiles\n  {o.command}"))
@@ -906,7 +927,7 @@ def main(argv: list[str] | None = None) -> int:
     print("summary:")
     for o in outcomes:
         note = " [control of this file differs from the baseline: not evidence]" if o.mutation and \
-            o.mutation.file in stale else ""
+            any(f in stale for f in o.mutation.check_files) else ""
         print(f"  {o.status:15} {o.name}" + (f" ({o.mutation.claim})" if o.mutation else "") + note)
     if args.out:
         args.out.write_text(markdown(outcomes, controls, {"baseline": args.baseline, "store": store, "options": options,

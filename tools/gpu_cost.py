@@ -127,8 +127,8 @@ S10_FIRST_REWIND = 1.0  # claims/test_s10_layerwise_alignment.py:70 GPU_FIRST_RE
 S10_SPLIT_FRACTIONS = (1 / 8, 1 / 4, 1 / 2, 3 / 4)  # :78 GPU_SPLIT_FRACTIONS
 S10_RESTART_SEEDS = (0, 1, 2, 3, 4)  # :85 RESTART_SEEDS (seed 0 is P_end itself)
 S7_SIMPLEX = (6, 24)  # claims/test_s7_s12_strong_connectivity.py:75-81 (interior, edge resolution)
-Z_SPAWN_AT = 5.0  # claims/test_z_llfc.py SPAWN_AT_DEFAULT (conv nets)
-Z_KINDS = 4  # claims/test_z_llfc.py KINDS: spawned, WM-aligned, AM-aligned, independent
+Z_SPAWN_AT = 5.0  # claims/llfc_pairs.py SPAWN_AT_DEFAULT (conv nets)
+Z_KINDS = 4  # claims/llfc_pairs.py KINDS: spawned, WM-aligned, AM-aligned, independent
 
 
 # ------------------------------------------------------------------------------------------------ networks
@@ -312,7 +312,7 @@ class Ctx:
         return [min(self.times, key=lambda t: (abs(t - f * self.E), t)) for f in S9_TIME_FRACTIONS]
 
     @property
-    def z_spawn(self) -> float:  # claims/test_z_llfc.py _pairs: setting.at(SPAWN_AT_DEFAULT)
+    def z_spawn(self) -> float:  # claims/llfc_pairs.py _pairs: setting.at(SPAWN_AT_DEFAULT)
         return self.setting.at(Z_SPAWN_AT)
 
     # -- product costs ------------------------------------------------------------------------------------
@@ -450,12 +450,12 @@ FAMILIES: dict[str, Callable[[Ctx], Work]] = {
     "s7_extra": lambda c: (c.wm() + c.am() + c.barrier(18, n=DEFAULT_N_EXAMPLES)
                            + c.barrier(4, n=DEFAULT_N_EXAMPLES,
                                        points=len(simplex_grid(3, S7_SIMPLEX[0], c.setting.alphas - 1)))),
-    # Zhou's claims (claims/test_z_llfc.py, under edit: functions named, not lines): _pairs, two children of A
-    # spawned at 5 epochs; _end_barrier, the premise's children barrier; feature statistics per pair kind
-    # (spawned, WM, AM, independent) on the lab's default 10k test examples: _llfc_stats (Z1-Z3), weak
-    # additivity (Z6), _commutativity (Z7, Z10), stitching of the spawned pair (Z8); _render_z9's spectra of
-    # seed 0's A after 1 epoch and at the end. The decomposition (Z7) and commutativity matching (Z10) run on
-    # MLPs only (_cm_applies).
+    # Zhou's claims (claims/llfc_pairs.py and the test_z1_z3_, test_z6_z7_z10_, test_z8_z9_ files, under edit:
+    # functions named, not lines): _pairs, two children of A spawned at 5 epochs; _end_barrier, the premise's
+    # children barrier; feature statistics per pair kind (spawned, WM, AM, independent) on the lab's default 10k
+    # test examples: _llfc_stats (Z1-Z3), weak additivity (Z6), _commutativity (Z7, Z10), stitching of the spawned
+    # pair (Z8); _render_z9's spectra of seed 0's A after 1 epoch and at the end. The decomposition (Z7) and
+    # commutativity matching (Z10) run on MLPs only (_cm_applies).
     "z_children": lambda c: c.train(2, c.z_spawn),
     "b_z_spawned": lambda c: c.barrier(),
     "f_llfc": lambda c: c.features(Z_KINDS, 5),
@@ -486,10 +486,10 @@ def _seeded(*names: str) -> tuple[tuple[str, str], ...]:
 
 END_TEST = _seeded("b_end_test_un", "b_end_test_wm", "b_end_test_am")
 END_TRAIN = _seeded("b_end_train_un", "b_end_train_wm", "b_end_train_am")
-Z_PAIRS = _seeded("pair", "z_children", "wm_end", "am_end")  # claims/test_z_llfc.py _pairs
-Z_PREMISE = END_TEST + _seeded("b_z_spawned")  # claims/test_z_llfc.py _premise
+Z_PAIRS = _seeded("pair", "z_children", "wm_end", "am_end")  # claims/llfc_pairs.py _pairs
+Z_PREMISE = END_TEST + _seeded("b_z_spawned")  # claims/llfc_pairs.py _premise
 Z_SETTINGS = ("vgg16-ln-cifar10", "resnet20x4-ln-cifar10", "resnet20x32-ln-cifar10", "vgg16-ln-fmnist",
-              "resnet20x4-ln-fmnist")  # claims/test_z_llfc.py SETTINGS_GPU
+              "resnet20x4-ln-fmnist")  # claims/llfc_pairs.py SETTINGS_GPU
 SPARSE = ("vgg16-ln-cifar10", "resnet20x4-ln-cifar10", "vgg16-ln-fmnist", "resnet20x4-ln-fmnist")  # settings.py:32
 TRAJ = ("vgg16-ln-cifar10", "resnet20x4-ln-cifar10", "vgg16-ln-fmnist")  # S3:38, S8:115
 IMP = _seeded("pair", "wm_end", "am_end", "imp", "wm_imp_s6", "b_imp_wm_test_s6")
@@ -530,7 +530,7 @@ CHECKS: tuple[Check, ...] = (
                                       *(f"{f}{AT_DEFAULT}" for f in ("b_end_test_un", "b_end_test_wm", "b_end_test_am",
                                                                      "b_traj_test_wm", "b_traj_test_am"))),
           table="REGIMES_GPU"),
-    *(Check(fn, cid, Z_SETTINGS, Z_PAIRS + extra) for fn, cid, extra in (  # claims/test_z_llfc.py test_z*
+    *(Check(fn, cid, Z_SETTINGS, Z_PAIRS + extra) for fn, cid, extra in (  # claims/test_z*.py test_z*
         ("test_z1_llfc_cosine_is_near_zero_in_every_layer", "Z1", Z_PREMISE + _seeded("f_llfc")),
         ("test_z2_lmc_pairs_are_llfc_and_independent_pairs_are_not", "Z2", Z_PREMISE + _seeded("f_llfc")),
         ("test_z3_llfc_scale_is_close_to_one", "Z3", Z_PREMISE + _seeded("f_llfc")),
@@ -540,7 +540,7 @@ CHECKS: tuple[Check, ...] = (
         ("test_z8_stitching_without_a_stitching_layer_works_for_llfc_pairs", "Z8",
          _seeded("b_z_spawned", "f_stitch")),
     )),
-    # Z9 (claims/test_z_llfc.py test_z9_..., _render_z9): the pairs (no children) and seed 0's spectra
+    # Z9 (claims/test_z8_z9_stitching_rank.py test_z9_..., _render_z9): the pairs (no children) and seed 0's spectra
     Check("test_z9_trained_weights_have_lower_stable_rank_than_early_ones", "Z9", Z_SETTINGS,
           (("pair", SEED), ("f_spectra", ONCE))),
 )
