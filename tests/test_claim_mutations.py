@@ -1,5 +1,5 @@
-"""tools/claim_mutations.py: every catalog entry applies to its claim file exactly once and still compiles; the
-comparison of two records says whether a check reacted. No claim check runs here."""
+"""tools/claim_mutation_catalog.py: every catalog entry applies to its claim file exactly once and still compiles;
+tools/claim_mutations.py: the comparison of two records says whether a check reacted. No claim check runs here."""
 
 from __future__ import annotations
 
@@ -11,14 +11,13 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-TOOL = ROOT / "tools" / "claim_mutations.py"
+TOOLS = ROOT / "tools"
 
 
-def _tool():
-    name = "claim_mutations_under_test"
+def _load(name: str, path: Path):
     if name in sys.modules:
         return sys.modules[name]
-    spec = importlib.util.spec_from_file_location(name, TOOL)
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     assert spec.loader is not None
     sys.modules[name] = module  # dataclasses resolve their module's annotations through sys.modules
@@ -26,10 +25,12 @@ def _tool():
     return module
 
 
-cm = _tool()
+# the catalog under its own name: the runner imports it by that name (with tools/ on sys.path), so both share it
+cat = _load("claim_mutation_catalog", TOOLS / "claim_mutation_catalog.py")
+cm = _load("claim_mutations_under_test", TOOLS / "claim_mutations.py")
 
 
-@pytest.mark.parametrize("mutation", cm.MUTATIONS, ids=lambda m: m.name)
+@pytest.mark.parametrize("mutation", cat.MUTATIONS, ids=lambda m: m.name)
 def test_mutation_applies_once_and_compiles(mutation) -> None:
     path = ROOT / mutation.path
     text = path.read_text(encoding="utf-8")
@@ -40,7 +41,7 @@ def test_mutation_applies_once_and_compiles(mutation) -> None:
     compile(mutated, str(path), "exec")
 
 
-@pytest.mark.parametrize("mutation", cm.MUTATIONS, ids=lambda m: m.name)
+@pytest.mark.parametrize("mutation", cat.MUTATIONS, ids=lambda m: m.name)
 def test_mutation_names_claims_of_its_file(mutation) -> None:
     """The claims run are those of the mutated file, or, for a helper module (not a check file), of the check
     files the entry names; each of those files holds one of them."""
@@ -52,25 +53,25 @@ def test_mutation_names_claims_of_its_file(mutation) -> None:
         assert any(f'@pytest.mark.claim("{claim}")' in t for t in texts.values()), \
             f"{mutation.name}: {', '.join(texts)} have no {claim} check"
     for f in texts:
-        assert cm.claims_in(f, mutation.claims), f"{mutation.name}: {f} has none of {mutation.claim}"
+        assert cat.claims_in(f, mutation.claims), f"{mutation.name}: {f} has none of {mutation.claim}"
     assert mutation.breaks.strip() and mutation.expected.strip()
 
 
 def test_catalog_names_unique_and_checked() -> None:
-    names = [m.name for m in cm.MUTATIONS]
+    names = [m.name for m in cat.MUTATIONS]
     assert len(names) == len(set(names))
-    cm.check_catalog(ROOT)
-    assert cm.by_name(["S3-ratio-3of70,Z10-sign"]) == [cm.MUTATIONS[0], cm.MUTATIONS[-1]]
+    cat.check_catalog(ROOT)
+    assert cat.by_name(["S3-ratio-3of70,Z10-sign"]) == [cat.MUTATIONS[0], cat.MUTATIONS[-1]]
     with pytest.raises(SystemExit, match="unknown mutation"):
-        cm.by_name(["no-such-mutation"])
+        cat.by_name(["no-such-mutation"])
 
 
 def test_apply_refuses_missing_or_repeated_text() -> None:
-    m = cm.Mutation(name="demo", claim="S3", file="x.py", old="A = 1", new="A = 2", breaks="b", expected="e")
+    m = cat.Mutation(name="demo", claim="S3", file="x.py", old="A = 1", new="A = 2", breaks="b", expected="e")
     assert m.apply("A = 1\n") == "A = 2\n"
-    with pytest.raises(cm.MutationError, match="demo.*does not occur"):
+    with pytest.raises(cat.MutationError, match="demo.*does not occur"):
         m.apply("B = 1\n")
-    with pytest.raises(cm.MutationError, match="demo.*occurs 2 times"):
+    with pytest.raises(cat.MutationError, match="demo.*occurs 2 times"):
         m.apply("A = 1\nA = 1\n")
 
 
