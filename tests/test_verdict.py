@@ -281,3 +281,56 @@ def test_a_statement_the_setting_cannot_test_is_inconclusive_with_its_contrast_r
     assert judged.outcome == v.INCONCLUSIVE and judged.seeds_needed is None
     assert judged.observed == pytest.approx(1.0) and judged.interval[0] > 0
     assert judged.note.startswith("not exercised at this setting: a tie")
+
+
+# ------------------------------------------------- small exact cases (survivors of the mutation sample) --
+def test_welch_df_of_a_seed_spread_plus_known_test_set_noise() -> None:
+    # two seeds (df 1) with a mean's variance 0.01 and a test-set noise 0.05: total 0.0125, df 0.0125**2 / 0.01**2
+    [est] = v.estimates("x", {"p": [0.0, 2 * math.sqrt(0.01)]}, {"p": 0.05}, pool=False)
+    assert est.se == pytest.approx(math.sqrt(0.0125)) and est.df == pytest.approx(1.5625)
+    [quiet] = v.estimates("x", {"p": [0.0, 2 * math.sqrt(0.01)]}, {}, pool=False)
+    assert quiet.df == 1
+
+
+def test_a_one_sided_equivalence_with_an_infinite_side() -> None:
+    at_least = v.Within(lower=0.0)
+    assert v.judge("above", at_least, [1.0, 1.1, 0.9], SRC).outcome == v.PASS
+    assert v.judge("below", at_least, [-1.0, -1.1, -0.9], SRC).outcome == v.FAIL
+    at_most = v.Within(upper=0.0)
+    assert v.judge("below", at_most, [-1.0, -1.1, -0.9], SRC).outcome == v.PASS
+
+
+def test_the_gap_to_decide_is_the_distance_to_the_nearest_edge() -> None:
+    within = v.Within(lower=0.3, upper=0.4)
+    assert within.gap(0.1) == pytest.approx(0.2) and within.gap(0.7) == pytest.approx(0.3)
+    assert within.gap(0.32) == pytest.approx(0.02)
+    substantial = v.Substantial(clearly=0.3, clearly_not=0.1)
+    assert substantial.gap(0.7) == pytest.approx(0.4) and substantial.gap(0.04) == pytest.approx(0.06)
+    assert substantial.gap(0.2) is None
+    negligible = v.Negligible(clearly=0.1, clearly_not=0.3)
+    assert negligible.gap(0.04) == pytest.approx(0.06) and negligible.gap(0.7) == pytest.approx(0.4)
+
+
+def test_an_indifference_zone_of_no_width_is_the_order_at_0() -> None:
+    for rule in (v.Negligible(), v.Substantial()):
+        assert (rule.clearly, rule.clearly_not) == (0.0, 0.0)
+    assert v.judge("small", v.Negligible(), [-0.5, -0.6, -0.4], SRC).outcome == v.PASS
+    assert v.judge("large", v.Substantial(), [0.5, 0.6, 0.4], SRC).outcome == v.PASS
+
+
+def test_a_mean_over_no_points_is_refused() -> None:
+    with pytest.raises(v.VerdictInputError, match="same seeds"):
+        v.judge("none", v.Above(0.0), {}, SRC, over="mean")
+
+
+def test_a_slope_over_three_replicates_has_one_degree_of_freedom_and_keeps_the_note() -> None:
+    judged = v.slope("three", v.Below(0.0), [1.0, 2.0, 3.0], [[0.3], [0.2], [0.1]], SRC, note="lmccheck's grid")
+    assert judged.df == 1 and judged.note.startswith("lmccheck's grid least-squares slope over 3 replicates")
+
+
+def test_binomial_and_paired_test_set_noise() -> None:
+    assert v.binomial_se(0.1, 100) == pytest.approx(0.03)
+    assert v.binomial_se(-0.5, 100) == pytest.approx(1e-7)  # clamped to [0, 1], never 0
+    # per seed se_a**2 + se_b**2, averaged over the seeds (the examples are shared, so no 1/k shrinkage)
+    expected = math.sqrt(((0.0009 + 0.0009) + (0.0016 + 0.0021)) / 2)
+    assert v.paired_noise([0.1, 0.2], [0.1, 0.3], 100) == pytest.approx(expected)
