@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from pathlib import Path
@@ -16,12 +17,13 @@ from lmccheck.kinds import (
     config_of,
     imp_level_product,
     matching_product,
+    simplex_product,
     spawn_product,
     train_product,
 )
 from lmccheck.permutation import Permutation
 from lmccheck.builder import Builder, ProductEvent
-from lmccheck.products import Product, Ref, kinds
+from lmccheck.products import Literal, Product, Ref, kinds, tensor_digest
 from lmccheck.pruning import apply_mask, one_shot_prune, prunable_keys, sparsity
 from lmccheck.store import Store
 from lmccheck.training import TrainConfig
@@ -59,6 +61,45 @@ def test_keys_are_computed_without_building_and_follow_the_inputs(lab: Lab) -> N
     assert level2.inputs["prev"].product.key == imp_level_product(dense, 1, 0.5).key  # type: ignore[union-attr]
     assert imp_level_product(dense, 2, 0.25).key != level2.key
     assert lab.store.keys() == []  # nothing was built
+
+
+def test_inputs_are_equal_exactly_when_they_name_the_same_content() -> None:
+    """Refs and literals compare (and hash) by what they name: the builder dedups inputs with them."""
+    ones = torch.ones(3)
+    a = Literal(ones, tensor_digest({"p": ones}))
+    same = Literal(ones.clone(), tensor_digest({"p": ones.clone()}))  # an equal digest, another str object
+    other = Literal(2 * ones, tensor_digest({"p": 2 * ones}))
+    assert a == same and hash(a) == hash(same)
+    assert a != other and other != a
+    assert a != type("Lookalike", (), {"digest": a.digest})()
+    d0, d1 = train_product(TINY), train_product(TINY.replace(init_seed=1))
+    assert Ref(d0) == Ref(d0) and Ref(d0, 5) == Ref(train_product(TINY), 5)
+    assert hash(Ref(d0, 5)) == hash(Ref(d0, 5.0))
+    assert Ref(d0, 5) != Ref(d0, 6) and Ref(d0) != Ref(d0, 6)
+    assert Ref(d0) != Ref(d1) and Ref(d1) != Ref(d0) and Ref(d0, 5) != Ref(d1, 5)
+
+
+def test_a_tuple_input_is_recorded_member_by_member(lab: Lab) -> None:
+    d0, d1 = train_product(TINY), train_product(TINY.replace(init_seed=1))
+    model = lab.model(TINY)
+    perm = Permutation.random(model.permutation_spec(), model.state_dict(), 3)
+    simplex = simplex_product([Ref(d0), Ref(d1)], perms=[None, perm], builder=lab)
+    end = float(TINY.epochs)  # the end state has one name: its epoch
+    assert simplex.recipe["inputs"]["nets"] == [{"key": d0.key, "at": end}, {"key": d1.key, "at": end}]
+    digest = tensor_digest({g: t.to(torch.int64) for g, t in perm.perms.items()})
+    assert simplex.recipe["inputs"]["perms"] == [None, {"literal": digest}]
+    assert simplex.refs() == [Ref(d0, end), Ref(d1, end)]
+
+
+def test_products_and_kinds_are_immutable_and_shown_by_a_12_digit_key() -> None:
+    """A product's key is computed once from its fields, so the fields cannot change after it."""
+    dense = train_product(TINY)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        dense.kind = "spawn"  # type: ignore[misc]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        kinds()["train"].version = 99  # type: ignore[misc]
+    assert len(dense.short) == 12 and dense.key.startswith(dense.short)  # as `lmccheck cache ls` shows keys
+    assert dense.describe().endswith(f"[{dense.short}]")
 
 
 def test_config_of_follows_the_product_chain() -> None:

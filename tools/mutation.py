@@ -13,6 +13,7 @@ diff).  The summary also goes to ``mutation/<module>.txt``.
     .venv/bin/python tools/mutation.py permutation --resume   # finish an interrupted run
     .venv/bin/python tools/mutation.py permutation --report   # re-print the last results
     .venv/bin/python tools/mutation.py matching --sample 150  # a seeded random sample of the mutants
+    .venv/bin/python tools/mutation.py verdict --rescore      # rerun the last run's survivors against today's tests
 
 How it works, per module:
 
@@ -39,6 +40,11 @@ How it works, per module:
 for modules whose full run takes hours.  The score is then an estimate of the
 full run's, printed with its 95% Wilson interval.
 
+``--rescore`` reruns only the last run's survivors, against the working tree's
+current tests (the module itself must be unchanged since that run, so the same
+mutants apply): after tests are written to kill survivors, the summary then
+shows which still survive, and says the survivors were rescored.
+
 The score is information, not a gate: the command exits 0 whenever the runs
 completed.  Not part of ``make test`` or CI (it takes minutes to hours).
 """
@@ -51,6 +57,7 @@ import datetime as _dt
 import os
 import shlex
 import shutil
+import sqlite3
 import subprocess
 import sys
 import time
@@ -424,9 +431,32 @@ def _format(summary: Summary, header: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _reopen_survivors(name: str, work: Path, repo: Path, mod_path: str) -> int:
+    """Copy today's tests into ``repo`` and forget the survivors' results, so an exec reruns just them."""
+    session, pristine = work / "session.sqlite", work / "pristine.py"
+    if not session.exists():
+        raise SystemExit(f"no results for {name} yet: run `make mutation MODULE={name}` first")
+    if pristine.read_bytes() != (ROOT / mod_path).read_bytes():
+        raise SystemExit(f"{mod_path} changed since the last mutation run of {name}, so its mutants no longer "
+                         f"apply: run a new sample (tools/mutation.py {name} --sample N)")
+    shutil.copy2(pristine, repo / mod_path)  # an interrupted exec can leave a mutant on disk
+    tests = [f for f in git_files(ROOT) if f.startswith("tests/") or f in ("conftest.py", "pyproject.toml")]
+    for f in tests:
+        (repo / f).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / f, repo / f)
+    with sqlite3.connect(session) as db:
+        n = db.execute("DELETE FROM work_results WHERE worker_outcome = 'NORMAL' AND test_outcome = 'SURVIVED'").rowcount
+    commit = _git("rev-parse", "--short", "HEAD") or "unknown"
+    dirty = " (with uncommitted changes)" if _git("status", "--porcelain", "--", "tests") else ""
+    with (work / "run.txt").open("a", encoding="utf-8") as meta:
+        meta.write(f"rescored: the {n} survivors rerun against the tests at {commit}{dirty} "
+                   f"({_dt.datetime.now().isoformat(timespec='seconds')})\n")
+    return n
+
+
 def run_module(
     name: str, *, timeout: float | None, resume: bool, report_only: bool, sample: int | None = None,
-    sample_seed: int = 0
+    sample_seed: int = 0, rescore: bool = False
 ) -> Summary:
     mod_path = _module_path(name)
     if not (ROOT / mod_path).is_file():
@@ -441,7 +471,10 @@ def run_module(
     test_cmd = [sys.executable, "-m", "pytest", *PYTEST_ARGS, *tests]
     meta_file = work / "run.txt"
 
-    if report_only or (resume and session.exists()):
+    if rescore:
+        n = _reopen_survivors(name, work, repo, mod_path)
+        _log(f"{name}: rerunning the {n} survivors against the current tests")
+    elif report_only or (resume and session.exists()):
         if not session.exists():
             raise SystemExit(f"no results for {name} yet: run `make mutation MODULE={name}` first")
         # an interrupted exec can leave a mutant on disk: put the original back
@@ -533,17 +566,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--sample", type=int, default=None, metavar="N",
                     help="run a uniform random sample of N mutants (an estimate, with its 95%% interval)")
     ap.add_argument("--sample-seed", type=int, default=0, help="seed of the --sample draw (default 0)")
+    ap.add_argument("--rescore", action="store_true",
+                    help="rerun the last run's survivors against the current tests (the module unchanged)")
     args = ap.parse_args(argv)
     try:
         import cosmic_ray  # noqa: F401
     except ImportError:
         raise SystemExit("cosmic-ray is not installed: .venv/bin/pip install -e '.[test,mutation]'") from None
     names = [_module_name(m) for arg in args.modules for m in arg.split()] or list(TESTS)
+    if args.rescore and (args.sample is not None or args.resume or args.report):
+        raise SystemExit("--rescore reruns the last run's survivors: it takes no --sample, --resume or --report")
     if args.sample is not None and args.sample < 1:
         raise SystemExit(f"--sample must be at least 1, got {args.sample}")
     summaries = [
         run_module(n, timeout=args.timeout, resume=args.resume, report_only=args.report,
-                   sample=args.sample, sample_seed=args.sample_seed)
+                   sample=args.sample, sample_seed=args.sample_seed, rescore=args.rescore)
         for n in names
     ]
     if len(summaries) > 1:
