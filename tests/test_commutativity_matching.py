@@ -13,7 +13,9 @@ from scipy.optimize import linear_sum_assignment
 
 from lmccheck.activation_matching import activation_matching
 from lmccheck.commutativity_matching import (
+    _dense,
     _features,
+    _GroupRelaxation,
     _mlp_layers,
     _Problem,
     _SwapSearch,
@@ -91,8 +93,14 @@ def test_clear_errors() -> None:
         commutativity_matching(mlp(0), a, state(mlp(1)), x, sweeps=0)
     with pytest.raises(ValueError, match="these networks' units"):
         commutativity_matching(mlp(0), a, state(mlp(1)), x, starts=[other])
-    with pytest.raises(ValueError, match="order"):
+    with pytest.raises(ValueError, match=r"order must list distinct group indices in 0\.\.2, got \[0, 0, 1\]"):
         commutativity_matching(mlp(0), a, state(mlp(1)), x, order=[0, 0, 1])
+
+
+def test_without_the_2_opt_phase_no_local_optimum_is_claimed() -> None:
+    model, a, b, x = mlp(0, width=8), state(mlp(0, width=8)), state(mlp(2, width=8)), inputs()
+    stats = commutativity_matching(model, a, b, x, two_opt=False).stats
+    assert stats["local_optimum"] is False and stats["accepted_swaps"] == 0 and stats["two_opt_passes"] == 0
 
 
 # ------------------------------------------------------------------------------------------ the search
@@ -151,10 +159,11 @@ def swapped(perm: Permutation, group: str, i: int, j: int) -> Permutation:
     return Permutation(perm.spec, out)
 
 
-@pytest.mark.parametrize("seed", [2, 4])
-def test_no_single_transposition_improves_the_result(seed: int) -> None:
+@pytest.mark.parametrize(("seed", "order"), [(2, (0, 1, 2)), (4, (0, 1, 2)), (3, (2, 1, 0))])
+def test_no_single_transposition_improves_the_result(seed: int, order: tuple[int, ...]) -> None:
+    """(3, (2, 1, 0)): a swap in a group changes its neighbours' terms, on both sides, which must be revisited."""
     model, a, b, x = mlp(0, width=8), state(mlp(0, width=8)), state(mlp(seed, width=8)), inputs()
-    perm = commutativity_matching(model, a, b, x)
+    perm = commutativity_matching(model, a, b, x, order=order)
     assert perm.stats["local_optimum"] and perm.stats["accepted_swaps"] > 0
     value = perm.stats["objective_final"]
     tol = perm.stats["swap_tolerance"]["rtol"] * value + perm.stats["swap_tolerance"]["atol"]
@@ -181,6 +190,24 @@ def test_the_swap_deltas_are_exact() -> None:
             trial[g][[i, j]] = trial[g][[j, i]]
             assert deltas[i, j] == pytest.approx(problem.total(trial) - value, abs=1e-9 * value)
             assert search.delta(i, j) == pytest.approx(deltas[i, j], abs=1e-12 * value)
+
+
+@pytest.mark.parametrize("g", [0, 1])
+def test_frank_wolfe_updates_its_terms_as_recomputing_them_from_p_would(g: int) -> None:
+    """Each step updates U, V, U V^T (and term a's residual, for a group after the first) incrementally; that
+    must equal recomputing them from the new P: several steps in one run end where chained one-step runs do."""
+    model, a, b, x = mlp(0, width=8), state(mlp(0, width=8)), state(mlp(1, width=8)), inputs()
+    names, groups = _mlp_layers(model)
+    problem = _Problem(names, a, b, _features(model, a, x), _features(model, b, x), x)
+    rng = np.random.default_rng(1)
+    mats = [_dense(rng.permutation(8)) for _ in groups]
+    relax = _GroupRelaxation(problem, g, mats)
+    p, _, _, taken = relax.run(mats[g], 6)
+    assert taken >= 3
+    chained = mats[g]
+    for _ in range(taken):
+        chained = relax.run(chained, 1)[0]
+    assert torch.allclose(p, chained, atol=1e-5)
 
 
 def relaxed_slope(model: torch.nn.Module, a: dict, b: dict, x: torch.Tensor, perm: Permutation, g: int) -> float:

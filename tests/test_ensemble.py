@@ -104,6 +104,8 @@ def test_bad_ensembles_are_refused_with_the_reason() -> None:
         train_together([recipe(), recipe(lr=0.1, init_seed=1)], data=data)
     with pytest.raises(ValueError, match="at least one"):
         train_together([], data=data)
+    with pytest.raises(TypeError, match="positional"):  # keyword-only: an init state is never taken for data
+        train_together([recipe()], [None], data=data)  # type: ignore[misc]
     with pytest.raises(ValueError, match="BatchNorm"):
         train_together([recipe(model_kwargs={"width": 8, "depth": 2, "norm": "batchnorm"})], data=data)
     with pytest.raises(ValueError, match="init_states: 1 given for 2 members"):

@@ -283,6 +283,23 @@ def test_stable_rank_and_spectra() -> None:
     assert len(got) == 16 and torch.allclose(got, ref, rtol=1e-6, atol=1e-5 * float(ref.max()))
 
 
+def test_conv_feature_spectra_take_channels_as_units_and_positions_as_rows() -> None:
+    """Fig. 21 for a conv net: the singular values of the (example x position, channel) matrix of a site."""
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    torch.manual_seed(0)
+    model = get_model("vgg11", width=0.125, norm="layernorm", in_channels=1, input_size=28).eval()
+    d = Split(torch.randn(4, 1, 28, 28, generator=torch.Generator().manual_seed(1)), torch.zeros(4, dtype=torch.long))
+    site = sites_of(model).features[1]
+    out = spectra(model, state(model), d, n_examples=None, batch_size=3)
+    with torch.no_grad():
+        h = create_feature_extractor(model, return_nodes=[site])(d.x)[site].double()
+    assert h.dim() == 4
+    ref = torch.linalg.svdvals(h.permute(0, 2, 3, 1).reshape(-1, h.shape[1]))
+    got = torch.tensor(out["features"][site], dtype=torch.float64)
+    assert len(got) == h.shape[1] and torch.allclose(got, ref, rtol=1e-6, atol=1e-5 * float(ref.max()))
+
+
 # ---------------------------------------------------------------- Theorem 1's decomposition
 def test_decomposition_identity_and_bound_hold_on_random_networks() -> None:
     ma, mb = mlp(0), mlp(1)
@@ -295,6 +312,13 @@ def test_decomposition_identity_and_bound_hold_on_random_networks() -> None:
             assert r["identity_residual"] <= 1e-10
             assert r["llfc_error"] <= r["bound"] + 1e-12
     assert out["per_layer"]["head"]["0.5"]["weak_additivity"] == 0.0  # no ReLU on the logits
+    # relative to ||alpha f_A + (1 - alpha) f_B||, as the docstring says: the logits' error, directly
+    mid = mlp(0)
+    mid.load_state_dict({k: 0.5 * v + 0.5 * state(mb)[k] for k, v in state(ma).items()})
+    with torch.no_grad():
+        target = 0.5 * ma(data().x).double() + 0.5 * mb(data().x).double()
+        direct = float((mid(data().x).double() - target).norm() / target.norm())
+    assert out["per_layer"]["head"]["0.5"]["llfc_error"] == pytest.approx(direct, rel=1e-5)
     # same network: no error anywhere
     same = llfc_decomposition(ma, state(ma), state(ma), data(), n_examples=None)
     assert max(r["llfc_error"] for layer in same["per_layer"].values() for r in layer.values()) <= 1e-12
