@@ -15,8 +15,11 @@ from lmccheck.barrier_options import BarrierOptions
 from lmccheck.kinds import (
     barrier_product,
     config_of,
+    derived_seed,
+    feature_product,
     imp_level_product,
     matching_product,
+    permutation_input,
     simplex_product,
     spawn_product,
     train_product,
@@ -109,6 +112,63 @@ def test_config_of_follows_the_product_chain() -> None:
     assert config_of(lv).sgd_seed == lv.params["sgd_seed"] != TINY.sgd_seed
     with pytest.raises(ValueError, match="not a network"):
         config_of(matching_product("weight", Ref(dense), Ref(dense)))
+
+
+def test_derived_seeds_are_31_bit() -> None:
+    """``derived_seed`` promises a 31-bit seed (any generator accepts it): over 256 salts, about half of them
+    would have bit 31 set, and none may."""
+    seeds = [derived_seed(7, "level", i) for i in range(256)]
+    assert all(0 <= s < 2**31 for s in seeds) and max(seeds) >= 2**30 and len(set(seeds)) == 256
+
+
+def test_a_products_kind_is_compared_by_value() -> None:
+    """A kind built at run time (read from a manifest, say), not the module's literal, is the same kind."""
+    level = imp_level_product(train_product(TINY), 1, 0.5)
+    rebuilt = Product("".join(["imp_", "level"]), level.params, level.inputs)
+    assert rebuilt == level and config_of(rebuilt) == config_of(level)
+
+
+def test_only_matching_products_are_permutations() -> None:
+    dense = train_product(TINY)
+    for not_a_matching in (dense, spawn_product(dense, 0.5, 7), imp_level_product(dense, 1, 0.5)):
+        with pytest.raises(ValueError, match=f"expected a matching product, got {not_a_matching.kind}"):
+            permutation_input(not_a_matching)
+
+
+def test_commutativity_matching_starts_from_its_own_activation_matching_product() -> None:
+    a, b = Ref(train_product(TINY)), Ref(train_product(TINY.replace(init_seed=1)))
+    am, cm = matching_product("activation", a, b), matching_product("commutativity", a, b)
+    assert "init" not in am.inputs and am.params["data"]["subset"] == TINY.train_subset
+    assert cm.inputs["init"] == Ref(am) and cm.params["data"] == am.params["data"]
+
+
+def test_each_matching_method_builds_the_library_matching_on_the_training_subset(lab: Lab) -> None:
+    from lmccheck.activation_matching import activation_matching
+    from lmccheck.commutativity_matching import commutativity_matching
+
+    pair = lab.pair(TINY, 0)
+    model, data = lab.model(TINY), lab.dataset(TINY.dataset).train.take(TINY.train_subset)
+    am, cm = lab.match("activation", pair.a, pair.b), lab.match("commutativity", pair.a, pair.b)
+    assert am == activation_matching(model, pair.a.final, pair.b.final, data)
+    direct = commutativity_matching(model, pair.a.final, pair.b.final, data, init=am)
+    assert cm == direct and cm.stats["objective_final"] == direct.stats["objective_final"]
+    assert cm.stats["objective_final"] <= cm.stats["objective_init"]
+
+
+def test_product_defaults_are_the_library_functions_defaults(lab: Lab) -> None:
+    """One default per number: a product declared without the option measures what the library function would."""
+    import inspect
+
+    from lmccheck import interpolation, llfc
+
+    a, b = Ref(train_product(TINY)), Ref(train_product(TINY.replace(init_seed=1)))
+    simplex = simplex_product([a, b], builder=lab)
+    assert simplex.params["resolution"] == inspect.signature(interpolation.simplex_barrier).parameters["resolution"].default
+    for metric, fn in (("llfc", llfc.llfc), ("spectra", llfc.spectra), ("stitching", llfc.stitching_errors)):
+        product = feature_product(metric, a, a if metric == "spectra" else b, builder=lab)
+        assert product.params["n_examples"] == inspect.signature(fn).parameters["n_examples"].default, metric
+    assert feature_product("llfc", a, b, builder=lab).params["alphas"] == list(
+        inspect.signature(llfc.llfc).parameters["alphas"].default)
 
 
 def test_plan_lists_missing_then_stored_and_builds_nothing(lab: Lab) -> None:
