@@ -163,7 +163,8 @@ def test_product_defaults_are_the_library_functions_defaults(lab: Lab) -> None:
 
     a, b = Ref(train_product(TINY)), Ref(train_product(TINY.replace(init_seed=1)))
     simplex = simplex_product([a, b], builder=lab)
-    assert simplex.params["resolution"] == inspect.signature(interpolation.simplex_barrier).parameters["resolution"].default
+    library_resolution = inspect.signature(interpolation.simplex_barrier).parameters["resolution"].default
+    assert simplex.params["resolution"] == library_resolution
     for metric, fn in (("llfc", llfc.llfc), ("spectra", llfc.spectra), ("stitching", llfc.stitching_errors)):
         product = feature_product(metric, a, a if metric == "spectra" else b, builder=lab)
         assert product.params["n_examples"] == inspect.signature(fn).parameters["n_examples"].default, metric

@@ -445,7 +445,8 @@ def _reopen_survivors(name: str, work: Path, repo: Path, mod_path: str) -> int:
         (repo / f).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / f, repo / f)
     with sqlite3.connect(session) as db:
-        n = db.execute("DELETE FROM work_results WHERE worker_outcome = 'NORMAL' AND test_outcome = 'SURVIVED'").rowcount
+        n = db.execute(
+            "DELETE FROM work_results WHERE worker_outcome = 'NORMAL' AND test_outcome = 'SURVIVED'").rowcount
     commit = _git("rev-parse", "--short", "HEAD") or "unknown"
     dirty = " (with uncommitted changes)" if _git("status", "--porcelain", "--", "tests") else ""
     with (work / "run.txt").open("a", encoding="utf-8") as meta:
