@@ -275,6 +275,44 @@ def test_progress_bar(data, capsys):
     assert "train mlp" not in capsys.readouterr().err
 
 
+def test_a_continued_runs_bar_counts_the_steps_it_takes(data, monkeypatch):
+    """The bar's total is the steps still to run (from ``start_epoch``), and each step moves it by one."""
+    import tqdm.auto
+
+    bars: list[dict[str, int]] = []
+
+    class Recorder:
+        def __init__(self, total: int, **_: object) -> None:
+            bars.append({"total": total, "n": 0})
+
+        def update(self, n: int) -> None:
+            bars[-1]["n"] += n
+
+        def set_postfix(self, *_: object, **__: object) -> None: ...
+
+        def close(self) -> None: ...
+
+    monkeypatch.setattr(tqdm.auto, "tqdm", Recorder)
+    cfg = tiny(checkpoints=(0, 0.5))  # 512 examples in batches of 64: 8 steps an epoch
+    full = train(cfg, progress=True, data=data)
+    train(cfg, init_state=full.state_at(0.5), start_epoch=0.5, progress=True, data=data)
+    assert bars == [{"total": 8, "n": 8}, {"total": 4, "n": 4}]
+
+
+def test_seeds_mixed_from_parts_are_63_bit() -> None:
+    from lmccheck.training_loop import _mix
+
+    seeds = [_mix("order", 0, epoch) for epoch in range(256)]
+    assert all(0 <= s < 2**63 for s in seeds) and max(seeds) >= 2**62 and len(set(seeds)) == 256
+
+
+def test_evaluating_no_examples_gives_zeros_not_a_division_by_zero() -> None:
+    from lmccheck.training_loop import evaluate
+
+    model = build_model(tiny(), load_dataset("fashion-mnist"))
+    assert evaluate(model, torch.empty(0, 1, 28, 28), torch.empty(0, dtype=torch.long)) == (0.0, 0.0)
+
+
 def fake_cifar(n: int = 256) -> Dataset:
     """A random CIFAR-shaped, augmentable dataset (no download needed)."""
     gen = torch.Generator().manual_seed(0)
