@@ -199,6 +199,20 @@ def test_simplex_grid_and_pairwise_order() -> None:
     assert b == pytest.approx(0.0, abs=1e-12)
 
 
+def test_a_simplex_barrier_needs_every_vertex_and_finite_values() -> None:
+    """The plane is fixed by the vertices' values: a grid without one of them is refused, naming it."""
+    with pytest.raises(ValueError, match=r"do not include vertex 1 \(weight 1 on network 1\)$"):
+        barrier_from_simplex([(1.0, 0.0, 0.0), (0.5, 0.5, 0.0), (0.0, 0.0, 1.0)], [1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match=r"do not include vertex 0 \(weight 1 on network 0\)$"):
+        barrier_from_simplex([(0.5, 0.5, 0.0), (0.0, 1.0, 0.0)], [1.0, 2.0])  # vertices 0 and 2 missing
+    with pytest.raises(ValueError, match="not finite"):
+        barrier_from_simplex([(1.0, 0.0), (0.5, 0.5), (0.0, 1.0)], [1.0, float("nan"), 2.0])
+    with pytest.raises(ValueError, match="3 points but 2 values"):
+        barrier_from_simplex([(1.0, 0.0), (0.5, 0.5), (0.0, 1.0)], [1.0, 2.0])
+    with pytest.raises(ValueError, match="no points"):
+        barrier_from_simplex([], [])
+
+
 # ---------------------------------------------------------------- barrier: properties
 def test_barrier_of_a_network_with_itself_is_zero(fmnist: Split) -> None:
     model, a, _ = pair("mlp")
