@@ -450,7 +450,7 @@ def _reopen_survivors(name: str, work: Path, repo: Path, mod_path: str) -> int:
     commit = _git("rev-parse", "--short", "HEAD") or "unknown"
     dirty = " (with uncommitted changes)" if _git("status", "--porcelain", "--", "tests") else ""
     with (work / "run.txt").open("a", encoding="utf-8") as meta:
-        meta.write(f"rescored: the {n} survivors rerun against the tests at {commit}{dirty} "
+        meta.write(f"rescored: the {n} survivor{'' if n == 1 else 's'} rerun against the tests at {commit}{dirty} "
                    f"({_dt.datetime.now().isoformat(timespec='seconds')})\n")
     return n
 
