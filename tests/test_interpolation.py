@@ -339,6 +339,27 @@ def test_reset_bn_stats_recomputes_statistics(fmnist_train: Split) -> None:
     assert not torch.allclose(model.norms[0].running_mean, lerped)
 
 
+def test_reset_bn_stats_takes_the_first_batches_and_refuses_none(fmnist_train: Split) -> None:
+    model, a, _ = pair("mlp", "batchnorm")
+    model.load_state_dict(a)
+    reset_bn_stats(model, fmnist_train, batches=1, batch_size=64)  # one batch: the first 64 examples
+    with torch.no_grad():
+        z = model.layers[0](fmnist_train.x[:64].flatten(1))
+    torch.testing.assert_close(model.norms[0].running_mean, z.mean(0), atol=1e-5, rtol=1e-5)
+    for batches, batch_size in ((0, 64), (-1, 64), (1, 0)):
+        with pytest.raises(ValueError, match="need batches >= 1 and batch_size >= 1"):
+            reset_bn_stats(model, fmnist_train, batches=batches, batch_size=batch_size)
+
+
+def test_the_engine_sums_losses_in_float64_where_the_device_has_it(fmnist: Split) -> None:
+    """Per-batch loss sums are added in float64 (float32 only on MPS, which lacks float64)."""
+    from lmccheck.barrier_engine import _Engine
+
+    model, a, b = pair("mlp")
+    engine = _Engine(model, [a, b], fmnist, BarrierOptions(alphas=3).resolve(model, "cpu"), None)
+    assert engine.acc_dtype == torch.float64
+
+
 def test_bn_reset_on_by_default_and_optional(fmnist: Split, fmnist_train: Split) -> None:
     model, a, b = pair("mlp", "batchnorm")
     alphas = [0.0, 0.5, 1.0]
