@@ -117,8 +117,12 @@ def evaluate(
 ) -> tuple[float, float]:
     """Mean cross-entropy and accuracy of ``model`` on ``(x, y)`` (eval mode, no grad).
 
-    The model's training mode is restored afterwards.
+    The model's training mode is restored afterwards. Raises ``ValueError`` for no examples (a mean over none
+    is undefined; a training config always evaluates at least one).
     """
+    n = int(x.shape[0])
+    if n == 0:
+        raise ValueError("no examples to evaluate: pass at least one (x and y of length >= 1)")
     device = x.device
     was_training = model.training
     model.eval()
@@ -133,7 +137,6 @@ def evaluate(
                 correct += (out.argmax(1) == yb).sum()
     finally:
         model.train(was_training)
-    n = max(1, int(x.shape[0]))
     return float(loss_sum) / n, int(correct) / n
 
 

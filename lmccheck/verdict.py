@@ -535,6 +535,8 @@ def judge(
     points: dict[str, Sequence[float] | np.ndarray]
     if isinstance(contrast, Mapping):
         points = {str(k): v for k, v in contrast.items()}
+        if not points:
+            raise VerdictInputError(f"assertion {name!r}: no points to judge (an empty mapping of points)")
         if over not in ("every", "mean"):
             raise VerdictInputError(f"assertion {name!r}: {len(points)} points need over='every' or over='mean'")
     else:

@@ -97,7 +97,7 @@ def test_clear_errors() -> None:
         commutativity_matching(mlp(0), a, state(mlp(1)), x, order=[0, 0, 1])
 
 
-def test_without_the_2_opt_phase_no_local_optimum_is_claimed() -> None:
+def test_with_two_opt_false_no_2_opt_pass_runs_and_no_local_optimum_is_claimed() -> None:
     model, a, b, x = mlp(0, width=8), state(mlp(0, width=8)), state(mlp(2, width=8)), inputs()
     stats = commutativity_matching(model, a, b, x, two_opt=False).stats
     assert stats["local_optimum"] is False and stats["accepted_swaps"] == 0 and stats["two_opt_passes"] == 0

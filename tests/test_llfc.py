@@ -54,6 +54,8 @@ def test_dist_and_cosine_handle_zero_vectors() -> None:
     c, k = cosine_and_coef(torch.tensor([[2.0, 0.0], [0.0, 0.0], [1.0, 1.0]]),
                            torch.tensor([[1.0, 0.0], [0.0, 0.0], [0.0, 0.0]]))
     assert c.tolist() == pytest.approx([1.0, 1.0, 0.0]) and k.tolist() == pytest.approx([2.0, 1.0, 0.0])
+    c1, k1 = cosine_and_coef(torch.tensor([2.0, 0.0]), torch.tensor([1.0, 1.0]))  # one row, as a vector
+    assert float(c1) == pytest.approx(math.sqrt(0.5)) and float(k1) == pytest.approx(1.0)
 
 
 def test_an_undefined_distance_is_left_out_of_the_mean_and_counted() -> None:
@@ -313,12 +315,13 @@ def test_decomposition_identity_and_bound_hold_on_random_networks() -> None:
             assert r["llfc_error"] <= r["bound"] + 1e-12
     assert out["per_layer"]["head"]["0.5"]["weak_additivity"] == 0.0  # no ReLU on the logits
     # relative to ||alpha f_A + (1 - alpha) f_B||, as the docstring says: the logits' error, directly
-    mid = mlp(0)
+    mid, a64, b64 = mlp(0).double(), mlp(0).double(), mlp(1).double()  # a float64 reference
     mid.load_state_dict({k: 0.5 * v + 0.5 * state(mb)[k] for k, v in state(ma).items()})
+    x = data().x.double()
     with torch.no_grad():
-        target = 0.5 * ma(data().x).double() + 0.5 * mb(data().x).double()
-        direct = float((mid(data().x).double() - target).norm() / target.norm())
-    assert out["per_layer"]["head"]["0.5"]["llfc_error"] == pytest.approx(direct, rel=1e-5)
+        target = 0.5 * a64(x) + 0.5 * b64(x)
+        direct = float((mid(x) - target).norm() / target.norm())
+    assert out["per_layer"]["head"]["0.5"]["llfc_error"] == pytest.approx(direct, rel=1e-9)
     # same network: no error anywhere
     same = llfc_decomposition(ma, state(ma), state(ma), data(), n_examples=None)
     assert max(r["llfc_error"] for layer in same["per_layer"].values() for r in layer.values()) <= 1e-12

@@ -306,11 +306,17 @@ def test_seeds_mixed_from_parts_are_63_bit() -> None:
     assert all(0 <= s < 2**63 for s in seeds) and max(seeds) >= 2**62 and len(set(seeds)) == 256
 
 
-def test_evaluating_no_examples_gives_zeros_not_a_division_by_zero() -> None:
+def test_evaluating_no_examples_is_refused_with_the_reason() -> None:
     from lmccheck.training_loop import evaluate
 
     model = build_model(tiny(), load_dataset("fashion-mnist"))
-    assert evaluate(model, torch.empty(0, 1, 28, 28), torch.empty(0, dtype=torch.long)) == (0.0, 0.0)
+    with pytest.raises(ValueError, match="no examples to evaluate"):
+        evaluate(model, torch.empty(0, 1, 28, 28), torch.empty(0, dtype=torch.long))
+    x, y = load_dataset("fashion-mnist").test.take(3).x, load_dataset("fashion-mnist").test.take(3).y
+    loss, acc = evaluate(model, x, y, batch_size=2)  # a mean over all 3, across a short last batch
+    with torch.no_grad():
+        assert loss == pytest.approx(float(F.cross_entropy(model(x), y)), rel=1e-5)
+        assert acc == float((model(x).argmax(1) == y).float().mean())
 
 
 def fake_cifar(n: int = 256) -> Dataset:

@@ -318,9 +318,12 @@ def test_an_indifference_zone_of_no_width_is_the_order_at_0() -> None:
     assert v.judge("large", v.Substantial(), [0.5, 0.6, 0.4], SRC).outcome == v.PASS
 
 
-def test_a_mean_over_no_points_is_refused() -> None:
-    with pytest.raises(v.VerdictInputError, match="same seeds"):
-        v.judge("none", v.Above(0.0), {}, SRC, over="mean")
+def test_no_points_are_refused_with_the_reason() -> None:
+    for over in ("mean", "every"):
+        with pytest.raises(v.VerdictInputError, match="'none': no points to judge"):
+            v.judge("none", v.Above(0.0), {}, SRC, over=over)
+    with pytest.raises(v.VerdictInputError, match=r"needs the same seeds at every point, got \[2, 3\] seeds"):
+        v.judge("ragged", v.Above(0.0), {"a": [1.0, 2.0], "b": [1.0, 2.0, 3.0]}, SRC, over="mean")
 
 
 def test_a_slope_over_three_replicates_has_one_degree_of_freedom_and_keeps_the_note() -> None:
