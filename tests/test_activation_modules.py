@@ -268,3 +268,24 @@ def test_independent_networks_match_hand_written_reference(
         assert differ.sum() <= 0.1 * live.sum(), g  # a tie is the exception, not the rule
         n_live, n_units = n_live + int(live.sum()), n_units + len(live)
     assert n_live > 0.6 * n_units  # undetermined units are rare enough for the check to bite
+
+
+def test_copied_samples_never_share_memory_with_the_module_output() -> None:
+    """A 2-D float32 output reshapes to a view of itself: with copy=True it must be cloned, so the network's
+    in-place ReLU afterwards cannot change the stashed activations (the stream sum reads them later)."""
+    from lmccheck.activation_matching import _as_samples
+
+    out = torch.randn(5, 4)
+    stashed = _as_samples(out, "fc1", copy=True)
+    torch.relu_(out)
+    assert stashed.untyped_storage().data_ptr() != out.untyped_storage().data_ptr()
+    assert bool((stashed < 0).any())  # the values before the in-place ReLU
+    assert _as_samples(out, "fc1", copy=False).untyped_storage().data_ptr() == out.untyped_storage().data_ptr()
+
+
+def test_activation_matchings_options_are_keyword_only() -> None:
+    """A positional 5th argument (``batches``? ``device``?) is refused rather than guessed."""
+    model = get_model("mlp", width=8, depth=2, in_channels=1, input_size=4, num_classes=3)
+    state = model.state_dict()
+    with pytest.raises(TypeError, match="positional"):
+        activation_matching(model, state, state, torch.randn(6, 1, 4, 4), 2)  # type: ignore[misc]
