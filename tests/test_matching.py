@@ -388,6 +388,21 @@ def test_self_coupled_group_is_monotone() -> None:
     assert matching_objective(spec, a, b2, p) >= matching_objective(spec, a, b2)
 
 
+def test_a_self_coupled_terms_gram_permutes_the_other_axis_written_out() -> None:
+    """rec.weight = (h, h), the group on axis 1: its Gram term is sum_j A[j, i] B[p[j], k], with p (the current
+    permutation of axis 0) taken on the axis before the group's own, written out in loops."""
+    from lmccheck.weight_matching import _make_term
+
+    spec = PermutationSpec({"rec.weight": ("h", "h")})
+    gen = torch.Generator().manual_seed(0)
+    a, b = torch.randn(5, 5, generator=gen, dtype=torch.float64), torch.randn(5, 5, generator=gen, dtype=torch.float64)
+    p = torch.tensor([2, 0, 4, 1, 3])
+    got = _make_term(spec, "h", "rec.weight", 1, a, b).full({"h": p})
+    want = torch.tensor([[sum(float(a[j, i] * b[p[j], k]) for j in range(5)) for k in range(5)] for i in range(5)],
+                        dtype=torch.float64)
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
 @pytest.mark.parametrize("axis", [0, 1])
 def test_cached_gram_contribution_updates_in_place_exactly(axis: int) -> None:
     """The in-place update after a few units moved equals a recomputation."""
