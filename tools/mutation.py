@@ -431,19 +431,20 @@ def _format(summary: Summary, header: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _require_results(name: str, session: Path) -> None:
+    if not session.exists():
+        raise SystemExit(f"no results for {name} yet: run `make mutation MODULE={name}` first")
+
+
 def _reopen_survivors(name: str, work: Path, repo: Path, mod_path: str) -> int:
     """Copy today's tests into ``repo`` and forget the survivors' results, so an exec reruns just them."""
     session, pristine = work / "session.sqlite", work / "pristine.py"
-    if not session.exists():
-        raise SystemExit(f"no results for {name} yet: run `make mutation MODULE={name}` first")
+    _require_results(name, session)
     if pristine.read_bytes() != (ROOT / mod_path).read_bytes():
         raise SystemExit(f"{mod_path} changed since the last mutation run of {name}, so its mutants no longer "
                          f"apply: run a new sample (tools/mutation.py {name} --sample N)")
     shutil.copy2(pristine, repo / mod_path)  # an interrupted exec can leave a mutant on disk
-    tests = [f for f in git_files(ROOT) if f.startswith("tests/") or f in ("conftest.py", "pyproject.toml")]
-    for f in tests:
-        (repo / f).parent.mkdir(parents=True, exist_ok=True)
-        shutil.copy2(ROOT / f, repo / f)
+    stage(ROOT, repo, [f for f in git_files(ROOT) if f.startswith("tests/") or f in ("conftest.py", "pyproject.toml")])
     with sqlite3.connect(session) as db:
         n = db.execute(
             "DELETE FROM work_results WHERE worker_outcome = 'NORMAL' AND test_outcome = 'SURVIVED'").rowcount
@@ -476,8 +477,7 @@ def run_module(
         n = _reopen_survivors(name, work, repo, mod_path)
         _log(f"{name}: rerunning the {n} survivors against the current tests")
     elif report_only or (resume and session.exists()):
-        if not session.exists():
-            raise SystemExit(f"no results for {name} yet: run `make mutation MODULE={name}` first")
+        _require_results(name, session)
         # an interrupted exec can leave a mutant on disk: put the original back
         if pristine.exists() and not report_only:
             shutil.copy2(pristine, repo / mod_path)
